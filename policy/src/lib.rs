@@ -1,0 +1,21 @@
+//! verifyfull's decision engine: a pure library (no I/O, no clock, no Kubernetes client).
+//!
+//! Given a Pod spec (from any Pod-carrying kind), it computes each container's effective
+//! environment as the kubelet would, recognises PostgreSQL connection strings by value,
+//! applies libpq's (or pgjdbc's) precedence rules, and reports what each client will do and
+//! how to fix it. The CLI, the webhook and the operator all call [`evaluate`].
+
+pub mod engine;
+pub mod env;
+pub mod exemptions;
+pub mod hosts;
+pub mod jdbc;
+pub mod libpq;
+pub mod message;
+pub mod verdict;
+pub mod workload;
+
+pub use engine::{Context, PodView, evaluate};
+pub use env::{Lookup, NoSources, SourceData, SourceKind, ValueSource};
+pub use verdict::{Code, Decision, Finding, LoopbackPolicy, Report, Settings, Severity, Verdict};
+pub use workload::{Object, Workload, WorkloadKind};

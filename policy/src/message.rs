@@ -1,0 +1,327 @@
+//! User-facing text for findings and notes. Built from the structured cause only: the
+//! engine never has a value to repeat except the sslmode token, so no message can carry a
+//! password or a Secret value.
+
+use std::fmt::Write;
+
+use crate::env::Origin;
+use crate::verdict::*;
+
+/// Admission warnings are capped at this many characters.
+pub const WARNING_LIMIT: usize = 120;
+
+fn by_text(by: &By<'_>, mode: Option<SslMode>) -> String {
+    match (by, mode) {
+        (By::Param { key: "requiressl" }, Some(m)) => format!("requiressl (read as sslmode={})", m.as_str()),
+        (By::Param { key: "ssl" }, Some(m)) => format!("ssl (read as sslmode={})", m.as_str()),
+        (By::Param { key }, Some(m)) => format!("{key}={}", m.as_str()),
+        (By::Param { key }, None) => (*key).to_string(),
+        (By::Env { var, origin }, Some(m)) if *var == "PGREQUIRESSL" => {
+            format!("PGREQUIRESSL ({origin}, read as sslmode={})", m.as_str())
+        }
+        (By::Env { var, origin }, Some(m)) => format!("{var}={} ({origin})", m.as_str()),
+        (By::Env { var, origin }, None) => format!("{var} ({origin})"),
+        (By::Default, _) => "libpq's default".to_string(),
+    }
+}
+
+fn hidden_text(h: &Hidden<'_>) -> String {
+    match h {
+        Hidden::Var {
+            var,
+            origin,
+            not_found,
+        } => {
+            let why = match (origin, not_found) {
+                (_, true) => "which does not exist",
+                (Origin::Literal, false) => "which references a value that could not be read",
+                _ => "which could not be read",
+            };
+            format!("{var} ({origin}), {why}")
+        }
+        Hidden::Open {
+            var,
+            kind,
+            name,
+            not_found,
+        } => {
+            let why = if *not_found { "does not exist" } else { "could not be read" };
+            format!("{var}, which envFrom {} {name} may define ({why})", kind.as_str())
+        }
+        Hidden::Runtime { var } => format!("{var}, known only at run time"),
+    }
+}
+
+fn unverifiable_text(u: &Unverifiable<'_>) -> String {
+    match u {
+        Unverifiable::ServiceFile { by } => format!(
+            "a libpq service file decides (service from {}), and verifyfull cannot read service files",
+            by_text(by, None)
+        ),
+        Unverifiable::Gss { by } => format!(
+            "{} requests GSSAPI encryption instead of TLS, which verifyfull cannot judge",
+            by_text(by, None)
+        ),
+        Unverifiable::JdbcFactory => {
+            "a custom sslfactory decides how pgjdbc checks the server certificate".to_string()
+        }
+        Unverifiable::JdbcHostnameVerifier => {
+            "a custom sslhostnameverifier decides how pgjdbc checks the host name".to_string()
+        }
+        Unverifiable::DriverParameter { driver, key } => format!(
+            "the {driver} driver's own TLS parameter {key} decides, and verifyfull does not know its rules"
+        ),
+    }
+}
+
+fn consequence(mode: SslMode, root_configured: bool, jdbc: bool) -> &'static str {
+    match mode {
+        SslMode::Disable => "the client never uses TLS: the password and all data cross the network in plaintext",
+        SslMode::Allow => "the client tries plaintext first and uses TLS only if the server insists",
+        SslMode::Prefer => "the client falls back to plaintext when TLS fails and never checks the server's certificate",
+        SslMode::Require if jdbc => "pgjdbc encrypts but never validates the server's certificate",
+        SslMode::Require if root_configured => {
+            "with a root certificate libpq's require acts as verify-ca: the certificate chain is checked, the host name is not"
+        }
+        SslMode::Require => "the connection is encrypted but nothing checks who the server is",
+        SslMode::VerifyCa => "the certificate chain is checked but not the host name: any server with a certificate from that CA passes",
+        SslMode::VerifyFull => "the server is verified",
+    }
+}
+
+impl Finding<'_> {
+    fn in_string(&self) -> bool {
+        matches!(
+            self.target,
+            Some(Target::Uri | Target::DriverUri { .. } | Target::KeyValue | Target::Jdbc)
+        )
+    }
+
+    /// What the client will do, in a sentence.
+    pub fn explanation(&self) -> String {
+        let jdbc = self.target == Some(Target::Jdbc);
+        match &self.cause {
+            Cause::WeakMode {
+                mode,
+                by,
+                root_configured,
+                jdbc,
+            } => format!(
+                "{}: {}",
+                by_text(by, Some(*mode)),
+                consequence(*mode, *root_configured, *jdbc)
+            ),
+            Cause::NoMode => {
+                let who = if jdbc { "pgjdbc" } else { "libpq" };
+                format!("no sslmode is set anywhere, so {who} uses prefer: it falls back to plaintext and never checks the server's certificate")
+            }
+            Cause::BadMode { by, empty, close } => {
+                let mut s = format!("{} is not a valid sslmode", by_text(by, None));
+                if *empty {
+                    s.push_str(" (it is empty)");
+                }
+                if let Some(c) = close {
+                    let _ = write!(s, " (libpq compares case-sensitively; {} is meant)", c.as_str());
+                }
+                s.push_str(": libpq refuses to connect, and several drivers silently fall back to prefer");
+                s
+            }
+            Cause::NoRoot { by } => format!(
+                "{} but no root certificate is configured: the connection fails, or trusts whatever the image has at ~/.postgresql/root.crt",
+                by_text(by, Some(SslMode::VerifyFull))
+            ),
+            Cause::SystemRoot { by, mode } => {
+                let mode = mode.map_or("no sslmode".to_string(), |m| format!("sslmode {}", m.as_str()));
+                format!(
+                    "the root certificate is system ({}) with {mode}: libpq 16+ insists on verify-full, older libpq and other drivers read system as a file name",
+                    by_text(by, None)
+                )
+            }
+            Cause::NonValidatingFactory => {
+                "sslfactory=org.postgresql.ssl.NonValidatingFactory: pgjdbc accepts any server certificate".to_string()
+            }
+            Cause::Syntax(e) => {
+                let (what, who) = match e {
+                    Syntax::Libpq(e) => (e.to_string(), "libpq"),
+                    Syntax::Jdbc(e) => (e.to_string(), "pgjdbc"),
+                    Syntax::Slots(e) => (e.to_string(), "libpq"),
+                };
+                format!("the connection string is invalid ({what}): {who} refuses it")
+            }
+            Cause::Hidden { setting, hidden } => {
+                let mut s = match setting {
+                    Setting::Target => format!(
+                        "{}; its name says it holds a connection string",
+                        hidden_text(hidden)
+                    ),
+                    _ => format!("{} depends on {}", setting.as_str(), hidden_text(hidden)),
+                };
+                if let Some(b) = self.behind {
+                    let _ = write!(s, "; unless that host is loopback this is {b}");
+                }
+                s
+            }
+            Cause::Unverifiable(u) => {
+                let mut s = unverifiable_text(u);
+                if let Some(b) = self.behind {
+                    let _ = write!(s, "; unless the host is loopback this is {b}");
+                }
+                s
+            }
+            Cause::ExemptionNoReason => format!(
+                "{} without a {} annotation: the exemption is not applied",
+                crate::exemptions::EXEMPT,
+                crate::exemptions::EXEMPT_REASON
+            ),
+            Cause::ExemptionBadUntil => format!(
+                "{} is not an RFC 3339 date (2026-12-31) or date-time with offset (2026-12-31T18:00:00Z): the exemption is not applied",
+                crate::exemptions::EXEMPT_UNTIL
+            ),
+            Cause::ExemptionUnknownContainer { name } => format!(
+                "{} names container {name}, which the Pod does not have: the exemption is not applied",
+                crate::exemptions::EXEMPT
+            ),
+            Cause::ExemptionMisplaced { .. } => {
+                "exemption annotations on the workload's own metadata are not copied to its Pods: not applied".to_string()
+            }
+        }
+    }
+
+    /// What to change.
+    pub fn fix(&self) -> String {
+        let var = self.variable.as_deref().unwrap_or("the variable");
+        let in_string = self.in_string();
+        let jdbc = self.target == Some(Target::Jdbc);
+        match &self.cause {
+            Cause::WeakMode { by: By::Env { var: env, .. }, .. } if in_string => {
+                format!("add sslmode=verify-full to {var}, or set {env} to verify-full")
+            }
+            Cause::WeakMode { by: By::Env { var: env, .. }, .. } if *env == "PGREQUIRESSL" => {
+                "set PGSSLMODE=verify-full (it overrides PGREQUIRESSL)".to_string()
+            }
+            Cause::WeakMode { by: By::Env { var: env, .. }, .. } => format!("set {env}=verify-full"),
+            Cause::WeakMode { by: By::Param { key }, .. } if *key != "sslmode" => {
+                format!("replace {key} in {var} with sslmode=verify-full")
+            }
+            Cause::WeakMode { root_configured: true, .. } => format!("set sslmode=verify-full in {var}"),
+            Cause::WeakMode { .. } | Cause::NoMode if jdbc => {
+                format!("add sslmode=verify-full&sslrootcert=<CA file> to the JDBC URL in {var}")
+            }
+            Cause::WeakMode { .. } | Cause::NoMode if in_string => {
+                format!("set sslmode=verify-full and sslrootcert=<CA file> in {var}, or PGSSLMODE and PGSSLROOTCERT")
+            }
+            Cause::WeakMode { .. } | Cause::NoMode => {
+                "set PGSSLMODE=verify-full and PGSSLROOTCERT=<CA file>".to_string()
+            }
+            Cause::BadMode { by: By::Env { var: env, .. }, .. } => format!("set {env}=verify-full"),
+            Cause::BadMode { .. } => format!("set sslmode=verify-full in {var}"),
+            Cause::NoRoot { .. } if jdbc => format!("add sslrootcert=<CA file> to the JDBC URL in {var}"),
+            Cause::NoRoot { .. } if in_string => {
+                format!("set sslrootcert=<CA file> in {var}, or PGSSLROOTCERT (verifyfull's operator can mount the CA)")
+            }
+            Cause::NoRoot { .. } => {
+                "set PGSSLROOTCERT=<CA file> (verifyfull's operator can mount the CA)".to_string()
+            }
+            Cause::SystemRoot { .. } if in_string => format!("set sslmode=verify-full explicitly in {var}"),
+            Cause::SystemRoot { .. } => "set PGSSLMODE=verify-full explicitly".to_string(),
+            Cause::NonValidatingFactory => {
+                format!("remove sslfactory from {var} and use sslmode=verify-full&sslrootcert=<CA file>")
+            }
+            Cause::Syntax(_) => format!("fix the syntax of {var} (percent-encode special characters, quote values)"),
+            Cause::Hidden { .. } => {
+                "let verifyfull see the value (include the ConfigMap/Secret, or let the webhook read Secrets)".to_string()
+            }
+            Cause::Unverifiable(Unverifiable::ServiceFile { .. }) => {
+                format!("set sslmode=verify-full and sslrootcert in {var} itself")
+            }
+            Cause::Unverifiable(_) => {
+                "use sslmode=verify-full with sslrootcert, or exempt the container with a reason".to_string()
+            }
+            Cause::ExemptionNoReason => format!("add a non-empty {}", crate::exemptions::EXEMPT_REASON),
+            Cause::ExemptionBadUntil => format!("write {} as 2026-12-31 or 2026-12-31T18:00:00Z", crate::exemptions::EXEMPT_UNTIL),
+            Cause::ExemptionUnknownContainer { .. } => {
+                format!("list only containers of this Pod in {}", crate::exemptions::EXEMPT)
+            }
+            Cause::ExemptionMisplaced { path } => format!("move the annotations to {path}"),
+        }
+    }
+
+    /// The full text: where, what the client will do, and the fix.
+    pub fn message(&self, container: Option<&str>) -> String {
+        let mut s = String::new();
+        if let Some(c) = container {
+            let _ = write!(s, "container {c}: ");
+        }
+        if let Some(v) = &self.variable {
+            let _ = write!(s, "{v}");
+            if let Some(o) = &self.origin {
+                let _ = write!(s, " ({o})");
+            }
+            s.push_str(": ");
+        }
+        let _ = write!(s, "{}: {}. Fix: {}.", self.code, self.explanation(), self.fix());
+        s
+    }
+
+    /// One admission warning: `<container>/<VAR>: <code>: <fix>`, at most
+    /// [`WARNING_LIMIT`] characters.
+    pub fn warning(&self, container: Option<&str>) -> String {
+        let mut s = String::new();
+        match (container, &self.variable) {
+            (Some(c), Some(v)) => {
+                let _ = write!(s, "{c}/{v}: ");
+            }
+            (Some(c), None) => {
+                let _ = write!(s, "{c}: ");
+            }
+            (None, Some(v)) => {
+                let _ = write!(s, "{v}: ");
+            }
+            (None, None) => {}
+        }
+        let _ = write!(s, "{}: {}", self.code, self.fix());
+        truncate(s, WARNING_LIMIT)
+    }
+}
+
+/// Cuts `s` to at most `max` characters, marking the cut with an ellipsis.
+pub fn truncate(s: String, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s;
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+impl Note<'_> {
+    pub fn message(&self) -> String {
+        match self {
+            Note::LoopbackAllowed { variable, behind } => format!(
+                "{variable}: every TCP host is loopback, so an in-Pod proxy does the TLS; allowed (it would otherwise be {behind})"
+            ),
+            Note::SystemTrustStore { variable } => format!(
+                "{variable}: sslrootcert=system trusts the TLS library's store (libpq 16+); older clients read it as a file name"
+            ),
+            Note::JvmTrustStore { variable } => {
+                format!("{variable}: DefaultJavaSSLFactory trusts the JVM's trust store")
+            }
+            Note::SslCertEnv { variable } => {
+                format!("{variable} is set: it changes what the system trust store trusts")
+            }
+            Note::Redefined { variable } => {
+                format!("{variable} is defined more than once in env; the last definition wins")
+            }
+            Note::EmptyService { variable } => {
+                format!("{variable} is empty: libpq will fail to connect")
+            }
+            Note::Conflicting { variable, key } => format!(
+                "{variable} sets {key} more than once with different values (libpq keeps the last, some drivers the first); the weakest is judged"
+            ),
+            Note::UnknownKeywords { variable, count } => format!(
+                "{variable} has {count} parameter(s) libpq does not know: libpq refuses it, other drivers may accept it"
+            ),
+            Note::ExemptionExpired => "the exemption has expired (verifyfull.dev/exempt-until)".to_string(),
+        }
+    }
+}

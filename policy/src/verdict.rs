@@ -1,0 +1,464 @@
+//! Findings, notes and per-container verdicts (SPEC section 5), and the policy settings
+//! that decide how `Unresolved` and `Unverifiable` weigh.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+use crate::env::{Origin, SourceKind};
+use crate::hosts::SlotMismatch;
+use crate::jdbc::JdbcError;
+use crate::libpq::ParseError;
+
+/// The finding codes of SPEC section 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Code {
+    SslModeUnset,
+    SslModeTooWeak,
+    SslModeInvalid,
+    ConnectionStringInvalid,
+    RootCertMissing,
+    RootCertSystemNeedsVerifyFull,
+    VerificationDisabled,
+    Unresolved,
+    Unverifiable,
+    ExemptionReasonMissing,
+    ExemptionInvalid,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::SslModeUnset => "SslModeUnset",
+            Code::SslModeTooWeak => "SslModeTooWeak",
+            Code::SslModeInvalid => "SslModeInvalid",
+            Code::ConnectionStringInvalid => "ConnectionStringInvalid",
+            Code::RootCertMissing => "RootCertMissing",
+            Code::RootCertSystemNeedsVerifyFull => "RootCertSystemNeedsVerifyFull",
+            Code::VerificationDisabled => "VerificationDisabled",
+            Code::Unresolved => "Unresolved",
+            Code::Unverifiable => "Unverifiable",
+            Code::ExemptionReasonMissing => "ExemptionReasonMissing",
+            Code::ExemptionInvalid => "ExemptionInvalid",
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a finding does to an admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Recorded only.
+    Allow,
+    /// Allowed with an admission warning.
+    Warn,
+    Deny,
+}
+
+/// How `Unresolved` / `Unverifiable` findings are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    Deny,
+    Warn,
+    Allow,
+}
+
+impl Decision {
+    fn severity(self) -> Severity {
+        match self {
+            Decision::Deny => Severity::Deny,
+            Decision::Warn => Severity::Warn,
+            Decision::Allow => Severity::Allow,
+        }
+    }
+}
+
+/// Whether targets that stay inside the Pod (loopback) are exempt from the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoopbackPolicy {
+    Allow,
+    Check,
+}
+
+/// Policy settings of the engine (webhook flags, CLI flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub unresolved: Decision,
+    pub unverifiable: Decision,
+    pub loopback: LoopbackPolicy,
+    /// Names of variables that hold connection strings, matched case-insensitively as
+    /// substrings; `A+B` means both. A hidden variable with such a name makes a client.
+    pub connection_variable_patterns: Vec<String>,
+}
+
+pub const DEFAULT_CONNECTION_VARIABLE_PATTERNS: &[&str] = &[
+    "DATABASE_URL",
+    "DATABASE_URI",
+    "DB_URL",
+    "DSN",
+    "JDBC",
+    "POSTGRES+URL",
+    "POSTGRES+URI",
+    "PG+URL",
+    "PG+URI",
+    "SPRING_DATASOURCE_URL",
+];
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            unresolved: Decision::Warn,
+            unverifiable: Decision::Warn,
+            loopback: LoopbackPolicy::Allow,
+            connection_variable_patterns: DEFAULT_CONNECTION_VARIABLE_PATTERNS
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn severity(&self, code: Code) -> Severity {
+        match code {
+            Code::Unresolved => self.unresolved.severity(),
+            Code::Unverifiable => self.unverifiable.severity(),
+            _ => Severity::Deny,
+        }
+    }
+
+    /// Whether a variable name looks like it holds a connection string.
+    pub fn is_connection_variable(&self, name: &str) -> bool {
+        let upper = name.to_ascii_uppercase();
+        self.connection_variable_patterns.iter().any(|p| {
+            p.split('+')
+                .all(|part| upper.contains(part.to_ascii_uppercase().as_str()))
+        })
+    }
+}
+
+/// libpq's sslmode values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub const ALL: [SslMode; 6] = [
+        SslMode::Disable,
+        SslMode::Allow,
+        SslMode::Prefer,
+        SslMode::Require,
+        SslMode::VerifyCa,
+        SslMode::VerifyFull,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// libpq compares case-sensitively.
+    pub fn parse(s: &str) -> Option<SslMode> {
+        SslMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// pgjdbc compares case-insensitively.
+    pub fn parse_ignore_case(s: &str) -> Option<SslMode> {
+        SslMode::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// The kind of target a finding is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// A libpq URI (`postgres://`, `postgresql://`, `postgresql+psycopg://`).
+    Uri,
+    /// A URI for a driver that is not libpq (`postgresql+asyncpg://`).
+    DriverUri { driver: Cow<'a, str> },
+    KeyValue,
+    Jdbc,
+    /// `PGHOST`/`PGHOSTADDR`/`PGSERVICE`: what `psql` with no arguments connects to.
+    Environment,
+    /// A variable whose value is hidden but whose name says it holds a connection string.
+    HiddenVariable,
+}
+
+/// Where a deciding value was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum By<'a> {
+    /// A parameter of the target's own string (`sslmode`, `requiressl`, `ssl`, …).
+    Param { key: &'static str },
+    /// A libpq environment variable.
+    Env {
+        var: &'static str,
+        origin: Origin<'a>,
+    },
+    /// libpq's compiled-in default.
+    Default,
+}
+
+/// A value the engine cannot see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hidden<'a> {
+    /// A variable whose ConfigMap/Secret could not be read (`not_found`: known to be absent).
+    Var {
+        var: Cow<'a, str>,
+        origin: Origin<'a>,
+        not_found: bool,
+    },
+    /// An `envFrom` source that could not be read and may define the variable.
+    Open {
+        var: &'static str,
+        kind: SourceKind,
+        name: &'a str,
+        not_found: bool,
+    },
+    /// A value the kubelet fills in at run time (`spec.nodeName`, `resourceFieldRef`).
+    Runtime { var: Cow<'a, str> },
+}
+
+/// The setting a hidden or unverifiable value decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    SslMode,
+    RootCert,
+    Host,
+    Target,
+}
+
+impl Setting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Setting::SslMode => "sslmode",
+            Setting::RootCert => "the root certificate",
+            Setting::Host => "the host",
+            Setting::Target => "the connection string",
+        }
+    }
+}
+
+/// What makes a target's settings unverifiable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unverifiable<'a> {
+    /// A libpq service file (`service=`/`PGSERVICE`) supplies the setting.
+    ServiceFile { by: By<'a> },
+    /// GSSAPI encryption is requested instead of TLS.
+    Gss { by: By<'a> },
+    JdbcFactory,
+    JdbcHostnameVerifier,
+    /// A non-libpq driver's own TLS parameter.
+    DriverParameter { driver: Cow<'a, str>, key: Cow<'a, str> },
+}
+
+/// Why a string would be refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Syntax {
+    Libpq(ParseError),
+    Jdbc(JdbcError),
+    Slots(SlotMismatch),
+}
+
+/// What the engine saw: enough to explain a finding without repeating any value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause<'a> {
+    /// `SslModeTooWeak`. `root_configured`: a root certificate is set (libpq's `require`
+    /// then behaves as `verify-ca`).
+    WeakMode {
+        mode: SslMode,
+        by: By<'a>,
+        root_configured: bool,
+        jdbc: bool,
+    },
+    /// `SslModeUnset`.
+    NoMode,
+    /// `SslModeInvalid`; `close` is the valid mode it differs from only in case.
+    BadMode {
+        by: By<'a>,
+        empty: bool,
+        close: Option<SslMode>,
+    },
+    /// `RootCertMissing`.
+    NoRoot { by: By<'a> },
+    /// `RootCertSystemNeedsVerifyFull`.
+    SystemRoot { by: By<'a>, mode: Option<SslMode> },
+    /// `VerificationDisabled` by pgjdbc's `NonValidatingFactory`.
+    NonValidatingFactory,
+    /// `ConnectionStringInvalid`.
+    Syntax(Syntax),
+    /// `Unresolved`.
+    Hidden { setting: Setting, hidden: Hidden<'a> },
+    /// `Unverifiable`.
+    Unverifiable(Unverifiable<'a>),
+    /// `ExemptionReasonMissing`.
+    ExemptionNoReason,
+    /// `ExemptionInvalid`: `exempt-until` is not an RFC 3339 date or date-time with offset.
+    ExemptionBadUntil,
+    /// `ExemptionInvalid`: the exemption names a container the Pod does not have.
+    ExemptionUnknownContainer { name: Cow<'a, str> },
+    /// `ExemptionInvalid`: on the workload's metadata; `path` is where it belongs.
+    ExemptionMisplaced { path: &'static str },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding<'a> {
+    pub code: Code,
+    pub severity: Severity,
+    /// The variable to look at (`None` for findings about the object).
+    pub variable: Option<Cow<'a, str>>,
+    /// Where that variable's value came from.
+    pub origin: Option<Origin<'a>>,
+    pub target: Option<Target<'a>>,
+    pub cause: Cause<'a>,
+    /// For `Unresolved`/`Unverifiable` that hide the host: the finding it would be if the
+    /// host is not loopback.
+    pub behind: Option<Code>,
+}
+
+/// Facts worth telling that are not findings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note<'a> {
+    /// Every TCP host is loopback: an in-Pod proxy does the TLS. `behind` is the finding
+    /// it would otherwise be.
+    LoopbackAllowed { variable: Cow<'a, str>, behind: Code },
+    /// `sslrootcert=system`: the TLS library's trust store.
+    SystemTrustStore { variable: Cow<'a, str> },
+    /// pgjdbc's `DefaultJavaSSLFactory`: the JVM trust store.
+    JvmTrustStore { variable: Cow<'a, str> },
+    /// `SSL_CERT_FILE`/`SSL_CERT_DIR` change what `system` trusts.
+    SslCertEnv { variable: &'static str },
+    /// A `PG*` or connection-string variable is defined twice in `env`; the last wins.
+    Redefined { variable: Cow<'a, str> },
+    /// `PGSERVICE=""`: libpq will fail to connect.
+    EmptyService { variable: Cow<'a, str> },
+    /// A TLS setting is given more than once with different values; the weakest counts.
+    Conflicting { variable: Cow<'a, str>, key: &'static str },
+    /// Keywords libpq does not know: libpq refuses the string, other drivers may not.
+    UnknownKeywords { variable: Cow<'a, str>, count: usize },
+    /// The exemption ended.
+    ExemptionExpired,
+}
+
+/// Which list of the Pod spec a container is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum ContainerList {
+    #[serde(rename = "initContainers")]
+    Init,
+    #[serde(rename = "containers")]
+    Main,
+    #[serde(rename = "ephemeralContainers")]
+    Ephemeral,
+}
+
+impl ContainerList {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerList::Init => "initContainers",
+            ContainerList::Main => "containers",
+            ContainerList::Ephemeral => "ephemeralContainers",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Violation,
+    Warning,
+    Exempt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerReport<'a> {
+    pub name: &'a str,
+    pub list: ContainerList,
+    /// A PostgreSQL client: at least one network target (or one that may be).
+    pub client: bool,
+    /// An exemption covers this container.
+    pub exempt: bool,
+    pub findings: Vec<Finding<'a>>,
+    pub notes: Vec<Note<'a>>,
+}
+
+impl ContainerReport<'_> {
+    pub fn verdict(&self) -> Verdict {
+        let worst = self.findings.iter().map(|f| f.severity).max();
+        match worst {
+            Some(Severity::Deny | Severity::Warn) if self.exempt => Verdict::Exempt,
+            Some(Severity::Deny) => Verdict::Violation,
+            Some(Severity::Warn) => Verdict::Warning,
+            _ => Verdict::Pass,
+        }
+    }
+}
+
+/// An exemption in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exemption<'a> {
+    /// `None`: every container.
+    pub containers: Option<Vec<&'a str>>,
+    pub reason: &'a str,
+    pub until: Option<jiff::Timestamp>,
+}
+
+impl Exemption<'_> {
+    pub fn covers(&self, container: &str) -> bool {
+        self.containers
+            .as_ref()
+            .is_none_or(|names| names.contains(&container))
+    }
+}
+
+/// The engine's verdict on one Pod spec.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report<'a> {
+    /// Findings about the object itself (exemption annotations).
+    pub findings: Vec<Finding<'a>>,
+    pub notes: Vec<Note<'a>>,
+    pub containers: Vec<ContainerReport<'a>>,
+    pub exemption: Option<Exemption<'a>>,
+}
+
+impl Report<'_> {
+    /// The worst severity of any finding that is not exempted.
+    pub fn worst(&self) -> Option<Severity> {
+        let object = self.findings.iter().map(|f| f.severity);
+        let containers = self
+            .containers
+            .iter()
+            .filter(|c| !c.exempt)
+            .flat_map(|c| c.findings.iter().map(|f| f.severity));
+        object.chain(containers).max()
+    }
+
+    pub fn denied(&self) -> bool {
+        self.worst() == Some(Severity::Deny)
+    }
+
+    /// All container findings with their container, exempted or not.
+    pub fn container_findings(&self) -> impl Iterator<Item = (&ContainerReport<'_>, &Finding<'_>)> {
+        self.containers
+            .iter()
+            .flat_map(|c| c.findings.iter().map(move |f| (c, f)))
+    }
+}

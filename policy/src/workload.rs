@@ -1,0 +1,480 @@
+//! Every Pod-carrying kind, and one code path that finds its Pod spec.
+//!
+//! [`Object`] deserializes a Kubernetes object in one pass from any serde format (YAML,
+//! JSON, an AdmissionReview's `object`): once `kind` is known, `spec` is read straight
+//! into the one shape that kind needs, and everything else is skipped. Only when `spec`
+//! comes before `kind` is it buffered.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::engine::PodView;
+
+/// The kinds that carry a Pod spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    Pod,
+    PodTemplate,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    ReplicationController,
+    Job,
+    CronJob,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 9] = [
+        WorkloadKind::Pod,
+        WorkloadKind::PodTemplate,
+        WorkloadKind::Deployment,
+        WorkloadKind::StatefulSet,
+        WorkloadKind::DaemonSet,
+        WorkloadKind::ReplicaSet,
+        WorkloadKind::ReplicationController,
+        WorkloadKind::Job,
+        WorkloadKind::CronJob,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Pod => "Pod",
+            WorkloadKind::PodTemplate => "PodTemplate",
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+            WorkloadKind::ReplicaSet => "ReplicaSet",
+            WorkloadKind::ReplicationController => "ReplicationController",
+            WorkloadKind::Job => "Job",
+            WorkloadKind::CronJob => "CronJob",
+        }
+    }
+
+    /// The API group the kind belongs to (`""` is the core group).
+    fn groups(self) -> &'static [&'static str] {
+        match self {
+            WorkloadKind::Pod | WorkloadKind::PodTemplate | WorkloadKind::ReplicationController => &[""],
+            WorkloadKind::Deployment
+            | WorkloadKind::StatefulSet
+            | WorkloadKind::DaemonSet
+            | WorkloadKind::ReplicaSet => &["apps", "extensions"],
+            WorkloadKind::Job | WorkloadKind::CronJob => &["batch"],
+        }
+    }
+
+    /// The workload kind of `apiVersion`/`kind`, if it carries a Pod spec.
+    pub fn of(api_version: &str, kind: &str) -> Option<WorkloadKind> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        WorkloadKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind && k.groups().contains(&group))
+    }
+
+    /// Where exemption annotations belong: the annotations of the Pods it creates.
+    pub fn pod_annotations_path(self) -> &'static str {
+        match self {
+            WorkloadKind::Pod => "metadata.annotations",
+            WorkloadKind::PodTemplate => "template.metadata.annotations",
+            WorkloadKind::CronJob => "spec.jobTemplate.spec.template.metadata.annotations",
+            _ => "spec.template.metadata.annotations",
+        }
+    }
+
+    /// Where the Pod spec is.
+    pub fn pod_spec_path(self) -> &'static str {
+        match self {
+            WorkloadKind::Pod => "spec",
+            WorkloadKind::PodTemplate => "template.spec",
+            WorkloadKind::CronJob => "spec.jobTemplate.spec.template.spec",
+            _ => "spec.template.spec",
+        }
+    }
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Pod-carrying object reduced to what the engine reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    pub kind: WorkloadKind,
+    pub metadata: ObjectMeta,
+    /// The Pod template's metadata (unused for a Pod, whose metadata is its own).
+    pub template_metadata: ObjectMeta,
+    pub spec: PodSpec,
+}
+
+impl Workload {
+    pub fn view(&self) -> PodView<'_> {
+        PodView {
+            kind: self.kind,
+            object: &self.metadata,
+            pod: match self.kind {
+                WorkloadKind::Pod => &self.metadata,
+                _ => &self.template_metadata,
+            },
+            spec: &self.spec,
+        }
+    }
+}
+
+/// A Kubernetes object as verifyfull sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Workload(Box<Workload>),
+    ConfigMap {
+        metadata: ObjectMeta,
+        data: BTreeMap<String, String>,
+    },
+    /// `data` decoded, `stringData` merged over it (as the API server does).
+    Secret {
+        metadata: ObjectMeta,
+        data: BTreeMap<String, String>,
+    },
+    /// A `List` (or `<Kind>List`); each item deserialized on its own so that one bad item
+    /// does not hide the others.
+    List(Vec<Result<Object, String>>),
+    Other {
+        api_version: String,
+        kind: String,
+        metadata: ObjectMeta,
+    },
+}
+
+impl Object {
+    pub fn kind(&self) -> &str {
+        match self {
+            Object::Workload(w) => w.kind.as_str(),
+            Object::ConfigMap { .. } => "ConfigMap",
+            Object::Secret { .. } => "Secret",
+            Object::List(_) => "List",
+            Object::Other { kind, .. } => kind,
+        }
+    }
+
+    pub fn metadata(&self) -> Option<&ObjectMeta> {
+        match self {
+            Object::Workload(w) => Some(&w.metadata),
+            Object::ConfigMap { metadata, .. }
+            | Object::Secret { metadata, .. }
+            | Object::Other { metadata, .. } => Some(metadata),
+            Object::List(_) => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TemplateSpec {
+    template: Option<PodTemplateSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CronJobSpec {
+    job_template: Option<JobTemplate>,
+}
+
+#[derive(Deserialize)]
+struct JobTemplate {
+    spec: Option<TemplateSpec>,
+}
+
+/// What an object's `spec` (or a PodTemplate's `template`) held.
+enum Carried {
+    Pod(PodSpec),
+    Template(Option<PodTemplateSpec>),
+}
+
+/// The shape of the fields a kind needs, chosen before they are read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Workload(WorkloadKind),
+    ConfigMap,
+    Secret,
+    List,
+    Other,
+}
+
+impl Shape {
+    fn of(api_version: Option<&str>, kind: Option<&str>) -> Shape {
+        let (Some(api_version), Some(kind)) = (api_version, kind) else {
+            return Shape::Other;
+        };
+        let core = !api_version.contains('/');
+        if let Some(w) = WorkloadKind::of(api_version, kind) {
+            Shape::Workload(w)
+        } else if core && kind == "ConfigMap" {
+            Shape::ConfigMap
+        } else if core && kind == "Secret" {
+            Shape::Secret
+        } else if kind == "List" || kind.ends_with("List") {
+            Shape::List
+        } else {
+            Shape::Other
+        }
+    }
+}
+
+/// A field read before `kind` was known.
+type Buffered = Option<serde_json::Value>;
+
+fn from_buffer<T: DeserializeOwned, E: de::Error>(v: serde_json::Value, field: &str) -> Result<T, E> {
+    serde_json::from_value(v).map_err(|e| E::custom(format_args!("{field}: {e}")))
+}
+
+struct ObjectVisitor;
+
+impl<'de> Visitor<'de> for ObjectVisitor {
+    type Value = Object;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
+        let mut api_version: Option<String> = None;
+        let mut kind: Option<String> = None;
+        let mut metadata: Option<ObjectMeta> = None;
+        let mut carried: Option<Carried> = None;
+        let mut data: Option<BTreeMap<String, String>> = None;
+        let mut binary: Option<BTreeMap<String, ByteString>> = None;
+        let mut string_data: Option<BTreeMap<String, String>> = None;
+        let mut items: Option<Vec<Result<Object, String>>> = None;
+        // Fields met before `kind`, read once it is known.
+        let mut early: Vec<(String, Buffered)> = Vec::new();
+
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let shape = Shape::of(api_version.as_deref(), kind.as_deref());
+            let known = api_version.is_some() && kind.is_some();
+            match key.as_ref() {
+                "apiVersion" => api_version = map.next_value()?,
+                "kind" => kind = map.next_value()?,
+                "metadata" => metadata = map.next_value()?,
+                "spec" | "template" | "data" | "stringData" | "items" if !known => {
+                    early.push((key.into_owned(), map.next_value()?));
+                }
+                "spec" => match shape {
+                    Shape::Workload(WorkloadKind::Pod) => carried = map.next_value::<Option<PodSpec>>()?.map(Carried::Pod),
+                    Shape::Workload(WorkloadKind::CronJob) => {
+                        let spec: Option<CronJobSpec> = map.next_value()?;
+                        carried = Some(Carried::Template(
+                            spec.and_then(|s| s.job_template)
+                                .and_then(|j| j.spec)
+                                .and_then(|s| s.template),
+                        ));
+                    }
+                    Shape::Workload(WorkloadKind::PodTemplate) => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                    Shape::Workload(_) => {
+                        let spec: Option<TemplateSpec> = map.next_value()?;
+                        carried = Some(Carried::Template(spec.and_then(|s| s.template)));
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                },
+                "template" if shape == Shape::Workload(WorkloadKind::PodTemplate) => {
+                    carried = Some(Carried::Template(map.next_value()?));
+                }
+                "data" if shape == Shape::ConfigMap => data = map.next_value()?,
+                "data" if shape == Shape::Secret => binary = map.next_value()?,
+                "stringData" if shape == Shape::Secret => string_data = map.next_value()?,
+                "items" if shape == Shape::List => {
+                    let raw: Option<Vec<serde_json::Value>> = map.next_value()?;
+                    items = Some(raw.unwrap_or_default().into_iter().map(item).collect());
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+
+        let shape = Shape::of(api_version.as_deref(), kind.as_deref());
+        for (key, value) in early {
+            let Some(value) = value else { continue };
+            match (key.as_str(), shape) {
+                ("spec", Shape::Workload(WorkloadKind::Pod)) => carried = Some(Carried::Pod(from_buffer(value, "spec")?)),
+                ("spec", Shape::Workload(WorkloadKind::CronJob)) => {
+                    let spec: CronJobSpec = from_buffer(value, "spec")?;
+                    carried = Some(Carried::Template(
+                        spec.job_template.and_then(|j| j.spec).and_then(|s| s.template),
+                    ));
+                }
+                ("spec", Shape::Workload(k)) if k != WorkloadKind::PodTemplate => {
+                    let spec: TemplateSpec = from_buffer(value, "spec")?;
+                    carried = Some(Carried::Template(spec.template));
+                }
+                ("template", Shape::Workload(WorkloadKind::PodTemplate)) => {
+                    carried = Some(Carried::Template(from_buffer(value, "template")?));
+                }
+                ("data", Shape::ConfigMap) => data = from_buffer(value, "data")?,
+                ("data", Shape::Secret) => binary = from_buffer(value, "data")?,
+                ("stringData", Shape::Secret) => string_data = from_buffer(value, "stringData")?,
+                ("items", Shape::List) => {
+                    let raw: Vec<serde_json::Value> = from_buffer(value, "items")?;
+                    items = Some(raw.into_iter().map(item).collect());
+                }
+                _ => {}
+            }
+        }
+
+        let metadata = metadata.unwrap_or_default();
+        let Some(kind_name) = kind else {
+            return Err(de::Error::missing_field("kind"));
+        };
+        let Some(api_version) = api_version else {
+            return Err(de::Error::missing_field("apiVersion"));
+        };
+        Ok(match shape {
+            Shape::Workload(kind) => {
+                let (template_metadata, spec) = match carried {
+                    Some(Carried::Pod(spec)) => (ObjectMeta::default(), spec),
+                    Some(Carried::Template(Some(t))) => (t.metadata.unwrap_or_default(), t.spec.unwrap_or_default()),
+                    _ => {
+                        return Err(de::Error::custom(format_args!(
+                            "{kind} has no Pod spec at {}",
+                            kind.pod_spec_path()
+                        )));
+                    }
+                };
+                Object::Workload(Box::new(Workload {
+                    kind,
+                    metadata,
+                    template_metadata,
+                    spec,
+                }))
+            }
+            Shape::ConfigMap => Object::ConfigMap {
+                metadata,
+                data: data.unwrap_or_default(),
+            },
+            Shape::Secret => {
+                let mut data: BTreeMap<String, String> = binary
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                    .collect();
+                data.extend(string_data.unwrap_or_default());
+                Object::Secret { metadata, data }
+            }
+            Shape::List => Object::List(items.unwrap_or_default()),
+            Shape::Other => Object::Other {
+                api_version,
+                kind: kind_name,
+                metadata,
+            },
+        })
+    }
+}
+
+/// One item of a List: its own result, its error message tagged with its path.
+fn item(v: serde_json::Value) -> Result<Object, String> {
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(v, &mut track);
+    Object::deserialize(de).map_err(|e| {
+        let path = track.path().to_string();
+        if path == "." || path.is_empty() {
+            e.to_string()
+        } else {
+            format!("{path}: {e}")
+        }
+    })
+}
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Object, D::Error> {
+        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(json: &str) -> Object {
+        serde_json::from_str(json).expect("object")
+    }
+
+    #[test]
+    fn kinds_and_groups() {
+        assert_eq!(WorkloadKind::of("apps/v1", "Deployment"), Some(WorkloadKind::Deployment));
+        assert_eq!(WorkloadKind::of("extensions/v1beta1", "Deployment"), Some(WorkloadKind::Deployment));
+        assert_eq!(WorkloadKind::of("v1", "Pod"), Some(WorkloadKind::Pod));
+        assert_eq!(WorkloadKind::of("batch/v1", "CronJob"), Some(WorkloadKind::CronJob));
+        assert_eq!(WorkloadKind::of("example.com/v1", "Deployment"), None);
+        assert_eq!(WorkloadKind::of("v1", "Service"), None);
+    }
+
+    #[test]
+    fn every_kind_finds_its_pod_spec() {
+        let spec = r#"{"containers":[{"name":"c"}]}"#;
+        let tmpl = format!(r#"{{"metadata":{{"annotations":{{"a":"b"}}}},"spec":{spec}}}"#);
+        let cases = [
+            ("v1", "Pod", format!(r#""spec":{spec}"#)),
+            ("v1", "PodTemplate", format!(r#""template":{tmpl}"#)),
+            ("apps/v1", "Deployment", format!(r#""spec":{{"replicas":1,"template":{tmpl}}}"#)),
+            ("apps/v1", "StatefulSet", format!(r#""spec":{{"template":{tmpl}}}"#)),
+            ("apps/v1", "DaemonSet", format!(r#""spec":{{"template":{tmpl}}}"#)),
+            ("apps/v1", "ReplicaSet", format!(r#""spec":{{"template":{tmpl}}}"#)),
+            ("v1", "ReplicationController", format!(r#""spec":{{"template":{tmpl}}}"#)),
+            ("batch/v1", "Job", format!(r#""spec":{{"template":{tmpl}}}"#)),
+            ("batch/v1", "CronJob", format!(r#""spec":{{"schedule":"* * * * *","jobTemplate":{{"spec":{{"template":{tmpl}}}}}}}"#)),
+        ];
+        for (api, kind, body) in cases {
+            // Both orders: kind first, and kind last (buffered).
+            for json in [
+                format!(r#"{{"apiVersion":"{api}","kind":"{kind}","metadata":{{"name":"x"}},{body}}}"#),
+                format!(r#"{{{body},"metadata":{{"name":"x"}},"apiVersion":"{api}","kind":"{kind}"}}"#),
+            ] {
+                let Object::Workload(w) = obj(&json) else {
+                    panic!("{kind}: not a workload");
+                };
+                assert_eq!(w.kind.as_str(), kind);
+                assert_eq!(w.spec.containers[0].name, "c", "{kind}");
+                let view = w.view();
+                let a = view.pod.annotations.as_ref().map(|a| a.len());
+                assert_eq!(a, if kind == "Pod" { None } else { Some(1) }, "{kind}");
+            }
+        }
+    }
+
+    #[test]
+    fn config_maps_secrets_lists_others() {
+        let Object::Secret { data, .. } = obj(r#"{"apiVersion":"v1","kind":"Secret","data":{"a":"aGk=","b":"eA=="},"stringData":{"b":"y"}}"#) else {
+            panic!("secret");
+        };
+        assert_eq!(data.get("a").map(String::as_str), Some("hi"));
+        assert_eq!(data.get("b").map(String::as_str), Some("y"));
+        let Object::List(items) = obj(r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"ConfigMap","data":{"k":"v"}},{"apiVersion":"v1","kind":"Pod","spec":{"containers":[{"name":"c","env":[{"name":"A","value":5}]}]}}]}"#) else {
+            panic!("list");
+        };
+        assert!(matches!(&items[0], Ok(Object::ConfigMap { data, .. }) if data["k"] == "v"));
+        let err = items[1].as_ref().expect_err("bad item");
+        assert!(err.starts_with("spec.containers[0].env[0].value:"), "{err}");
+        assert!(matches!(obj(r#"{"apiVersion":"v1","kind":"Service","spec":{"x":[1]}}"#), Object::Other { .. }));
+    }
+
+    #[test]
+    fn errors() {
+        for (json, want) in [
+            (r#"{"kind":"Pod","spec":{}}"#, "apiVersion"),
+            (r#"{"apiVersion":"v1"}"#, "kind"),
+            (r#"{"apiVersion":"apps/v1","kind":"Deployment","spec":{}}"#, "no Pod spec at spec.template.spec"),
+            (r#"{"apiVersion":"v1","kind":"Pod","spec":{"containers":[{"name":"c","env":[{"name":"A","value":true}]}]}}"#, "expected a string"),
+        ] {
+            let err = serde_json::from_str::<Object>(json).expect_err(json).to_string();
+            assert!(err.contains(want), "{json}: {err}");
+        }
+    }
+}
