@@ -417,8 +417,10 @@ impl<'e, 'a> Judge<'e, 'a> {
                     var: "PGSERVICE",
                     origin: v.origin,
                 })),
+                // An unresolved envFrom source could define PGSERVICE too, but SPEC section 3
+                // has a visible PGSSLMODE decide over what such a source may hold.
+                EnvValue::Hidden(Hidden::Open { .. }) | EnvValue::Unset => Ok(None),
                 EnvValue::Hidden(h) => Err(h),
-                EnvValue::Unset => Ok(None),
             },
         };
         let from_service = |setting_by: &Result<Option<By<'a>>, Hidden<'a>>| match setting_by {
@@ -554,7 +556,12 @@ impl<'e, 'a> Judge<'e, 'a> {
         }
         let mut addr_values: Vec<(Option<Cow<'a, str>>, Option<Hidden<'a>>)> = Vec::new();
         if addrs_in_string.is_empty() {
-            addr_values.push(self.env_text("PGHOSTADDR"));
+            // With a visible host, an unresolved envFrom source that might hold PGHOSTADDR
+            // does not decide (SPEC section 3: the visible setting is reported).
+            let host_visible = host_values.iter().any(|(h, _)| h.as_deref().is_some_and(|h| !has_hidden(h)));
+            let addr = self.env_text("PGHOSTADDR");
+            let open_addr = matches!(self.env.get("PGHOSTADDR"), Get::MaybeSet(_));
+            addr_values.push(if host_visible && open_addr { (None, None) } else { addr });
         } else {
             let distinct = distinct_last(&addrs_in_string, |v| *v);
             if distinct.len() > 1 {

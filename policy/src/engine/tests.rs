@@ -1,1 +1,522 @@
+//! The engine, case by case against SPEC sections 2–5 and 7.
 
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::env::{Lookup, SourceData, SourceKind};
+use crate::workload::{Object, Workload};
+
+/// ConfigMaps and Secrets by name; `synced` answers `Missing` instead of `Unknown`.
+#[derive(Default)]
+struct Sources {
+    objects: BTreeMap<(SourceKind, String), SourceData>,
+    synced: bool,
+}
+
+impl Sources {
+    fn with(mut self, kind: SourceKind, name: &str, data: &[(&str, &str)]) -> Self {
+        self.objects.insert(
+            (kind, name.to_string()),
+            data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        );
+        self
+    }
+}
+
+impl ValueSource for Sources {
+    fn lookup(&self, kind: SourceKind, _: Option<&str>, name: &str) -> Lookup<'_> {
+        match self.objects.get(&(kind, name.to_string())) {
+            Some(d) => Lookup::Found(d),
+            None if self.synced => Lookup::Missing,
+            None => Lookup::Unknown,
+        }
+    }
+}
+
+fn now() -> jiff::Timestamp {
+    "2026-06-01T12:00:00Z".parse().expect("now")
+}
+
+fn workload(v: Value) -> Workload {
+    match serde_json::from_value::<Object>(v).expect("object") {
+        Object::Workload(w) => *w,
+        other => panic!("not a workload: {other:?}"),
+    }
+}
+
+/// A Pod with one container `app` whose env is the given literal pairs.
+fn pod_env(vars: &[(&str, &str)]) -> Workload {
+    let env: Vec<Value> = vars.iter().map(|(n, v)| json!({"name": n, "value": v})).collect();
+    pod_with(json!([{"name": "app", "env": env}]), json!({}))
+}
+
+fn pod_with(containers: Value, extra_spec: Value) -> Workload {
+    let mut spec = json!({"containers": containers});
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        s.extend(extra.clone());
+    }
+    workload(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": spec}))
+}
+
+fn report_with<'a>(w: &'a Workload, sources: &'a Sources, settings: &'a Settings) -> Report<'a> {
+    let ctx = Context {
+        settings,
+        sources,
+        now: now(),
+    };
+    evaluate(w.view(), &ctx)
+}
+
+/// `(container, variable, code)` of every finding.
+fn codes_with(w: &Workload, sources: &Sources, settings: &Settings) -> Vec<(String, String, Code)> {
+    let r = report_with(w, sources, settings);
+    let mut out: Vec<_> = r
+        .findings
+        .iter()
+        .map(|f| (String::new(), String::new(), f.code))
+        .collect();
+    for (c, f) in r.container_findings() {
+        out.push((c.name.to_string(), f.variable.as_deref().unwrap_or("").to_string(), f.code));
+    }
+    out
+}
+
+fn codes(w: &Workload) -> Vec<(String, String, Code)> {
+    codes_with(w, &Sources::default(), &Settings::default())
+}
+
+fn one(var: &str, code: Code) -> Vec<(String, String, Code)> {
+    vec![("app".to_string(), var.to_string(), code)]
+}
+
+fn client(w: &Workload) -> bool {
+    let settings = Settings::default();
+    let sources = Sources::default();
+    report_with(w, &sources, &settings).containers[0].client
+}
+
+const CA: (&str, &str) = ("PGSSLROOTCERT", "/etc/ca/ca.crt");
+const VF: (&str, &str) = ("PGSSLMODE", "verify-full");
+
+#[test]
+fn libpq_environment_alone() {
+    use Code::*;
+    let cases: &[(&[(&str, &str)], Vec<(String, String, Code)>)] = &[
+        (&[("PGHOST", "db"), VF, CA], vec![]),
+        (&[("PGHOST", "db")], one("PGHOST", SslModeUnset)),
+        (&[("PGHOSTADDR", "10.0.0.5"), ("PGSSLMODE", "require"), CA], one("PGHOSTADDR", SslModeTooWeak)),
+        (&[("PGHOST", "db"), ("PGSSLMODE", "verify-ca"), CA], one("PGHOST", SslModeTooWeak)),
+        (&[("PGHOST", "db"), ("PGREQUIRESSL", "1")], one("PGHOST", SslModeTooWeak)),
+        (&[("PGHOST", "db"), ("PGREQUIRESSL", "0")], one("PGHOST", SslModeUnset)),
+        // PGREQUIRESSL is ignored whenever PGSSLMODE is set.
+        (&[("PGHOST", "db"), ("PGREQUIRESSL", "1"), VF, CA], vec![]),
+        (&[("PGHOST", "db"), VF], one("PGHOST", RootCertMissing)),
+        (&[("PGHOST", "db"), VF, ("PGSSLROOTCERT", "")], one("PGHOST", RootCertMissing)),
+        (&[("PGHOST", "db"), VF, ("PGSSLROOTCERT", "system")], vec![]),
+        (&[("PGHOST", "db"), ("PGSSLROOTCERT", "system")], one("PGHOST", RootCertSystemNeedsVerifyFull)),
+        (&[("PGHOST", "db"), ("PGSSLMODE", "require"), ("PGSSLROOTCERT", "system")], one("PGHOST", RootCertSystemNeedsVerifyFull)),
+        (&[("PGHOST", "db"), ("PGSSLMODE", "Verify-Full"), CA], one("PGHOST", SslModeInvalid)),
+        (&[("PGHOST", "db"), ("PGSSLMODE", ""), CA], one("PGHOST", SslModeInvalid)),
+        (&[("PGHOST", "db"), VF, CA, ("PGGSSENCMODE", "require")], one("PGHOST", Unverifiable)),
+        (&[("PGSERVICE", "prod")], one("PGSERVICE", Unverifiable)),
+        // Sockets and loopback.
+        (&[("PGHOST", "/var/run/postgresql")], vec![]),
+        (&[("PGHOST", "localhost"), ("PGSSLMODE", "disable")], vec![]),
+        (&[("PGHOST", "127.0.0.1,db"), ("PGSSLMODE", "disable")], one("PGHOST", SslModeTooWeak)),
+        (&[("PGHOST", "db.example.com"), ("PGHOSTADDR", "127.0.0.1")], vec![]),
+        (&[("PGHOST", "a,b"), ("PGHOSTADDR", "10.0.0.1")], one("PGHOST", ConnectionStringInvalid)),
+    ];
+    for (env, want) in cases {
+        assert_eq!(&codes(&pod_env(env)), want, "{env:?}");
+    }
+    // PGUSER/PGPASSWORD/PGDATABASE alone (as in Postgres server images) do not make a client.
+    let server = pod_env(&[("PGUSER", "u"), ("PGPASSWORD", "secretpassword1"), ("PGDATABASE", "d")]);
+    assert!(!client(&server));
+    assert!(codes(&server).is_empty());
+    assert!(!client(&pod_env(&[("PGHOST", "/tmp")])));
+    assert!(client(&pod_env(&[("PGHOST", "localhost")])));
+}
+
+#[test]
+fn connection_strings() {
+    use Code::*;
+    let cases: &[(&str, &[(&str, &str)], Option<Code>)] = &[
+        ("postgres://u:p@db/app?sslmode=verify-full&sslrootcert=/ca.crt", &[], None),
+        ("postgres://u:p@db/app?sslmode=require", &[], Some(SslModeTooWeak)),
+        ("postgres://u:p@db/app", &[], Some(SslModeUnset)),
+        // The string beats the environment.
+        ("postgres://db/app?sslmode=disable", &[VF, CA], Some(SslModeTooWeak)),
+        ("postgres://db/app", &[VF, CA], None),
+        ("postgres://db/app?sslmode=verify-full", &[], Some(RootCertMissing)),
+        ("postgres://db/app?sslmode=verify-full", &[CA], None),
+        ("postgres://db/app?sslmode=verify-full&sslrootcert=", &[CA], Some(RootCertMissing)),
+        ("postgres://db/app?ssl=true", &[], Some(SslModeTooWeak)),
+        ("postgres://db/app?requiressl=1&sslrootcert=/ca", &[], Some(SslModeTooWeak)),
+        ("postgres://db/app?sslmode=verify-full&sslrootcert=system", &[], None),
+        ("postgres://db/app?sslrootcert=system", &[], Some(RootCertSystemNeedsVerifyFull)),
+        ("postgres://db/app?sslmode=Verify-Full&sslrootcert=/ca", &[], Some(SslModeInvalid)),
+        ("postgres://db/app?sslmode=verify%2Dfull&sslrootcert=%2Fca", &[], None),
+        ("postgres://db/app?sslmode=%zz", &[], Some(ConnectionStringInvalid)),
+        ("postgres://[::1/app", &[], Some(ConnectionStringInvalid)),
+        // No host in the string: PGHOST decides; none at all is a socket.
+        ("postgresql:///app?sslmode=disable", &[("PGHOST", "db.prod.svc")], Some(SslModeTooWeak)),
+        ("postgresql:///app?sslmode=disable", &[], None),
+        ("postgresql:///app?host=/cloudsql/p:r:i&sslmode=disable", &[], None),
+        ("postgres://%2Fvar%2Frun/app", &[], None),
+        // A query host= replaces the authority's host.
+        ("postgres://db/app?host=/tmp&sslmode=disable", &[], None),
+        ("postgres://localhost/app?host=db&sslmode=disable", &[], Some(SslModeTooWeak)),
+        // Loopback: an in-Pod proxy does the TLS.
+        ("postgres://u:p@127.0.0.1:5432/app?sslmode=disable", &[], None),
+        ("postgres://u:p@[::1]:5432/app", &[], None),
+        ("postgres://localhost,db/app?sslmode=disable", &[], Some(SslModeTooWeak)),
+        ("postgres://db.example.com/app?hostaddr=127.0.0.1", &[], None),
+        // Keyword/value strings.
+        ("host=db dbname=app sslmode=verify-full sslrootcert=/ca", &[], None),
+        ("host = db  sslmode = 'require'", &[], Some(SslModeTooWeak)),
+        ("host=db requiressl=1", &[], Some(SslModeTooWeak)),
+        ("host=db sslmode='verify-full", &[], Some(ConnectionStringInvalid)),
+        ("host=db service=prod", &[], Some(Unverifiable)),
+        ("service=prod sslmode=verify-full sslrootcert=/ca host=db", &[], None),
+        ("host=db sslmode=verify-full sslrootcert=/ca gssencmode=require", &[], Some(Unverifiable)),
+        // Duplicates with different values: the weakest counts.
+        ("host=db sslmode=verify-full sslrootcert=/ca sslmode=disable", &[], Some(SslModeTooWeak)),
+        ("host=db sslmode=disable sslmode=verify-full sslrootcert=/ca", &[], Some(SslModeTooWeak)),
+        ("host=db sslmode=verify-full sslmode=verify-full sslrootcert=/ca", &[], None),
+        ("host=localhost host=db sslmode=disable", &[], Some(SslModeTooWeak)),
+        // Not libpq: Npgsql, other keywords, plain text.
+        ("Host=db;Database=app;SSL Mode=Disable", &[], None),
+        ("vhost=db", &[], None),
+        ("user=app dbname=app", &[], None),
+        // Driver-qualified schemes.
+        ("postgresql+psycopg2://db/app?sslmode=verify-full&sslrootcert=/ca", &[], None),
+        ("postgresql+psycopg://db/app", &[], Some(SslModeUnset)),
+        ("postgresql+asyncpg://db/app?ssl=require", &[], Some(Unverifiable)),
+        ("postgresql+asyncpg://db/app?sslmode=verify-full&sslrootcert=/ca", &[], None),
+        ("postgresql+asyncpg://db/app?sslmode=prefer", &[], Some(SslModeTooWeak)),
+    ];
+    for (url, extra, want) in cases {
+        let mut env = vec![("DATABASE_URL", *url)];
+        env.extend_from_slice(extra);
+        let got = codes(&pod_env(&env));
+        let want: Vec<_> = want.map(|c| one("DATABASE_URL", c)).unwrap_or_default();
+        // A PGHOST in `extra` is a target of its own: keep only the string's findings.
+        let got: Vec<_> = got.into_iter().filter(|(_, v, _)| v == "DATABASE_URL").collect();
+        assert_eq!(got, want, "{url} {extra:?}");
+    }
+}
+
+#[test]
+fn jdbc_urls() {
+    use Code::*;
+    let cases: &[(&str, Option<Code>)] = &[
+        ("jdbc:postgresql://db:5432/app?sslmode=verify-full&sslrootcert=/ca.crt", None),
+        ("jdbc:postgresql://db/app?sslmode=VERIFY-FULL&sslrootcert=/ca.crt", None),
+        // pgjdbc ignores PGSSLMODE/PGSSLROOTCERT (set in every case here).
+        ("jdbc:postgresql://db/app", Some(SslModeUnset)),
+        ("jdbc:postgresql://db/app?ssl=true", Some(RootCertMissing)),
+        ("jdbc:postgresql://db/app?ssl&sslrootcert=/ca", None),
+        ("jdbc:postgresql://db/app?ssl=false", Some(SslModeTooWeak)),
+        ("jdbc:postgresql://db/app?sslmode=require&sslrootcert=/ca", Some(SslModeTooWeak)),
+        ("jdbc:postgresql://db/app?sslmode=verify-full&sslfactory=org.postgresql.ssl.NonValidatingFactory", Some(VerificationDisabled)),
+        ("jdbc:postgresql://db/app?sslmode=verify-full&sslfactory=org.postgresql.ssl.DefaultJavaSSLFactory", None),
+        ("jdbc:postgresql://db/app?sslmode=require&sslfactory=org.postgresql.ssl.DefaultJavaSSLFactory", Some(RootCertSystemNeedsVerifyFull)),
+        ("jdbc:postgresql://db/app?sslmode=verify-full&sslrootcert=/ca&sslfactory=com.example.Factory", Some(Unverifiable)),
+        ("jdbc:postgresql://db/app?sslmode=verify-full&sslrootcert=/ca&sslhostnameverifier=com.example.V", Some(Unverifiable)),
+        ("jdbc:postgresql://db/app?sslmode=bogus", Some(SslModeInvalid)),
+        ("jdbc:postgresql://db/app/x", Some(ConnectionStringInvalid)),
+        ("jdbc:postgresql://localhost:5432/app", None),
+        ("jdbc:postgresql:app", None),
+        ("jdbc:otel:postgresql://db/app?sslmode=disable", Some(SslModeTooWeak)),
+        ("jdbc:mysql://db/app", None),
+    ];
+    for (url, want) in cases {
+        let w = pod_env(&[("SPRING_DATASOURCE_URL", url), VF, CA]);
+        let got: Vec<_> = codes(&w)
+            .into_iter()
+            .filter(|(_, v, _)| v == "SPRING_DATASOURCE_URL")
+            .collect();
+        let want: Vec<_> = want.map(|c| one("SPRING_DATASOURCE_URL", c)).unwrap_or_default();
+        assert_eq!(got, want, "{url}");
+    }
+}
+
+#[test]
+fn every_container_list_and_sockets() {
+    let bad = json!([{"name": "PGHOST", "value": "db"}]);
+    let w = pod_with(
+        json!([{"name": "app", "env": bad}]),
+        json!({
+            "initContainers": [{"name": "migrate", "env": bad}, {"name": "sidecar", "restartPolicy": "Always", "env": bad}],
+            "ephemeralContainers": [{"name": "debug", "env": bad}],
+        }),
+    );
+    let settings = Settings::default();
+    let sources = Sources::default();
+    let r = report_with(&w, &sources, &settings);
+    let lists: Vec<_> = r.containers.iter().map(|c| (c.name, c.list, c.verdict())).collect();
+    assert_eq!(
+        lists,
+        vec![
+            ("migrate", ContainerList::Init, Verdict::Violation),
+            ("sidecar", ContainerList::Init, Verdict::Violation),
+            ("app", ContainerList::Main, Verdict::Violation),
+            ("debug", ContainerList::Ephemeral, Verdict::Violation),
+        ]
+    );
+}
+
+#[test]
+fn loopback_policy_and_host_network() {
+    let env = json!([{"name": "DATABASE_URL", "value": "postgres://localhost/app?sslmode=disable"}]);
+    let w = pod_with(json!([{"name": "app", "env": env}]), json!({}));
+    let settings = Settings::default();
+    let sources = Sources::default();
+    let r = report_with(&w, &sources, &settings);
+    assert!(r.containers[0].findings.is_empty());
+    assert!(matches!(
+        r.containers[0].notes[..],
+        [Note::LoopbackAllowed { behind: Code::SslModeTooWeak, .. }]
+    ));
+    let check = Settings {
+        loopback: LoopbackPolicy::Check,
+        ..Settings::default()
+    };
+    assert_eq!(codes_with(&w, &sources, &check), one("DATABASE_URL", Code::SslModeTooWeak));
+    let host_net = pod_with(json!([{"name": "app", "env": env}]), json!({"hostNetwork": true}));
+    assert_eq!(codes(&host_net), one("DATABASE_URL", Code::SslModeTooWeak));
+}
+
+#[test]
+fn env_semantics_feed_the_verdict() {
+    use Code::*;
+    // $(VAR) expansion builds the URL; a service link host is a cluster IP.
+    let w = pod_env(&[("DB_HOST", "db"), ("DATABASE_URL", "postgres://$(DB_HOST)/app")]);
+    assert_eq!(codes(&w), one("DATABASE_URL", SslModeUnset));
+    let w = pod_env(&[("DATABASE_URL", "postgres://$(PG_SERVICE_HOST)/app?sslmode=disable")]);
+    assert_eq!(codes(&w), one("DATABASE_URL", SslModeTooWeak));
+    // `$$(X)` is an escape, not a reference: the host stays literal text.
+    let w = pod_env(&[("DATABASE_URL", "postgres://$$(LOCAL)/app?sslmode=disable")]);
+    assert_eq!(codes(&w), one("DATABASE_URL", SslModeTooWeak));
+    // A later duplicate wins, and is noted.
+    let w = pod_env(&[("PGHOST", "db"), ("PGSSLMODE", "verify-full"), ("PGSSLMODE", "disable")]);
+    assert_eq!(codes(&w), one("PGHOST", SslModeTooWeak));
+    let settings = Settings::default();
+    let sources = Sources::default();
+    let r = report_with(&w, &sources, &settings);
+    assert!(r.containers[0].notes.iter().any(|n| matches!(n, Note::Redefined { variable } if variable == "PGSSLMODE")));
+
+    // envFrom order, prefix, env override, with resolved sources.
+    let w = pod_with(
+        json!([{"name": "app",
+            "envFrom": [{"configMapRef": {"name": "db"}}, {"secretRef": {"name": "creds"}, "prefix": "APP_"}],
+            "env": [{"name": "PGSSLMODE", "value": "verify-full"}]}]),
+        json!({}),
+    );
+    let sources = Sources::default()
+        .with(SourceKind::ConfigMap, "db", &[("PGHOST", "db"), ("PGSSLMODE", "disable"), ("PGSSLROOTCERT", "/ca")])
+        .with(SourceKind::Secret, "creds", &[("DATABASE_URL", "postgres://u:pw@db/app?sslmode=require")]);
+    let got = codes_with(&w, &sources, &Settings::default());
+    assert_eq!(got, vec![("app".into(), "APP_DATABASE_URL".into(), SslModeTooWeak)]);
+    let r = report_with(&w, &sources, &settings);
+    assert_eq!(
+        r.containers[0].findings[0].origin,
+        Some(Origin::EnvFrom {
+            kind: SourceKind::Secret,
+            name: "creds",
+            key: "DATABASE_URL"
+        })
+    );
+}
+
+#[test]
+fn hidden_values_are_never_guessed() {
+    use Code::*;
+    let secret_ref = |var: &str| json!({"name": var, "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}});
+    let lit = |var: &str, v: &str| json!({"name": var, "value": v});
+    let run = |env: Value| codes(&pod_with(json!([{"name": "app", "env": env}]), json!({})));
+
+    // A hidden sslmode decides: Unresolved, not a violation.
+    assert_eq!(run(json!([lit("PGHOST", "db"), secret_ref("PGSSLMODE")])), one("PGHOST", Unresolved));
+    // A hidden connection-string variable is a client with an Unresolved target.
+    assert_eq!(run(json!([secret_ref("DATABASE_URL")])), one("DATABASE_URL", Unresolved));
+    assert_eq!(run(json!([secret_ref("POSTGRES_URI")])), one("POSTGRES_URI", Unresolved));
+    // Other hidden names do not.
+    assert_eq!(run(json!([secret_ref("API_TOKEN")])), vec![]);
+    // A hidden PGHOST makes a client too.
+    assert_eq!(run(json!([secret_ref("PGHOST"), VF_JSON(), CA_JSON()])), vec![]);
+    assert_eq!(run(json!([secret_ref("PGHOST")])), one("PGHOST", Unresolved));
+    // A visible violation at higher precedence is still a violation.
+    assert_eq!(run(json!([lit("DATABASE_URL", "postgres://db/app?sslmode=disable"), secret_ref("PGSSLMODE")])), one("DATABASE_URL", SslModeTooWeak));
+    // A hidden password does not matter.
+    assert_eq!(
+        run(json!([secret_ref("PASS"), lit("DATABASE_URL", "postgres://u:$(PASS)@db/app?sslmode=verify-full&sslrootcert=/ca")])),
+        vec![]
+    );
+    // A hidden sslmode inside the string.
+    assert_eq!(run(json!([secret_ref("MODE"), lit("DATABASE_URL", "postgres://db/app?sslmode=$(MODE)")])), one("DATABASE_URL", Unresolved));
+    // The hidden host could be loopback: Unresolved, with the violation behind it.
+    let env = json!([secret_ref("PGHOST"), lit("PGSSLMODE", "disable")]);
+    let w = pod_with(json!([{"name": "app", "env": env}]), json!({}));
+    let settings = Settings::default();
+    let sources = Sources::default();
+    let r = report_with(&w, &sources, &settings);
+    assert_eq!(r.containers[0].findings[0].code, Unresolved);
+    assert_eq!(r.containers[0].findings[0].behind, Some(SslModeTooWeak));
+
+    // Unresolved envFrom: may define PGSSLMODE, so Unresolved, not SslModeUnset.
+    let open = |env: Value| {
+        codes(&pod_with(json!([{"name": "app", "envFrom": [{"secretRef": {"name": "db"}}], "env": env}]), json!({})))
+    };
+    assert_eq!(open(json!([lit("PGHOST", "db")])), one("PGHOST", Unresolved));
+    assert_eq!(open(json!([lit("PGHOST", "db"), lit("PGSSLMODE", "disable")])), one("PGHOST", SslModeTooWeak));
+    // No visible target, only an unresolved envFrom: not reported (documented blind spot).
+    assert_eq!(open(json!([])), vec![]);
+    assert_eq!(open(json!([lit("OTHER", "x")])), vec![]);
+
+    // A synced cache: an absent optional reference sets nothing.
+    let optional = json!([lit("PGHOST", "db"), VF_JSON(), CA_JSON(),
+        {"name": "PGSSLMODE_X", "valueFrom": {"secretKeyRef": {"name": "gone", "key": "k", "optional": true}}}]);
+    let w = pod_with(json!([{"name": "app", "env": optional}]), json!({}));
+    let synced = Sources {
+        synced: true,
+        ..Sources::default()
+    };
+    assert_eq!(codes_with(&w, &synced, &Settings::default()), vec![]);
+
+    // Policy decides how Unresolved weighs.
+    let w = pod_env(&[]);
+    let _ = w;
+    let w = pod_with(json!([{"name": "app", "env": [secret_ref("DATABASE_URL")]}]), json!({}));
+    let deny = Settings {
+        unresolved: Decision::Deny,
+        ..Settings::default()
+    };
+    let sources = Sources::default();
+    assert!(report_with(&w, &sources, &deny).denied());
+    assert!(!report_with(&w, &sources, &Settings::default()).denied());
+    let allow = Settings {
+        unresolved: Decision::Allow,
+        ..Settings::default()
+    };
+    assert_eq!(report_with(&w, &sources, &allow).containers[0].verdict(), Verdict::Pass);
+}
+
+#[allow(non_snake_case)]
+fn VF_JSON() -> Value {
+    json!({"name": VF.0, "value": VF.1})
+}
+
+#[allow(non_snake_case)]
+fn CA_JSON() -> Value {
+    json!({"name": CA.0, "value": CA.1})
+}
+
+#[test]
+fn notes() {
+    let settings = Settings::default();
+    let sources = Sources::default();
+    let w = pod_env(&[("PGHOST", "db"), VF, ("PGSSLROOTCERT", "system"), ("SSL_CERT_FILE", "/x")]);
+    let r = report_with(&w, &sources, &settings);
+    assert!(r.containers[0].findings.is_empty());
+    assert!(r.containers[0].notes.contains(&Note::SystemTrustStore { variable: "PGHOST".into() }));
+    assert!(r.containers[0].notes.contains(&Note::SslCertEnv { variable: "SSL_CERT_FILE" }));
+    let w = pod_env(&[("PGHOST", "db"), ("PGSERVICE", ""), VF, CA]);
+    let r = report_with(&w, &sources, &settings);
+    assert!(r.containers[0].notes.contains(&Note::EmptyService { variable: "PGSERVICE".into() }));
+    let w = pod_env(&[("DATABASE_URL", "postgres://db/app?sslmode=verify-full&sslrootcert=/ca&schema=public")]);
+    let r = report_with(&w, &sources, &settings);
+    assert!(matches!(r.containers[0].notes[..], [Note::UnknownKeywords { count: 1, .. }]));
+}
+
+fn exempt_pod(annotations: Value) -> Workload {
+    workload(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "annotations": annotations},
+        "spec": {"containers": [
+            {"name": "app", "env": [{"name": "PGHOST", "value": "db"}]},
+            {"name": "other", "env": [{"name": "PGHOST", "value": "db"}]},
+        ]}
+    }))
+}
+
+#[test]
+fn exemptions() {
+    let settings = Settings::default();
+    let sources = Sources::default();
+    let verdicts = |w: &Workload| {
+        let r = report_with(w, &sources, &settings);
+        let object: Vec<Code> = r.findings.iter().map(|f| f.code).collect();
+        let containers: Vec<Verdict> = r.containers.iter().map(|c| c.verdict()).collect();
+        (object, containers, r.denied())
+    };
+    use Verdict::*;
+    let w = exempt_pod(json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "legacy, ticket 42"}));
+    assert_eq!(verdicts(&w), (vec![], vec![Exempt, Exempt], false));
+    let w = exempt_pod(json!({"verifyfull.dev/exempt": "app", "verifyfull.dev/exempt-reason": "r"}));
+    assert_eq!(verdicts(&w), (vec![], vec![Exempt, Violation], true));
+    let w = exempt_pod(json!({"verifyfull.dev/exempt": "app, other", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "2026-06-01"}));
+    assert_eq!(verdicts(&w), (vec![], vec![Exempt, Exempt], false));
+    // Expired (a date ends at the end of that day UTC; now is 2026-06-01T12:00Z).
+    let w = exempt_pod(json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "2026-05-31"}));
+    assert_eq!(verdicts(&w), (vec![], vec![Violation, Violation], true));
+    let w = exempt_pod(json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "2026-06-01T11:59:59Z"}));
+    assert_eq!(verdicts(&w).2, true);
+    let w = exempt_pod(json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": " "}));
+    assert_eq!(verdicts(&w), (vec![Code::ExemptionReasonMissing], vec![Violation, Violation], true));
+    let w = exempt_pod(json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "next week"}));
+    assert_eq!(verdicts(&w).0, vec![Code::ExemptionInvalid]);
+    let w = exempt_pod(json!({"verifyfull.dev/exempt": "app,ghost", "verifyfull.dev/exempt-reason": "r"}));
+    assert_eq!(verdicts(&w), (vec![Code::ExemptionInvalid], vec![Violation, Violation], true));
+    let w = exempt_pod(json!({"verifyfull.dev/exempt": "false", "verifyfull.dev/exempt-reason": "r"}));
+    assert_eq!(verdicts(&w), (vec![], vec![Violation, Violation], true));
+
+    // On a workload's own metadata: not applied, reported with where it belongs.
+    let d = workload(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d", "annotations": {"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "r"}},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "env": [{"name": "PGHOST", "value": "db"}]}]}}}
+    }));
+    let r = report_with(&d, &sources, &settings);
+    assert!(matches!(
+        r.findings[..],
+        [Finding { code: Code::ExemptionInvalid, cause: Cause::ExemptionMisplaced { path: "spec.template.metadata.annotations" }, .. }]
+    ));
+    assert_eq!(r.containers[0].verdict(), Violation);
+    // On the template: applied.
+    let d = workload(json!({
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+        "spec": {"jobTemplate": {"spec": {"template": {
+            "metadata": {"annotations": {"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "r"}},
+            "spec": {"containers": [{"name": "app", "env": [{"name": "PGHOST", "value": "db"}]}]}}}}}
+    }));
+    assert!(!report_with(&d, &sources, &settings).denied());
+}
+
+#[test]
+fn messages_name_the_fix_and_fit_warnings() {
+    let secret = json!([{"name": "PGSSLMODE", "valueFrom": {"secretKeyRef": {"name": "db", "key": "mode"}}},
+        {"name": "PGHOST", "value": "db"}]);
+    let w = pod_with(json!([{"name": "api", "env": secret}]), json!({}));
+    let settings = Settings::default();
+    let sources = Sources::default();
+    let r = report_with(&w, &sources, &settings);
+    let f = &r.containers[0].findings[0];
+    let msg = f.message(Some("api"));
+    assert!(msg.contains("container api"), "{msg}");
+    assert!(msg.contains("PGSSLMODE (Secret db/mode)"), "{msg}");
+    assert!(msg.contains("Fix:"), "{msg}");
+
+    let w = pod_env(&[("DATABASE_URL", "postgres://db/app?sslmode=require")]);
+    let r = report_with(&w, &sources, &settings);
+    let f = &r.containers[0].findings[0];
+    assert_eq!(
+        f.message(Some("app")),
+        "container app: DATABASE_URL (literal value): SslModeTooWeak: sslmode=require: the connection is encrypted but nothing checks who the server is. Fix: set sslmode=verify-full and sslrootcert=<CA file> in DATABASE_URL, or PGSSLMODE and PGSSLROOTCERT."
+    );
+    let warning = f.warning(Some("app"));
+    assert!(warning.starts_with("app/DATABASE_URL: SslModeTooWeak: "), "{warning}");
+    assert!(warning.chars().count() <= crate::message::WARNING_LIMIT);
+}
