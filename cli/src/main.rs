@@ -1,1 +1,125 @@
-fn main() {}
+//! `verifyfull`: the offline CLI over the policy engine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use policy::{Decision, LoopbackPolicy, Settings};
+use verifyfull_cli::check;
+
+#[derive(Parser, Debug)]
+#[command(name = "verifyfull", version, about = "PostgreSQL clients in Kubernetes: verify-full or nothing")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Judge manifests: files, directories (recursively: .yaml, .yml, .json) or - for stdin.
+    ///
+    /// Exit code: 0 when nothing is denied, 1 when a finding is denied, 2 when some input
+    /// was unusable (2 wins; the other inputs are still checked and reported).
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    /// Files, directories or - (stdin).
+    #[arg(required = true, value_name = "PATHS|-")]
+    paths: Vec<PathBuf>,
+    /// What an Unresolved finding does (a deciding value is in a Secret/ConfigMap that is not in the input).
+    #[arg(long, value_enum, default_value_t = Policy::Warn, env = "VERIFYFULL_UNRESOLVED")]
+    unresolved: Policy,
+    /// What an Unverifiable finding does (a service file, custom JDBC factory, GSSAPI or unknown driver decides).
+    #[arg(long, value_enum, default_value_t = Policy::Warn, env = "VERIFYFULL_UNVERIFIABLE")]
+    unverifiable: Policy,
+    /// Whether targets on loopback (an in-Pod proxy does the TLS) are allowed or checked.
+    #[arg(long, value_enum, default_value_t = Loopback::Allow, env = "VERIFYFULL_LOOPBACK")]
+    loopback: Loopback,
+    /// The instant exemptions are judged at (RFC 3339, e.g. 2026-12-31T00:00:00Z); default: now.
+    #[arg(long, value_parser = parse_now)]
+    now: Option<jiff::Timestamp>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Human)]
+    output: Output,
+    /// Names of variables that hold connection strings (substring, case-insensitive; A+B means
+    /// both). Repeat to replace the defaults.
+    #[arg(long = "connection-variable", value_name = "PATTERN", env = "VERIFYFULL_CONNECTION_VARIABLES", value_delimiter = ',')]
+    connection_variables: Vec<String>,
+    /// Worker threads (default: the number of CPUs).
+    #[arg(long, short)]
+    jobs: Option<usize>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Policy {
+    Deny,
+    Warn,
+    Allow,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Loopback {
+    Allow,
+    Check,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Output {
+    Human,
+    Json,
+}
+
+fn parse_now(s: &str) -> Result<jiff::Timestamp, String> {
+    s.parse()
+        .map_err(|_| "expected an RFC 3339 date-time with offset, e.g. 2026-12-31T00:00:00Z".to_string())
+}
+
+fn decision(p: Policy) -> Decision {
+    match p {
+        Policy::Deny => Decision::Deny,
+        Policy::Warn => Decision::Warn,
+        Policy::Allow => Decision::Allow,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Check(args) = cli.command;
+    let mut settings = Settings {
+        unresolved: decision(args.unresolved),
+        unverifiable: decision(args.unverifiable),
+        loopback: match args.loopback {
+            Loopback::Allow => LoopbackPolicy::Allow,
+            Loopback::Check => LoopbackPolicy::Check,
+        },
+        ..Settings::default()
+    };
+    if !args.connection_variables.is_empty() {
+        settings.connection_variable_patterns = args.connection_variables;
+    }
+    let opts = check::Options {
+        settings,
+        now: args.now.unwrap_or_else(jiff::Timestamp::now),
+        jobs: args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    };
+    let outcome = check::check(&args.paths, &opts);
+    let text = match args.output {
+        Output::Human => check::render_human(&outcome),
+        Output::Json => match serde_json::to_string_pretty(&outcome) {
+            Ok(mut s) => {
+                s.push('\n');
+                s
+            }
+            Err(e) => {
+                eprintln!("verifyfull: cannot encode the report: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    print!("{text}");
+    ExitCode::from(outcome.exit_code() as u8)
+}

@@ -47,7 +47,7 @@ pub enum Lookup<'s> {
 
 /// Where referenced ConfigMaps and Secrets come from: the CLI's input, the webhook's
 /// caches, the operator's. Implementations must not guess.
-pub trait ValueSource {
+pub trait ValueSource: Sync {
     fn lookup(&self, kind: SourceKind, namespace: Option<&str>, name: &str) -> Lookup<'_>;
 }
 
