@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use policy::env::Lookup;
 use policy::verdict::{ContainerReport, Finding, Note};
-use policy::{Context, Object, Report, Settings, Severity, SourceData, SourceKind, ValueSource, Verdict};
+use policy::{
+    Context, Object, Report, Settings, Severity, SourceData, SourceKind, ValueSource, Verdict,
+};
 use serde::Serialize;
 
 use crate::input::{self, Document, InputError, Source};
@@ -25,8 +27,11 @@ pub struct Options {
 /// namespace — the only object of that name.
 #[derive(Debug, Default)]
 pub struct Index {
-    objects: [HashMap<String, Vec<(Option<String>, SourceData)>>; 2],
+    /// ConfigMaps, then Secrets: name → (namespace, data) of each object with that name.
+    objects: [HashMap<String, Vec<Scoped>>; 2],
 }
+
+type Scoped = (Option<String>, SourceData);
 
 fn slot(kind: SourceKind) -> usize {
     match kind {
@@ -272,7 +277,11 @@ fn container_out(c: &ContainerReport<'_>) -> ContainerOut {
         list: c.list,
         client: c.client,
         verdict: c.verdict(),
-        findings: c.findings.iter().map(|f| finding_out(f, Some(c.name))).collect(),
+        findings: c
+            .findings
+            .iter()
+            .map(|f| finding_out(f, Some(c.name)))
+            .collect(),
         notes: notes_out(&c.notes),
     }
 }
@@ -291,14 +300,25 @@ fn object_out(d: &Document, w: &policy::Workload, report: &Report<'_>) -> Object
         item: d.item,
         kind: w.kind.to_string(),
         namespace: w.metadata.namespace.clone(),
-        name: w.metadata.name.clone().or_else(|| w.metadata.generate_name.clone()),
+        name: w
+            .metadata
+            .name
+            .clone()
+            .or_else(|| w.metadata.generate_name.clone()),
         verdict,
         containers,
-        findings: report.findings.iter().map(|f| finding_out(f, None)).collect(),
+        findings: report
+            .findings
+            .iter()
+            .map(|f| finding_out(f, None))
+            .collect(),
         notes: notes_out(&report.notes),
         exemption: report.exemption.as_ref().map(|e| ExemptionOut {
             reason: e.reason.to_string(),
-            containers: e.containers.as_ref().map(|c| c.iter().map(|s| s.to_string()).collect()),
+            containers: e
+                .containers
+                .as_ref()
+                .map(|c| c.iter().map(|s| s.to_string()).collect()),
             until: e.until.map(|u| u.to_string()),
         }),
     }
@@ -354,7 +374,11 @@ pub fn render_human(outcome: &Outcome) -> String {
                 let _ = writeln!(s, "  ok container {}: {why}", c.name);
             }
             for f in &c.findings {
-                let m = if c.verdict == Verdict::Exempt { "exempt" } else { mark_severity(f.severity) };
+                let m = if c.verdict == Verdict::Exempt {
+                    "exempt"
+                } else {
+                    mark_severity(f.severity)
+                };
                 let _ = writeln!(s, "  {m} {}", f.message);
             }
             for n in &c.notes {

@@ -91,7 +91,10 @@ fn walk(dir: &Path, sources: &mut Vec<Source>, errors: &mut Vec<InputError>) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            errors.push(whole_input_error(&dir.display().to_string(), &e.to_string()));
+            errors.push(whole_input_error(
+                &dir.display().to_string(),
+                &e.to_string(),
+            ));
             return;
         }
     };
@@ -130,7 +133,9 @@ pub fn read(source: &Source) -> Result<String, InputError> {
             .lock()
             .take(MAX_INPUT_BYTES + 1)
             .read_to_end(&mut bytes),
-        Source::File(p) => std::fs::File::open(p).and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)),
+        Source::File(p) => {
+            std::fs::File::open(p).and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes))
+        }
     };
     result.map_err(|e| whole_input_error(&name, &e.to_string()))?;
     if bytes.len() as u64 > MAX_INPUT_BYTES {
@@ -142,7 +147,10 @@ pub fn read(source: &Source) -> Result<String, InputError> {
     String::from_utf8(bytes).map_err(|e| {
         whole_input_error(
             &name,
-            &format!("not UTF-8 (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            &format!(
+                "not UTF-8 (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         )
     })
 }
@@ -189,10 +197,10 @@ pub fn split_yaml(text: &str) -> Vec<RawDocument<'_>> {
             leading = false;
             // The rest of the marker line opens the new document.
             start = Some((offset + 3, line_no));
-        } else if is_marker(bare, "...") {
-            if let Some((s, l)) = start.take() {
-                segments.push((!leading, s, offset, l));
-            }
+        } else if is_marker(bare, "...")
+            && let Some((s, l)) = start.take()
+        {
+            segments.push((!leading, s, offset, l));
         }
         offset += line.len();
     }
@@ -203,7 +211,8 @@ pub fn split_yaml(text: &str) -> Vec<RawDocument<'_>> {
         let body = &text[s..e];
         let has_content = body.lines().any(|line| {
             let t = line.trim();
-            !t.is_empty() && !t.starts_with('#') && !(line.starts_with('%') && !after_marker)
+            // A `%` directive can only precede the first `---`.
+            !t.is_empty() && !t.starts_with('#') && (after_marker || !line.starts_with('%'))
         });
         if after_marker || has_content {
             number += 1;
@@ -239,9 +248,9 @@ pub fn sanitize(message: &str) -> String {
             // Type names and field names are short identifiers; keep those.
             let keep = closed
                 && inner.len() <= 40
-                && inner
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '[' | ']' | '-' | '/'))
+                && inner.chars().all(|ch| {
+                    ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '[' | ']' | '-' | '/')
+                })
                 && !inner.chars().any(|ch| ch.is_ascii_digit());
             out.push(close);
             out.push_str(if keep { &inner } else { "…" });
@@ -281,8 +290,10 @@ pub fn parse(source: &Source, text: &str) -> (Vec<Document>, Vec<InputError>) {
     if is_json(source, text) {
         let mut track = serde_path_to_error::Track::new();
         let mut de = serde_json::Deserializer::from_str(text);
-        let result = <Object as serde::Deserialize>::deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))
-            .and_then(|o| de.end().map(|()| o));
+        let result = <Object as serde::Deserialize>::deserialize(
+            serde_path_to_error::Deserializer::new(&mut de, &mut track),
+        )
+        .and_then(|o| de.end().map(|()| o));
         match result {
             Ok(o) => add_object(&name, 1, o, &mut docs, &mut errors),
             Err(e) => errors.push(InputError {
@@ -299,9 +310,15 @@ pub fn parse(source: &Source, text: &str) -> (Vec<Document>, Vec<InputError>) {
     let options = yaml_options();
     for raw in split_yaml(text) {
         let mut track = serde_path_to_error::Track::new();
-        let result = serde_saphyr::with_deserializer_from_str_with_options(raw.text, options.clone(), |de| {
-            <Object as serde::Deserialize>::deserialize(serde_path_to_error::Deserializer::new(de, &mut track))
-        });
+        let result = serde_saphyr::with_deserializer_from_str_with_options(
+            raw.text,
+            options.clone(),
+            |de| {
+                <Object as serde::Deserialize>::deserialize(serde_path_to_error::Deserializer::new(
+                    de, &mut track,
+                ))
+            },
+        );
         match result {
             Ok(o) => add_object(&name, raw.number, o, &mut docs, &mut errors),
             Err(e) => {
@@ -348,7 +365,13 @@ fn with_path(track: serde_path_to_error::Track, message: &str) -> String {
     }
 }
 
-fn add_object(name: &str, document: usize, object: Object, docs: &mut Vec<Document>, errors: &mut Vec<InputError>) {
+fn add_object(
+    name: &str,
+    document: usize,
+    object: Object,
+    docs: &mut Vec<Document>,
+    errors: &mut Vec<InputError>,
+) {
     match object {
         Object::List(items) => {
             for (i, item) in items.into_iter().enumerate() {
@@ -384,7 +407,10 @@ mod tests {
     use super::*;
 
     fn numbers(text: &str) -> Vec<(usize, usize)> {
-        split_yaml(text).iter().map(|d| (d.number, d.first_line)).collect()
+        split_yaml(text)
+            .iter()
+            .map(|d| (d.number, d.first_line))
+            .collect()
     }
 
     #[test]
@@ -405,7 +431,10 @@ mod tests {
             sanitize(r#"invalid type: string "hunter2hunter2", expected i32"#),
             r#"invalid type: string "…", expected i32"#
         );
-        assert_eq!(sanitize("unknown field `spec`, expected `kind`"), "unknown field `spec`, expected `kind`");
+        assert_eq!(
+            sanitize("unknown field `spec`, expected `kind`"),
+            "unknown field `spec`, expected `kind`"
+        );
         assert_eq!(sanitize("invalid value: `Pa55word!`"), "invalid value: `…`");
     }
 
@@ -418,6 +447,10 @@ mod tests {
         let e = &errors[0];
         assert_eq!(e.document, Some(2));
         assert_eq!(e.line, Some(11));
-        assert!(e.message.starts_with("spec.containers[0].env[0].value:"), "{}", e.message);
+        assert!(
+            e.message.starts_with("spec.containers[0].env[0].value:"),
+            "{}",
+            e.message
+        );
     }
 }

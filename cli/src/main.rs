@@ -8,7 +8,11 @@ use policy::{Decision, LoopbackPolicy, Settings};
 use verifyfull_cli::check;
 
 #[derive(Parser, Debug)]
-#[command(name = "verifyfull", version, about = "PostgreSQL clients in Kubernetes: verify-full or nothing")]
+#[command(
+    name = "verifyfull",
+    version,
+    about = "PostgreSQL clients in Kubernetes: verify-full or nothing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,7 +49,12 @@ struct CheckArgs {
     output: Output,
     /// Names of variables that hold connection strings (substring, case-insensitive; A+B means
     /// both). Repeat to replace the defaults.
-    #[arg(long = "connection-variable", value_name = "PATTERN", env = "VERIFYFULL_CONNECTION_VARIABLES", value_delimiter = ',')]
+    #[arg(
+        long = "connection-variable",
+        value_name = "PATTERN",
+        env = "VERIFYFULL_CONNECTION_VARIABLES",
+        value_delimiter = ','
+    )]
     connection_variables: Vec<String>,
     /// Worker threads (default: the number of CPUs).
     #[arg(long, short)]
@@ -72,8 +81,9 @@ enum Output {
 }
 
 fn parse_now(s: &str) -> Result<jiff::Timestamp, String> {
-    s.parse()
-        .map_err(|_| "expected an RFC 3339 date-time with offset, e.g. 2026-12-31T00:00:00Z".to_string())
+    s.parse().map_err(|_| {
+        "expected an RFC 3339 date-time with offset, e.g. 2026-12-31T00:00:00Z".to_string()
+    })
 }
 
 fn decision(p: Policy) -> Decision {

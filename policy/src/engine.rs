@@ -67,12 +67,16 @@ pub fn containers(spec: &PodSpec) -> impl Iterator<Item = ContainerRef<'_>> {
         env: c.env.as_deref().unwrap_or_default(),
         env_from: c.env_from.as_deref().unwrap_or_default(),
     });
-    let ephemeral = spec.ephemeral_containers.iter().flatten().map(|c| ContainerRef {
-        name: &c.name,
-        list: ContainerList::Ephemeral,
-        env: c.env.as_deref().unwrap_or_default(),
-        env_from: c.env_from.as_deref().unwrap_or_default(),
-    });
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| ContainerRef {
+            name: &c.name,
+            list: ContainerList::Ephemeral,
+            env: c.env.as_deref().unwrap_or_default(),
+            env_from: c.env_from.as_deref().unwrap_or_default(),
+        });
     init.chain(main).chain(ephemeral)
 }
 
@@ -156,7 +160,9 @@ fn is_libpq_var(name: &str) -> bool {
 }
 
 fn looks_like_connection_string(value: &str) -> bool {
-    libpq::uri_prefix_length(value) > 0 || value.starts_with("postgresql+") || value.starts_with("jdbc:")
+    libpq::uri_prefix_length(value) > 0
+        || value.starts_with("postgresql+")
+        || value.starts_with("jdbc:")
 }
 
 /// A connection string recognised in a variable's value.
@@ -186,7 +192,11 @@ fn recognise(value: &str) -> Option<Recognised<'_>> {
         if let Some(rest) = value.strip_prefix(scheme) {
             let end = rest.find("://")?;
             let driver = &rest[..end];
-            if driver.is_empty() || !driver.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+            if driver.is_empty()
+                || !driver
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_')
+            {
                 return None;
             }
             return Some(Recognised::Libpq {
@@ -218,7 +228,11 @@ fn recognise(value: &str) -> Option<Recognised<'_>> {
 #[derive(Debug, Clone)]
 enum Mode<'a> {
     Known(SslMode, By<'a>),
-    Invalid { by: By<'a>, empty: bool, close: Option<SslMode> },
+    Invalid {
+        by: By<'a>,
+        empty: bool,
+        close: Option<SslMode>,
+    },
     Default,
     Hidden(Hidden<'a>),
     Unverifiable(Unverifiable<'a>),
@@ -362,7 +376,12 @@ impl<'e, 'a> Judge<'e, 'a> {
 
     fn invalid(&mut self, s: &Subject<'a>, syntax: Syntax) {
         self.client = true;
-        self.push(s, Code::ConnectionStringInvalid, Cause::Syntax(syntax), None);
+        self.push(
+            s,
+            Code::ConnectionStringInvalid,
+            Cause::Syntax(syntax),
+            None,
+        );
     }
 
     /// A libpq string (`info`), or the libpq environment alone (`None`).
@@ -376,22 +395,17 @@ impl<'e, 'a> Judge<'e, 'a> {
     ) {
         let empty = Conninfo::default();
         let info = info.unwrap_or(&empty);
-        
-        if let Some(driver) = driver {
-            if let Some(p) = info.params.iter().find(|p| is_driver_tls_param(&p.key)) {
-                self.client = true;
-                let cause = Unverifiable::DriverParameter {
-                    driver: Cow::Owned(driver.to_owned()),
-                    key: Cow::Owned(p.key.clone().into_owned()),
-                };
-                self.push(
-                    s,
-                    Code::Unverifiable,
-                    Cause::Unverifiable(cause),
-                    None,
-                );
-                return;
-            }
+
+        if let Some(driver) = driver
+            && let Some(p) = info.params.iter().find(|p| is_driver_tls_param(&p.key))
+        {
+            self.client = true;
+            let cause = Unverifiable::DriverParameter {
+                driver: Cow::Owned(driver.to_owned()),
+                key: Cow::Owned(p.key.clone().into_owned()),
+            };
+            self.push(s, Code::Unverifiable, Cause::Unverifiable(cause), None);
+            return;
         }
         let unknown = info.unknown_keywords().count();
         if unknown > 0 && driver.is_none() && uri {
@@ -498,7 +512,12 @@ impl<'e, 'a> Judge<'e, 'a> {
             let all_sockets = nets.iter().all(|n| matches!(n, Net::Socket));
             if !all_sockets {
                 self.client = true;
-                self.push(s, Code::Unverifiable, Cause::Unverifiable(Unverifiable::Gss { by }), None);
+                self.push(
+                    s,
+                    Code::Unverifiable,
+                    Cause::Unverifiable(Unverifiable::Gss { by }),
+                    None,
+                );
             }
             return;
         }
@@ -536,7 +555,9 @@ impl<'e, 'a> Judge<'e, 'a> {
         if hosts_in_string.is_empty() && addrs_in_string.is_empty() {
             match service {
                 Ok(Some(by)) => {
-                    return vec![Net::Unknown(Err(Unverifiable::ServiceFile { by: by.clone() }))];
+                    return vec![Net::Unknown(Err(Unverifiable::ServiceFile {
+                        by: by.clone(),
+                    }))];
                 }
                 Err(h) => return vec![Net::Unknown(Ok(h.clone()))],
                 Ok(None) => {}
@@ -558,10 +579,16 @@ impl<'e, 'a> Judge<'e, 'a> {
         if addrs_in_string.is_empty() {
             // With a visible host, an unresolved envFrom source that might hold PGHOSTADDR
             // does not decide (SPEC section 3: the visible setting is reported).
-            let host_visible = host_values.iter().any(|(h, _)| h.as_deref().is_some_and(|h| !has_hidden(h)));
+            let host_visible = host_values
+                .iter()
+                .any(|(h, _)| h.as_deref().is_some_and(|h| !has_hidden(h)));
             let addr = self.env_text("PGHOSTADDR");
             let open_addr = matches!(self.env.get("PGHOSTADDR"), Get::MaybeSet(_));
-            addr_values.push(if host_visible && open_addr { (None, None) } else { addr });
+            addr_values.push(if host_visible && open_addr {
+                (None, None)
+            } else {
+                addr
+            });
         } else {
             let distinct = distinct_last(&addrs_in_string, |v| *v);
             if distinct.len() > 1 {
@@ -579,7 +606,10 @@ impl<'e, 'a> Judge<'e, 'a> {
                     Ok(slots) => reduce_slots(&slots, || {
                         let from_addr = a.as_deref().is_some_and(has_hidden);
                         let hidden = if from_addr { a_hidden } else { h_hidden };
-                        hidden.clone().or_else(|| a_hidden.clone()).unwrap_or_else(|| hidden_var(var))
+                        hidden
+                            .clone()
+                            .or_else(|| a_hidden.clone())
+                            .unwrap_or_else(|| hidden_var(var))
                     }),
                 };
                 nets.push(net);
@@ -593,10 +623,18 @@ impl<'e, 'a> Judge<'e, 'a> {
         let factory = url.last("sslfactory");
         let non_validating = matches!(
             factory,
-            Some("org.postgresql.ssl.NonValidatingFactory" | "org.postgresql.ssl.jdbc4.NonValidatingFactory")
+            Some(
+                "org.postgresql.ssl.NonValidatingFactory"
+                    | "org.postgresql.ssl.jdbc4.NonValidatingFactory"
+            )
         );
         if non_validating {
-            self.push(s, Code::VerificationDisabled, Cause::NonValidatingFactory, None);
+            self.push(
+                s,
+                Code::VerificationDisabled,
+                Cause::NonValidatingFactory,
+                None,
+            );
             return;
         }
         let unverifiable = if url.last("sslhostnameverifier").is_some() {
@@ -663,11 +701,11 @@ impl<'e, 'a> Judge<'e, 'a> {
             };
             net = weaker_net(net, n);
         }
-        if let Some(u) = unverifiable {
-            if !matches!(net, Net::Loopback) || !self.loopback_allowed {
-                self.push(s, Code::Unverifiable, Cause::Unverifiable(u), None);
-                return;
-            }
+        if let Some(u) = unverifiable
+            && !(matches!(net, Net::Loopback) && self.loopback_allowed)
+        {
+            self.push(s, Code::Unverifiable, Cause::Unverifiable(u), None);
+            return;
         }
         self.decide(s, &modes, &roots, &[net], true);
     }
@@ -680,7 +718,14 @@ impl<'e, 'a> Judge<'e, 'a> {
     }
 
     /// Evaluates every candidate combination and reports the weakest.
-    fn decide(&mut self, s: &Subject<'a>, modes: &[Mode<'a>], roots: &[Root<'a>], nets: &[Net<'a>], jdbc: bool) {
+    fn decide(
+        &mut self,
+        s: &Subject<'a>,
+        modes: &[Mode<'a>],
+        roots: &[Root<'a>],
+        nets: &[Net<'a>],
+        jdbc: bool,
+    ) {
         let mut worst: Option<Outcome<'a>> = None;
         for net in nets {
             for mode in modes {
@@ -714,7 +759,11 @@ impl<'e, 'a> Judge<'e, 'a> {
                     }
                 }
             }
-            Some(Outcome::Finding { code, cause, behind }) => {
+            Some(Outcome::Finding {
+                code,
+                cause,
+                behind,
+            }) => {
                 self.client = true;
                 self.push(s, code, cause, behind);
             }
@@ -826,7 +875,9 @@ fn hidden_var<'a>(v: &Var<'a>) -> Hidden<'a> {
             origin: v.origin,
             not_found,
         },
-        Visibility::Opaque => Hidden::Runtime { var: v.name.clone() },
+        Visibility::Opaque => Hidden::Runtime {
+            var: v.name.clone(),
+        },
         // Visible text with a hidden span: a `$(VAR)` reference to an unreadable value.
         Visibility::Visible => Hidden::Var {
             var: v.name.clone(),
@@ -886,9 +937,16 @@ fn reduce_slots<'a>(slots: &[Slot], hidden: impl Fn() -> Hidden<'a>) -> Net<'a> 
     for slot in slots {
         let n = match slot {
             Slot::Socket => Net::Socket,
-            Slot::Tcp { loopback: Loopback::Yes } => Net::Loopback,
-            Slot::Tcp { loopback: Loopback::No } => Net::Remote,
-            Slot::Tcp { loopback: Loopback::Unknown } | Slot::Unknown => Net::Unknown(Ok(hidden())),
+            Slot::Tcp {
+                loopback: Loopback::Yes,
+            } => Net::Loopback,
+            Slot::Tcp {
+                loopback: Loopback::No,
+            } => Net::Remote,
+            Slot::Tcp {
+                loopback: Loopback::Unknown,
+            }
+            | Slot::Unknown => Net::Unknown(Ok(hidden())),
         };
         net = weaker_net(net, n);
     }
@@ -907,7 +965,13 @@ fn weaker_net<'a>(a: Net<'a>, b: Net<'a>) -> Net<'a> {
 }
 
 /// The outcome of one candidate combination.
-fn judge<'a>(mode: &Mode<'a>, root: &Root<'a>, net: &Net<'a>, loopback_allowed: bool, jdbc: bool) -> Outcome<'a> {
+fn judge<'a>(
+    mode: &Mode<'a>,
+    root: &Root<'a>,
+    net: &Net<'a>,
+    loopback_allowed: bool,
+    jdbc: bool,
+) -> Outcome<'a> {
     let finding = |code, cause| Outcome::Finding {
         code,
         cause,
@@ -976,7 +1040,10 @@ fn judge<'a>(mode: &Mode<'a>, root: &Root<'a>, net: &Net<'a>, loopback_allowed: 
     };
     match (net, raw) {
         (Net::Socket, _) => Outcome::NotNetwork,
-        (Net::Invalid(e), _) => finding(Code::ConnectionStringInvalid, Cause::Syntax(Syntax::Slots(*e))),
+        (Net::Invalid(e), _) => finding(
+            Code::ConnectionStringInvalid,
+            Cause::Syntax(Syntax::Slots(*e)),
+        ),
         (Net::Loopback, Outcome::Finding { code, .. }) if loopback_allowed => Outcome::Pass {
             loopback_behind: Some(code),
             system: false,

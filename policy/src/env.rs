@@ -271,7 +271,8 @@ impl<'a> Env<'a> {
     fn insert(&mut self, var: Var<'a>) {
         match self.vars.iter_mut().find(|v| v.name == var.name) {
             Some(existing) => {
-                let redefined = existing.redefined || (existing.env_from.is_none() && var.env_from.is_none());
+                let redefined =
+                    existing.redefined || (existing.env_from.is_none() && var.env_from.is_none());
                 *existing = Var { redefined, ..var };
             }
             None => self.vars.push(var),
@@ -368,7 +369,10 @@ fn service_link(name: &str, pod: &PodInfo<'_>) -> Option<&'static str> {
     if !(pod.service_links || name.starts_with("KUBERNETES_")) {
         return None;
     }
-    if !name.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_') {
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+    {
         return None;
     }
     if name.ends_with("_SERVICE_HOST") || (name.contains("_PORT_") && name.ends_with("_ADDR")) {
@@ -433,14 +437,22 @@ fn resolve_value_from<'a>(
             "metadata.namespace" => known(pod.namespace),
             "metadata.name" => known(pod.name),
             "spec.serviceAccountName" => known(Some(pod.service_account.unwrap_or("default"))),
-            "status.podIP" | "status.hostIP" | "status.podIPs" | "status.hostIPs" => {
-                (Cow::Borrowed(NON_LOOPBACK_IP_STR), origin, Visibility::Visible)
-            }
+            "status.podIP" | "status.hostIP" | "status.podIPs" | "status.hostIPs" => (
+                Cow::Borrowed(NON_LOOPBACK_IP_STR),
+                origin,
+                Visibility::Visible,
+            ),
             _ => {
                 if let Some(k) = subscript("metadata.labels") {
-                    known(Some(pod.labels.and_then(|m| m.get(k)).map_or("", String::as_str)))
+                    known(Some(
+                        pod.labels.and_then(|m| m.get(k)).map_or("", String::as_str),
+                    ))
                 } else if let Some(k) = subscript("metadata.annotations") {
-                    known(Some(pod.annotations.and_then(|m| m.get(k)).map_or("", String::as_str)))
+                    known(Some(
+                        pod.annotations
+                            .and_then(|m| m.get(k))
+                            .map_or("", String::as_str),
+                    ))
                 } else {
                     known(None)
                 }
@@ -477,7 +489,9 @@ mod tests {
         }
     }
     fn data(kv: &[(&str, &str)]) -> SourceData {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
     fn lit(name: &str, value: &str) -> EnvVar {
         EnvVar {
@@ -533,10 +547,20 @@ mod tests {
     #[test]
     fn env_from_order_prefix_and_env_override() {
         let mut m = Map::default();
-        m.0.insert((SourceKind::ConfigMap, "a".into()), data(&[("PGSSLMODE", "disable"), ("HOST", "a")]));
-        m.0.insert((SourceKind::ConfigMap, "b".into()), data(&[("PGSSLMODE", "require")]));
+        m.0.insert(
+            (SourceKind::ConfigMap, "a".into()),
+            data(&[("PGSSLMODE", "disable"), ("HOST", "a")]),
+        );
+        m.0.insert(
+            (SourceKind::ConfigMap, "b".into()),
+            data(&[("PGSSLMODE", "require")]),
+        );
         m.0.insert((SourceKind::ConfigMap, "c".into()), data(&[("HOST", "c")]));
-        let ef = vec![cm_from("a", None), cm_from("b", None), cm_from("c", Some("DB_"))];
+        let ef = vec![
+            cm_from("a", None),
+            cm_from("b", None),
+            cm_from("c", Some("DB_")),
+        ];
         let env = vec![lit("X", "1"), lit("X", "2"), lit("HOST", "env")];
         let pod = PodInfo::default();
         let e = Env::build(&ef, &env, &pod, &m);
@@ -547,9 +571,15 @@ mod tests {
         let x = e.vars.iter().find(|v| v.name == "X").expect("X");
         assert!(x.redefined);
         let host = e.vars.iter().find(|v| v.name == "HOST").expect("HOST");
-        assert!(!host.redefined, "env over envFrom is layering, not a duplicate");
+        assert!(
+            !host.redefined,
+            "env over envFrom is layering, not a duplicate"
+        );
         assert_eq!(
-            e.vars.iter().find(|v| v.name == "PGSSLMODE").map(|v| v.origin),
+            e.vars
+                .iter()
+                .find(|v| v.name == "PGSSLMODE")
+                .map(|v| v.origin),
             Some(Origin::EnvFrom {
                 kind: SourceKind::ConfigMap,
                 name: "b",
@@ -561,7 +591,10 @@ mod tests {
     #[test]
     fn expansion_follows_the_kubelet() {
         let mut m = Map::default();
-        m.0.insert((SourceKind::ConfigMap, "cm".into()), data(&[("HOST", "db")]));
+        m.0.insert(
+            (SourceKind::ConfigMap, "cm".into()),
+            data(&[("HOST", "db")]),
+        );
         let ef = vec![cm_from("cm", None)];
         let env = vec![
             lit("A", "a"),
@@ -575,12 +608,18 @@ mod tests {
             ..PodInfo::default()
         };
         let e = Env::build(&ef, &env, &pod, &m);
-        assert_eq!(value(&e, "URL"), Some("postgres://db/a?x=$(A)&y=$(B)&z=$(A"));
+        assert_eq!(
+            value(&e, "URL"),
+            Some("postgres://db/a?x=$(A)&y=$(B)&z=$(A")
+        );
         assert_eq!(value(&e, "DOLLAR"), Some("$ $x $"));
         assert_eq!(value(&e, "SVC"), Some("\u{E001}:\u{E000}"));
         let no_links = PodInfo::default();
         let e = Env::build(&ef, &env, &no_links, &m);
-        assert_eq!(value(&e, "SVC"), Some("$(PG_SERVICE_HOST):$(PG_SERVICE_PORT)"));
+        assert_eq!(
+            value(&e, "SVC"),
+            Some("$(PG_SERVICE_HOST):$(PG_SERVICE_PORT)")
+        );
     }
 
     #[test]
@@ -596,7 +635,10 @@ mod tests {
         let e = Env::build(&ef, &env, &pod, &m);
         assert_eq!(value(&e, "URL"), Some("postgres://u:\u{E000}@\u{E000}/db"));
         assert!(matches!(e.get("PGSSLMODE"), Get::MaybeSet(o) if o.name == "s"));
-        assert!(matches!(e.get("SSL"), Get::Unset), "prefix limits what the source can define");
+        assert!(
+            matches!(e.get("SSL"), Get::Unset),
+            "prefix limits what the source can define"
+        );
         let pass = e.vars.iter().find(|v| v.name == "PASS").expect("PASS");
         assert!(pass.is_hidden());
         assert_eq!(pass.visibility, Visibility::Unresolved { not_found: false });
@@ -614,7 +656,10 @@ mod tests {
     #[test]
     fn later_resolved_source_overrides_open_one() {
         let mut m = Map::default();
-        m.0.insert((SourceKind::ConfigMap, "late".into()), data(&[("PGSSLMODE", "verify-full")]));
+        m.0.insert(
+            (SourceKind::ConfigMap, "late".into()),
+            data(&[("PGSSLMODE", "verify-full")]),
+        );
         let ef = vec![secret_from("s", None), cm_from("late", None)];
         let pod = PodInfo::default();
         let e = Env::build(&ef, &[], &pod, &m);
@@ -645,21 +690,28 @@ mod tests {
             from("APP", field("metadata.labels['app']")),
             from("IP", field("status.podIP")),
             from("SA", field("spec.serviceAccountName")),
-            from("CM", EnvVarSource {
-                config_map_key_ref: Some(ConfigMapKeySelector {
-                    name: "x".into(),
-                    key: "y".into(),
-                    optional: None,
-                }),
-                ..Default::default()
-            }),
+            from(
+                "CM",
+                EnvVarSource {
+                    config_map_key_ref: Some(ConfigMapKeySelector {
+                        name: "x".into(),
+                        key: "y".into(),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                },
+            ),
         ];
         let e = Env::build(&[], &env, &pod, &NoSources);
         assert_eq!(value(&e, "NS"), Some("prod"));
         assert_eq!(value(&e, "APP"), Some("shop"));
         assert_eq!(value(&e, "IP"), Some("\u{E001}"));
         assert_eq!(value(&e, "SA"), Some("default"));
-        assert!(e.vars.iter().any(|v| v.name == "NAME" && v.visibility == Visibility::Opaque));
+        assert!(
+            e.vars
+                .iter()
+                .any(|v| v.name == "NAME" && v.visibility == Visibility::Opaque)
+        );
         assert!(e.vars.iter().any(|v| v.name == "CM" && v.is_hidden()));
     }
 

@@ -39,9 +39,11 @@ pub fn apply<'a>(view: PodView<'a>, ctx: &Context<'a>, report: &mut Report<'a>) 
             .flatten()
             .any(|(k, _)| is_exemption_key(k))
     {
-        report.findings.push(object_level(Cause::ExemptionMisplaced {
-            path: view.kind.pod_annotations_path(),
-        }));
+        report
+            .findings
+            .push(object_level(Cause::ExemptionMisplaced {
+                path: view.kind.pod_annotations_path(),
+            }));
     }
     let Some(annotations) = view.pod.annotations.as_ref() else {
         return;
@@ -82,9 +84,11 @@ pub fn apply<'a>(view: PodView<'a>, ctx: &Context<'a>, report: &mut Report<'a>) 
             .iter()
             .find(|n| !containers(view.spec).any(|c| c.name == **n))
         {
-            report.findings.push(object_level(Cause::ExemptionUnknownContainer {
-                name: Cow::Borrowed(missing),
-            }));
+            report
+                .findings
+                .push(object_level(Cause::ExemptionUnknownContainer {
+                    name: Cow::Borrowed(missing),
+                }));
             return;
         }
         Some(listed)
@@ -127,9 +131,22 @@ mod tests {
     #[test]
     fn until_forms() {
         assert_eq!(parse_until("2026-03-01"), Some(ts("2026-03-02T00:00:00Z")));
-        assert_eq!(parse_until("2026-03-01T10:00:00+02:00"), Some(ts("2026-03-01T08:00:00Z")));
-        assert_eq!(parse_until("2026-03-01T10:00:00Z"), Some(ts("2026-03-01T10:00:00Z")));
-        for bad in ["2026-03-01T10:00:00", "tomorrow", "2026-13-01", "2026-02-30", "", "2026-03-01T10:00:00Z[UTC]"] {
+        assert_eq!(
+            parse_until("2026-03-01T10:00:00+02:00"),
+            Some(ts("2026-03-01T08:00:00Z"))
+        );
+        assert_eq!(
+            parse_until("2026-03-01T10:00:00Z"),
+            Some(ts("2026-03-01T10:00:00Z"))
+        );
+        for bad in [
+            "2026-03-01T10:00:00",
+            "tomorrow",
+            "2026-13-01",
+            "2026-02-30",
+            "",
+            "2026-03-01T10:00:00Z[UTC]",
+        ] {
             assert_eq!(parse_until(bad), None, "{bad}");
         }
     }

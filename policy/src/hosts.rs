@@ -115,7 +115,10 @@ pub fn is_loopback_literal(h: &str) -> bool {
     match bare.parse::<IpAddr>() {
         Ok(IpAddr::V4(v4)) => v4.is_loopback(),
         Ok(IpAddr::V6(v6)) => {
-            v6 == Ipv6Addr::LOCALHOST || v6.to_ipv4_mapped().is_some_and(|v4: Ipv4Addr| v4.is_loopback())
+            v6 == Ipv6Addr::LOCALHOST
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4: Ipv4Addr| v4.is_loopback())
         }
         Err(_) => false,
     }
@@ -156,7 +159,13 @@ mod tests {
             (Some("localhost,b"), Some(",10.1.1.1"), vec![YES, NO]),
             (None, Some("10.1.1.1"), vec![NO]),
             (Some(&hidden), None, vec![Slot::Unknown]),
-            (Some(&partial), None, vec![Slot::Tcp { loopback: Loopback::Unknown }]),
+            (
+                Some(&partial),
+                None,
+                vec![Slot::Tcp {
+                    loopback: Loopback::Unknown,
+                }],
+            ),
             (Some(&ip), None, vec![NO]),
         ];
         for (h, a, want) in cases {

@@ -42,7 +42,10 @@ pub fn recognise(s: &str) -> Option<(Option<&str>, usize)> {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
     if valid && rest[colon + 1..].starts_with("postgresql:") {
-        Some((Some(wrapper), "jdbc:".len() + colon + 1 + "postgresql:".len()))
+        Some((
+            Some(wrapper),
+            "jdbc:".len() + colon + 1 + "postgresql:".len(),
+        ))
     } else {
         None
     }
@@ -58,7 +61,10 @@ pub fn parse(s: &str) -> Result<JdbcUrl<'_>, JdbcError> {
         None => (&s[start..], "", s.len()),
     };
     let mut hosts = Vec::new();
-    if let Some(net) = server.strip_prefix("//").filter(|_| server != "//" && server != "///") {
+    if let Some(net) = server
+        .strip_prefix("//")
+        .filter(|_| server != "//" && server != "///")
+    {
         if net.bytes().filter(|&c| c == b'/').count() > 1 {
             return Err(JdbcError::TooManySlashes);
         }
@@ -75,7 +81,11 @@ pub fn parse(s: &str) -> Result<JdbcUrl<'_>, JdbcError> {
                 }
                 _ => address,
             };
-            hosts.push(Cow::Borrowed(if host.is_empty() { "localhost" } else { host }));
+            hosts.push(Cow::Borrowed(if host.is_empty() {
+                "localhost"
+            } else {
+                host
+            }));
         }
     } else {
         hosts.push(Cow::Borrowed("localhost"));
@@ -168,8 +178,14 @@ mod tests {
     #[test]
     fn recognition() {
         assert_eq!(recognise("jdbc:postgresql://h/db"), Some((None, 16)));
-        assert_eq!(recognise("jdbc:p6spy:postgresql://h/db"), Some((Some("p6spy"), 22)));
-        assert_eq!(recognise("jdbc:aws-wrapper:postgresql://h/db").map(|r| r.0), Some(Some("aws-wrapper")));
+        assert_eq!(
+            recognise("jdbc:p6spy:postgresql://h/db"),
+            Some((Some("p6spy"), 22))
+        );
+        assert_eq!(
+            recognise("jdbc:aws-wrapper:postgresql://h/db").map(|r| r.0),
+            Some(Some("aws-wrapper"))
+        );
         assert_eq!(recognise("jdbc:mysql://h/db"), None);
         assert_eq!(recognise("jdbc:a:b:postgresql://h/db"), None);
         assert_eq!(recognise("postgresql://h"), None);
@@ -178,7 +194,10 @@ mod tests {
     #[test]
     fn hosts_and_defaults() {
         assert_eq!(hosts("jdbc:postgresql://db:5432/app"), ["db"]);
-        assert_eq!(hosts("jdbc:postgresql://a:1,b,[::1]:3/app"), ["a", "b", "[::1]"]);
+        assert_eq!(
+            hosts("jdbc:postgresql://a:1,b,[::1]:3/app"),
+            ["a", "b", "[::1]"]
+        );
         assert_eq!(hosts("jdbc:postgresql://[::1]/app"), ["[::1]"]);
         assert_eq!(hosts("jdbc:postgresql://:5432/app"), ["localhost"]);
         assert_eq!(hosts("jdbc:postgresql:app"), ["localhost"]);
@@ -190,15 +209,24 @@ mod tests {
     fn params_are_form_decoded() {
         let url = parse("jdbc:postgresql://db/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca+1.crt&ssl&&user=a").expect("parses");
         assert_eq!(url.values("sslmode").collect::<Vec<_>>(), ["verify-full"]);
-        assert_eq!(url.values("sslrootcert").collect::<Vec<_>>(), ["/etc/ca 1.crt"]);
+        assert_eq!(
+            url.values("sslrootcert").collect::<Vec<_>>(),
+            ["/etc/ca 1.crt"]
+        );
         assert_eq!(url.values("ssl").collect::<Vec<_>>(), [""]);
     }
 
     #[test]
     fn errors() {
-        assert_eq!(parse("jdbc:postgresql://db/app/x"), Err(JdbcError::TooManySlashes));
+        assert_eq!(
+            parse("jdbc:postgresql://db/app/x"),
+            Err(JdbcError::TooManySlashes)
+        );
         assert_eq!(parse("jdbc:postgresql://db"), Err(JdbcError::MissingSlash));
         assert_eq!(parse("jdbc:postgresql://db:x/app"), Err(JdbcError::BadPort));
-        assert_eq!(parse("jdbc:postgresql://db/app?password=%zz"), Err(JdbcError::BadEscape(34)));
+        assert_eq!(
+            parse("jdbc:postgresql://db/app?password=%zz"),
+            Err(JdbcError::BadEscape(34))
+        );
     }
 }

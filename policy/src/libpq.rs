@@ -44,7 +44,9 @@ pub enum ParseError {
     UnterminatedIpv6(usize),
     #[error("empty IPv6 host address at byte {0}")]
     EmptyIpv6(usize),
-    #[error("unexpected character at byte {0} after an IPv6 host address (expected \":\" or \"/\")")]
+    #[error(
+        "unexpected character at byte {0} after an IPv6 host address (expected \":\" or \"/\")"
+    )]
     AfterIpv6(usize),
     #[error("query parameter at byte {0} has no \"=\"")]
     MissingQueryEquals(usize),
@@ -614,7 +616,9 @@ mod tests {
     #[test]
     fn uri_with_everything() {
         assert_eq!(
-            pairs("postgresql://u%40x:p%3Ass@h1:5432,h2:5433/db%20x?sslmode=verify-full&application_name=a+b"),
+            pairs(
+                "postgresql://u%40x:p%3Ass@h1:5432,h2:5433/db%20x?sslmode=verify-full&application_name=a+b"
+            ),
             kv(&[
                 ("user", "u@x"),
                 ("password", "p:ss"),
@@ -640,7 +644,10 @@ mod tests {
             pairs("postgres://:pw:x@h"),
             kv(&[("password", "pw:x"), ("host", "h")])
         );
-        assert_eq!(pairs("postgres://u:@h"), kv(&[("user", "u"), ("host", "h")]));
+        assert_eq!(
+            pairs("postgres://u:@h"),
+            kv(&[("user", "u"), ("host", "h")])
+        );
     }
 
     #[test]
@@ -678,7 +685,10 @@ mod tests {
     #[test]
     fn recognition() {
         use KeyValueRecognition::*;
-        assert!(matches!(recognise_keyword_value("host=db dbname=app"), Yes(_)));
+        assert!(matches!(
+            recognise_keyword_value("host=db dbname=app"),
+            Yes(_)
+        ));
         assert!(matches!(recognise_keyword_value("sslmode=require"), Yes(_)));
         // Npgsql, a vhost setting, a plain word: not libpq.
         assert_eq!(recognise_keyword_value("Host=db;Database=app"), No);
@@ -695,7 +705,8 @@ mod tests {
 
     #[test]
     fn secrets_are_dropped_and_rendering_round_trips() {
-        let info = parse("host=db password=hunter2hunter2 sslrootcert='/x y/\\'z'").expect("parses");
+        let info =
+            parse("host=db password=hunter2hunter2 sslrootcert='/x y/\\'z'").expect("parses");
         let clean = info.without_secrets();
         let text = clean.to_keyword_value();
         assert!(!text.contains("hunter2"));
@@ -709,52 +720,215 @@ mod tests {
     fn libpq_001_uri_cases() {
         use crate::hosts::{Slot, slots};
         // (uri, expected stores, network: true = "(inet)", false = "(local)")
-        let ok: &[(&str, &[(&str, &str)], bool)] = &[
-            ("postgresql://uri-user:secret@host:12345/db", &[("user", "uri-user"), ("password", "secret"), ("host", "host"), ("port", "12345"), ("dbname", "db")], true),
-            ("postgresql://uri-user@host:12345/db", &[("user", "uri-user"), ("host", "host"), ("port", "12345"), ("dbname", "db")], true),
-            ("postgresql://uri-user@host/db", &[("user", "uri-user"), ("host", "host"), ("dbname", "db")], true),
-            ("postgresql://host:12345/db", &[("host", "host"), ("port", "12345"), ("dbname", "db")], true),
-            ("postgresql://host/db", &[("host", "host"), ("dbname", "db")], true),
-            ("postgresql://uri-user@host:12345/", &[("user", "uri-user"), ("host", "host"), ("port", "12345")], true),
-            ("postgresql://uri-user@host/", &[("user", "uri-user"), ("host", "host")], true),
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+        let ok: &[Case] = &[
+            (
+                "postgresql://uri-user:secret@host:12345/db",
+                &[
+                    ("user", "uri-user"),
+                    ("password", "secret"),
+                    ("host", "host"),
+                    ("port", "12345"),
+                    ("dbname", "db"),
+                ],
+                true,
+            ),
+            (
+                "postgresql://uri-user@host:12345/db",
+                &[
+                    ("user", "uri-user"),
+                    ("host", "host"),
+                    ("port", "12345"),
+                    ("dbname", "db"),
+                ],
+                true,
+            ),
+            (
+                "postgresql://uri-user@host/db",
+                &[("user", "uri-user"), ("host", "host"), ("dbname", "db")],
+                true,
+            ),
+            (
+                "postgresql://host:12345/db",
+                &[("host", "host"), ("port", "12345"), ("dbname", "db")],
+                true,
+            ),
+            (
+                "postgresql://host/db",
+                &[("host", "host"), ("dbname", "db")],
+                true,
+            ),
+            (
+                "postgresql://uri-user@host:12345/",
+                &[("user", "uri-user"), ("host", "host"), ("port", "12345")],
+                true,
+            ),
+            (
+                "postgresql://uri-user@host/",
+                &[("user", "uri-user"), ("host", "host")],
+                true,
+            ),
             ("postgresql://uri-user@", &[("user", "uri-user")], false),
-            ("postgresql://host:12345/", &[("host", "host"), ("port", "12345")], true),
-            ("postgresql://host:12345", &[("host", "host"), ("port", "12345")], true),
+            (
+                "postgresql://host:12345/",
+                &[("host", "host"), ("port", "12345")],
+                true,
+            ),
+            (
+                "postgresql://host:12345",
+                &[("host", "host"), ("port", "12345")],
+                true,
+            ),
             ("postgresql://host/", &[("host", "host")], true),
             ("postgresql://host", &[("host", "host")], true),
             ("postgresql://", &[], false),
-            ("postgresql://?hostaddr=127.0.0.1", &[("hostaddr", "127.0.0.1")], true),
-            ("postgresql://example.com?hostaddr=63.1.2.4", &[("host", "example.com"), ("hostaddr", "63.1.2.4")], true),
+            (
+                "postgresql://?hostaddr=127.0.0.1",
+                &[("hostaddr", "127.0.0.1")],
+                true,
+            ),
+            (
+                "postgresql://example.com?hostaddr=63.1.2.4",
+                &[("host", "example.com"), ("hostaddr", "63.1.2.4")],
+                true,
+            ),
             ("postgresql://%68ost/", &[("host", "host")], true),
-            ("postgresql://host/db?user=uri-user", &[("host", "host"), ("dbname", "db"), ("user", "uri-user")], true),
-            ("postgresql://host/db?user=uri-user&port=12345", &[("host", "host"), ("dbname", "db"), ("user", "uri-user"), ("port", "12345")], true),
-            ("postgresql://host/db?u%73er=someotheruser&port=12345", &[("host", "host"), ("dbname", "db"), ("user", "someotheruser"), ("port", "12345")], true),
-            ("postgresql://host:12345?user=uri-user", &[("host", "host"), ("port", "12345"), ("user", "uri-user")], true),
-            ("postgresql://host?user=uri-user", &[("host", "host"), ("user", "uri-user")], true),
+            (
+                "postgresql://host/db?user=uri-user",
+                &[("host", "host"), ("dbname", "db"), ("user", "uri-user")],
+                true,
+            ),
+            (
+                "postgresql://host/db?user=uri-user&port=12345",
+                &[
+                    ("host", "host"),
+                    ("dbname", "db"),
+                    ("user", "uri-user"),
+                    ("port", "12345"),
+                ],
+                true,
+            ),
+            (
+                "postgresql://host/db?u%73er=someotheruser&port=12345",
+                &[
+                    ("host", "host"),
+                    ("dbname", "db"),
+                    ("user", "someotheruser"),
+                    ("port", "12345"),
+                ],
+                true,
+            ),
+            (
+                "postgresql://host:12345?user=uri-user",
+                &[("host", "host"), ("port", "12345"), ("user", "uri-user")],
+                true,
+            ),
+            (
+                "postgresql://host?user=uri-user",
+                &[("host", "host"), ("user", "uri-user")],
+                true,
+            ),
             ("postgresql://host?", &[("host", "host")], true),
-            ("postgresql://[::1]:12345/db", &[("host", "::1"), ("port", "12345"), ("dbname", "db")], true),
-            ("postgresql://[::1]/db", &[("host", "::1"), ("dbname", "db")], true),
-            ("postgresql://[2001:db8::1234]/", &[("host", "2001:db8::1234")], true),
-            ("postgresql://[200z:db8::1234]/", &[("host", "200z:db8::1234")], true),
+            (
+                "postgresql://[::1]:12345/db",
+                &[("host", "::1"), ("port", "12345"), ("dbname", "db")],
+                true,
+            ),
+            (
+                "postgresql://[::1]/db",
+                &[("host", "::1"), ("dbname", "db")],
+                true,
+            ),
+            (
+                "postgresql://[2001:db8::1234]/",
+                &[("host", "2001:db8::1234")],
+                true,
+            ),
+            (
+                "postgresql://[200z:db8::1234]/",
+                &[("host", "200z:db8::1234")],
+                true,
+            ),
             ("postgresql://[::1]", &[("host", "::1")], true),
             ("postgres://", &[], false),
             ("postgres:///", &[], false),
             ("postgres:///db", &[("dbname", "db")], false),
-            ("postgres://uri-user@/db", &[("user", "uri-user"), ("dbname", "db")], false),
-            ("postgres://?host=/path/to/socket/dir", &[("host", "/path/to/socket/dir")], false),
+            (
+                "postgres://uri-user@/db",
+                &[("user", "uri-user"), ("dbname", "db")],
+                false,
+            ),
+            (
+                "postgres://?host=/path/to/socket/dir",
+                &[("host", "/path/to/socket/dir")],
+                false,
+            ),
             ("postgres://@host", &[("host", "host")], true),
             ("postgres://host:/", &[("host", "host")], true),
             ("postgres://:12345/", &[("port", "12345")], false),
-            ("postgres://otheruser@?host=/no/such/directory", &[("user", "otheruser"), ("host", "/no/such/directory")], false),
-            ("postgres://otheruser@/?host=/no/such/directory", &[("user", "otheruser"), ("host", "/no/such/directory")], false),
-            ("postgres://otheruser@:12345?host=/no/such/socket/path", &[("user", "otheruser"), ("port", "12345"), ("host", "/no/such/socket/path")], false),
-            ("postgres://otheruser@:12345/db?host=/path/to/socket", &[("user", "otheruser"), ("port", "12345"), ("dbname", "db"), ("host", "/path/to/socket")], false),
-            ("postgres://:12345/db?host=/path/to/socket", &[("port", "12345"), ("dbname", "db"), ("host", "/path/to/socket")], false),
-            ("postgres://:12345?host=/path/to/socket", &[("port", "12345"), ("host", "/path/to/socket")], false),
-            ("postgres://%2Fvar%2Flib%2Fpostgresql/dbname", &[("host", "/var/lib/postgresql"), ("dbname", "dbname")], false),
-            ("postgresql://host?sslmode=disable", &[("host", "host"), ("sslmode", "disable")], true),
-            ("postgresql://host?sslmode=prefer", &[("host", "host"), ("sslmode", "prefer")], true),
-            ("postgresql://host?sslmode=verify-full", &[("host", "host"), ("sslmode", "verify-full")], true),
+            (
+                "postgres://otheruser@?host=/no/such/directory",
+                &[("user", "otheruser"), ("host", "/no/such/directory")],
+                false,
+            ),
+            (
+                "postgres://otheruser@/?host=/no/such/directory",
+                &[("user", "otheruser"), ("host", "/no/such/directory")],
+                false,
+            ),
+            (
+                "postgres://otheruser@:12345?host=/no/such/socket/path",
+                &[
+                    ("user", "otheruser"),
+                    ("port", "12345"),
+                    ("host", "/no/such/socket/path"),
+                ],
+                false,
+            ),
+            (
+                "postgres://otheruser@:12345/db?host=/path/to/socket",
+                &[
+                    ("user", "otheruser"),
+                    ("port", "12345"),
+                    ("dbname", "db"),
+                    ("host", "/path/to/socket"),
+                ],
+                false,
+            ),
+            (
+                "postgres://:12345/db?host=/path/to/socket",
+                &[
+                    ("port", "12345"),
+                    ("dbname", "db"),
+                    ("host", "/path/to/socket"),
+                ],
+                false,
+            ),
+            (
+                "postgres://:12345?host=/path/to/socket",
+                &[("port", "12345"), ("host", "/path/to/socket")],
+                false,
+            ),
+            (
+                "postgres://%2Fvar%2Flib%2Fpostgresql/dbname",
+                &[("host", "/var/lib/postgresql"), ("dbname", "dbname")],
+                false,
+            ),
+            (
+                "postgresql://host?sslmode=disable",
+                &[("host", "host"), ("sslmode", "disable")],
+                true,
+            ),
+            (
+                "postgresql://host?sslmode=prefer",
+                &[("host", "host"), ("sslmode", "prefer")],
+                true,
+            ),
+            (
+                "postgresql://host?sslmode=verify-full",
+                &[("host", "host"), ("sslmode", "verify-full")],
+                true,
+            ),
         ];
         for (uri, stores, inet) in ok {
             assert_eq!(pairs(uri), kv(stores), "{uri}");
@@ -764,9 +938,16 @@ mod tests {
             assert_eq!(network, *inet, "{uri}");
         }
         // libpq refuses these query keywords; the parser reports them as unknown.
-        for uri in ["postgresql://host/db?u%7aer=someotheruser&port=12345", "postgresql://host?uzer="] {
+        for uri in [
+            "postgresql://host/db?u%7aer=someotheruser&port=12345",
+            "postgresql://host?uzer=",
+        ] {
             let info = parse(uri).expect("parses");
-            assert_eq!(info.unknown_keywords().collect::<Vec<_>>(), ["uzer"], "{uri}");
+            assert_eq!(
+                info.unknown_keywords().collect::<Vec<_>>(),
+                ["uzer"],
+                "{uri}"
+            );
         }
         let errors: &[(&str, ParseError)] = &[
             ("postgre://", ParseError::MissingEquals(0)),
@@ -775,8 +956,14 @@ mod tests {
             // libpq counts positions from 1: "position 17".
             ("postgres://[::1]z", ParseError::AfterIpv6(16)),
             ("postgresql://host?zzz", ParseError::MissingQueryEquals(18)),
-            ("postgresql://host?value1&value2", ParseError::MissingQueryEquals(18)),
-            ("postgresql://host?key=key=value", ParseError::ExtraQueryEquals(18)),
+            (
+                "postgresql://host?value1&value2",
+                ParseError::MissingQueryEquals(18),
+            ),
+            (
+                "postgresql://host?key=key=value",
+                ParseError::ExtraQueryEquals(18),
+            ),
             ("postgres://host?dbname=%XXfoo", ParseError::BadPercent(23)),
             ("postgresql://a%00b", ParseError::PercentZero(14)),
             ("postgresql://%zz", ParseError::BadPercent(13)),

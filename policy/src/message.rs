@@ -12,7 +12,9 @@ pub const WARNING_LIMIT: usize = 120;
 
 fn by_text(by: &By<'_>, mode: Option<SslMode>) -> String {
     match (by, mode) {
-        (By::Param { key: "requiressl" }, Some(m)) => format!("requiressl (read as sslmode={})", m.as_str()),
+        (By::Param { key: "requiressl" }, Some(m)) => {
+            format!("requiressl (read as sslmode={})", m.as_str())
+        }
         (By::Param { key: "ssl" }, Some(m)) => format!("ssl (read as sslmode={})", m.as_str()),
         (By::Param { key }, Some(m)) => format!("{key}={}", m.as_str()),
         (By::Param { key }, None) => (*key).to_string(),
@@ -45,8 +47,15 @@ fn hidden_text(h: &Hidden<'_>) -> String {
             name,
             not_found,
         } => {
-            let why = if *not_found { "does not exist" } else { "could not be read" };
-            format!("{var}, which envFrom {} {name} may define ({why})", kind.as_str())
+            let why = if *not_found {
+                "does not exist"
+            } else {
+                "could not be read"
+            };
+            format!(
+                "{var}, which envFrom {} {name} may define ({why})",
+                kind.as_str()
+            )
         }
         Hidden::Runtime { var } => format!("{var}, known only at run time"),
     }
@@ -76,15 +85,23 @@ fn unverifiable_text(u: &Unverifiable<'_>) -> String {
 
 fn consequence(mode: SslMode, root_configured: bool, jdbc: bool) -> &'static str {
     match mode {
-        SslMode::Disable => "the client never uses TLS: the password and all data cross the network in plaintext",
-        SslMode::Allow => "the client tries plaintext first and uses TLS only if the server insists",
-        SslMode::Prefer => "the client falls back to plaintext when TLS fails and never checks the server's certificate",
+        SslMode::Disable => {
+            "the client never uses TLS: the password and all data cross the network in plaintext"
+        }
+        SslMode::Allow => {
+            "the client tries plaintext first and uses TLS only if the server insists"
+        }
+        SslMode::Prefer => {
+            "the client falls back to plaintext when TLS fails and never checks the server's certificate"
+        }
         SslMode::Require if jdbc => "pgjdbc encrypts but never validates the server's certificate",
         SslMode::Require if root_configured => {
             "with a root certificate libpq's require acts as verify-ca: the certificate chain is checked, the host name is not"
         }
         SslMode::Require => "the connection is encrypted but nothing checks who the server is",
-        SslMode::VerifyCa => "the certificate chain is checked but not the host name: any server with a certificate from that CA passes",
+        SslMode::VerifyCa => {
+            "the certificate chain is checked but not the host name: any server with a certificate from that CA passes"
+        }
         SslMode::VerifyFull => "the server is verified",
     }
 }
@@ -259,7 +276,13 @@ impl Finding<'_> {
             }
             s.push_str(": ");
         }
-        let _ = write!(s, "{}: {}. Fix: {}.", self.code, self.explanation(), self.fix());
+        let _ = write!(
+            s,
+            "{}: {}. Fix: {}.",
+            self.code,
+            self.explanation(),
+            self.fix()
+        );
         s
     }
 
@@ -321,7 +344,9 @@ impl Note<'_> {
             Note::UnknownKeywords { variable, count } => format!(
                 "{variable} has {count} parameter(s) libpq does not know: libpq refuses it, other drivers may accept it"
             ),
-            Note::ExemptionExpired => "the exemption has expired (verifyfull.dev/exempt-until)".to_string(),
+            Note::ExemptionExpired => {
+                "the exemption has expired (verifyfull.dev/exempt-until)".to_string()
+            }
         }
     }
 }

@@ -194,7 +194,9 @@ pub enum Target<'a> {
     /// A libpq URI (`postgres://`, `postgresql://`, `postgresql+psycopg://`).
     Uri,
     /// A URI for a driver that is not libpq (`postgresql+asyncpg://`).
-    DriverUri { driver: Cow<'a, str> },
+    DriverUri {
+        driver: Cow<'a, str>,
+    },
     KeyValue,
     Jdbc,
     /// `PGHOST`/`PGHOSTADDR`/`PGSERVICE`: what `psql` with no arguments connects to.
@@ -261,13 +263,20 @@ impl Setting {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unverifiable<'a> {
     /// A libpq service file (`service=`/`PGSERVICE`) supplies the setting.
-    ServiceFile { by: By<'a> },
+    ServiceFile {
+        by: By<'a>,
+    },
     /// GSSAPI encryption is requested instead of TLS.
-    Gss { by: By<'a> },
+    Gss {
+        by: By<'a>,
+    },
     JdbcFactory,
     JdbcHostnameVerifier,
     /// A non-libpq driver's own TLS parameter.
-    DriverParameter { driver: Cow<'a, str>, key: Cow<'a, str> },
+    DriverParameter {
+        driver: Cow<'a, str>,
+        key: Cow<'a, str>,
+    },
 }
 
 /// Why a string would be refused.
@@ -306,7 +315,10 @@ pub enum Cause<'a> {
     /// `ConnectionStringInvalid`.
     Syntax(Syntax),
     /// `Unresolved`.
-    Hidden { setting: Setting, hidden: Hidden<'a> },
+    Hidden {
+        setting: Setting,
+        hidden: Hidden<'a>,
+    },
     /// `Unverifiable`.
     Unverifiable(Unverifiable<'a>),
     /// `ExemptionReasonMissing`.
@@ -339,7 +351,10 @@ pub struct Finding<'a> {
 pub enum Note<'a> {
     /// Every TCP host is loopback: an in-Pod proxy does the TLS. `behind` is the finding
     /// it would otherwise be.
-    LoopbackAllowed { variable: Cow<'a, str>, behind: Code },
+    LoopbackAllowed {
+        variable: Cow<'a, str>,
+        behind: Code,
+    },
     /// `sslrootcert=system`: the TLS library's trust store.
     SystemTrustStore { variable: Cow<'a, str> },
     /// pgjdbc's `DefaultJavaSSLFactory`: the JVM trust store.
@@ -351,9 +366,15 @@ pub enum Note<'a> {
     /// `PGSERVICE=""`: libpq will fail to connect.
     EmptyService { variable: Cow<'a, str> },
     /// A TLS setting is given more than once with different values; the weakest counts.
-    Conflicting { variable: Cow<'a, str>, key: &'static str },
+    Conflicting {
+        variable: Cow<'a, str>,
+        key: &'static str,
+    },
     /// Keywords libpq does not know: libpq refuses the string, other drivers may not.
-    UnknownKeywords { variable: Cow<'a, str>, count: usize },
+    UnknownKeywords {
+        variable: Cow<'a, str>,
+        count: usize,
+    },
     /// The exemption ended.
     ExemptionExpired,
 }

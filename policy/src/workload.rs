@@ -11,8 +11,8 @@ use std::fmt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::engine::PodView;
 
@@ -60,7 +60,9 @@ impl WorkloadKind {
     /// The API group the kind belongs to (`""` is the core group).
     fn groups(self) -> &'static [&'static str] {
         match self {
-            WorkloadKind::Pod | WorkloadKind::PodTemplate | WorkloadKind::ReplicationController => &[""],
+            WorkloadKind::Pod | WorkloadKind::PodTemplate | WorkloadKind::ReplicationController => {
+                &[""]
+            }
             WorkloadKind::Deployment
             | WorkloadKind::StatefulSet
             | WorkloadKind::DaemonSet
@@ -189,12 +191,6 @@ struct JobTemplate {
     spec: Option<TemplateSpec>,
 }
 
-/// What an object's `spec` (or a PodTemplate's `template`) held.
-enum Carried {
-    Pod(PodSpec),
-    Template(Option<PodTemplateSpec>),
-}
-
 /// The shape of the fields a kind needs, chosen before they are read.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -228,7 +224,10 @@ impl Shape {
 /// A field read before `kind` was known.
 type Buffered = Option<serde_json::Value>;
 
-fn from_buffer<T: DeserializeOwned, E: de::Error>(v: serde_json::Value, field: &str) -> Result<T, E> {
+fn from_buffer<T: DeserializeOwned, E: de::Error>(
+    v: serde_json::Value,
+    field: &str,
+) -> Result<T, E> {
     serde_json::from_value(v).map_err(|e| E::custom(format_args!("{field}: {e}")))
 }
 
@@ -245,7 +244,8 @@ impl<'de> Visitor<'de> for ObjectVisitor {
         let mut api_version: Option<String> = None;
         let mut kind: Option<String> = None;
         let mut metadata: Option<ObjectMeta> = None;
-        let mut carried: Option<Carried> = None;
+        // The Pod template found (for a Pod: its spec, without template metadata).
+        let mut carried: Option<Option<PodTemplateSpec>> = None;
         let mut data: Option<BTreeMap<String, String>> = None;
         let mut binary: Option<BTreeMap<String, ByteString>> = None;
         let mut string_data: Option<BTreeMap<String, String>> = None;
@@ -264,28 +264,30 @@ impl<'de> Visitor<'de> for ObjectVisitor {
                     early.push((key.into_owned(), map.next_value()?));
                 }
                 "spec" => match shape {
-                    Shape::Workload(WorkloadKind::Pod) => carried = map.next_value::<Option<PodSpec>>()?.map(Carried::Pod),
+                    Shape::Workload(WorkloadKind::Pod) => {
+                        carried = Some(map.next_value::<Option<PodSpec>>()?.map(pod_template))
+                    }
                     Shape::Workload(WorkloadKind::CronJob) => {
                         let spec: Option<CronJobSpec> = map.next_value()?;
-                        carried = Some(Carried::Template(
+                        carried = Some(
                             spec.and_then(|s| s.job_template)
                                 .and_then(|j| j.spec)
                                 .and_then(|s| s.template),
-                        ));
+                        );
                     }
                     Shape::Workload(WorkloadKind::PodTemplate) => {
                         map.next_value::<IgnoredAny>()?;
                     }
                     Shape::Workload(_) => {
                         let spec: Option<TemplateSpec> = map.next_value()?;
-                        carried = Some(Carried::Template(spec.and_then(|s| s.template)));
+                        carried = Some(spec.and_then(|s| s.template));
                     }
                     _ => {
                         map.next_value::<IgnoredAny>()?;
                     }
                 },
                 "template" if shape == Shape::Workload(WorkloadKind::PodTemplate) => {
-                    carried = Some(Carried::Template(map.next_value()?));
+                    carried = Some(map.next_value()?);
                 }
                 "data" if shape == Shape::ConfigMap => data = map.next_value()?,
                 "data" if shape == Shape::Secret => binary = map.next_value()?,
@@ -304,19 +306,23 @@ impl<'de> Visitor<'de> for ObjectVisitor {
         for (key, value) in early {
             let Some(value) = value else { continue };
             match (key.as_str(), shape) {
-                ("spec", Shape::Workload(WorkloadKind::Pod)) => carried = Some(Carried::Pod(from_buffer(value, "spec")?)),
+                ("spec", Shape::Workload(WorkloadKind::Pod)) => {
+                    carried = Some(Some(pod_template(from_buffer(value, "spec")?)))
+                }
                 ("spec", Shape::Workload(WorkloadKind::CronJob)) => {
                     let spec: CronJobSpec = from_buffer(value, "spec")?;
-                    carried = Some(Carried::Template(
-                        spec.job_template.and_then(|j| j.spec).and_then(|s| s.template),
-                    ));
+                    carried = Some(
+                        spec.job_template
+                            .and_then(|j| j.spec)
+                            .and_then(|s| s.template),
+                    );
                 }
                 ("spec", Shape::Workload(k)) if k != WorkloadKind::PodTemplate => {
                     let spec: TemplateSpec = from_buffer(value, "spec")?;
-                    carried = Some(Carried::Template(spec.template));
+                    carried = Some(spec.template);
                 }
                 ("template", Shape::Workload(WorkloadKind::PodTemplate)) => {
-                    carried = Some(Carried::Template(from_buffer(value, "template")?));
+                    carried = Some(from_buffer(value, "template")?);
                 }
                 ("data", Shape::ConfigMap) => data = from_buffer(value, "data")?,
                 ("data", Shape::Secret) => binary = from_buffer(value, "data")?,
@@ -338,10 +344,9 @@ impl<'de> Visitor<'de> for ObjectVisitor {
         };
         Ok(match shape {
             Shape::Workload(kind) => {
-                let (template_metadata, spec) = match carried {
-                    Some(Carried::Pod(spec)) => (ObjectMeta::default(), spec),
-                    Some(Carried::Template(Some(t))) => (t.metadata.unwrap_or_default(), t.spec.unwrap_or_default()),
-                    _ => {
+                let (template_metadata, spec) = match carried.flatten() {
+                    Some(t) => (t.metadata.unwrap_or_default(), t.spec.unwrap_or_default()),
+                    None => {
                         return Err(de::Error::custom(format_args!(
                             "{kind} has no Pod spec at {}",
                             kind.pod_spec_path()
@@ -378,6 +383,13 @@ impl<'de> Visitor<'de> for ObjectVisitor {
     }
 }
 
+fn pod_template(spec: PodSpec) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: None,
+        spec: Some(spec),
+    }
+}
+
 /// One item of a List: its own result, its error message tagged with its path.
 fn item(v: serde_json::Value) -> Result<Object, String> {
     let mut track = serde_path_to_error::Track::new();
@@ -408,10 +420,19 @@ mod tests {
 
     #[test]
     fn kinds_and_groups() {
-        assert_eq!(WorkloadKind::of("apps/v1", "Deployment"), Some(WorkloadKind::Deployment));
-        assert_eq!(WorkloadKind::of("extensions/v1beta1", "Deployment"), Some(WorkloadKind::Deployment));
+        assert_eq!(
+            WorkloadKind::of("apps/v1", "Deployment"),
+            Some(WorkloadKind::Deployment)
+        );
+        assert_eq!(
+            WorkloadKind::of("extensions/v1beta1", "Deployment"),
+            Some(WorkloadKind::Deployment)
+        );
         assert_eq!(WorkloadKind::of("v1", "Pod"), Some(WorkloadKind::Pod));
-        assert_eq!(WorkloadKind::of("batch/v1", "CronJob"), Some(WorkloadKind::CronJob));
+        assert_eq!(
+            WorkloadKind::of("batch/v1", "CronJob"),
+            Some(WorkloadKind::CronJob)
+        );
         assert_eq!(WorkloadKind::of("example.com/v1", "Deployment"), None);
         assert_eq!(WorkloadKind::of("v1", "Service"), None);
     }
@@ -423,19 +444,53 @@ mod tests {
         let cases = [
             ("v1", "Pod", format!(r#""spec":{spec}"#)),
             ("v1", "PodTemplate", format!(r#""template":{tmpl}"#)),
-            ("apps/v1", "Deployment", format!(r#""spec":{{"replicas":1,"template":{tmpl}}}"#)),
-            ("apps/v1", "StatefulSet", format!(r#""spec":{{"template":{tmpl}}}"#)),
-            ("apps/v1", "DaemonSet", format!(r#""spec":{{"template":{tmpl}}}"#)),
-            ("apps/v1", "ReplicaSet", format!(r#""spec":{{"template":{tmpl}}}"#)),
-            ("v1", "ReplicationController", format!(r#""spec":{{"template":{tmpl}}}"#)),
-            ("batch/v1", "Job", format!(r#""spec":{{"template":{tmpl}}}"#)),
-            ("batch/v1", "CronJob", format!(r#""spec":{{"schedule":"* * * * *","jobTemplate":{{"spec":{{"template":{tmpl}}}}}}}"#)),
+            (
+                "apps/v1",
+                "Deployment",
+                format!(r#""spec":{{"replicas":1,"template":{tmpl}}}"#),
+            ),
+            (
+                "apps/v1",
+                "StatefulSet",
+                format!(r#""spec":{{"template":{tmpl}}}"#),
+            ),
+            (
+                "apps/v1",
+                "DaemonSet",
+                format!(r#""spec":{{"template":{tmpl}}}"#),
+            ),
+            (
+                "apps/v1",
+                "ReplicaSet",
+                format!(r#""spec":{{"template":{tmpl}}}"#),
+            ),
+            (
+                "v1",
+                "ReplicationController",
+                format!(r#""spec":{{"template":{tmpl}}}"#),
+            ),
+            (
+                "batch/v1",
+                "Job",
+                format!(r#""spec":{{"template":{tmpl}}}"#),
+            ),
+            (
+                "batch/v1",
+                "CronJob",
+                format!(
+                    r#""spec":{{"schedule":"* * * * *","jobTemplate":{{"spec":{{"template":{tmpl}}}}}}}"#
+                ),
+            ),
         ];
         for (api, kind, body) in cases {
             // Both orders: kind first, and kind last (buffered).
             for json in [
-                format!(r#"{{"apiVersion":"{api}","kind":"{kind}","metadata":{{"name":"x"}},{body}}}"#),
-                format!(r#"{{{body},"metadata":{{"name":"x"}},"apiVersion":"{api}","kind":"{kind}"}}"#),
+                format!(
+                    r#"{{"apiVersion":"{api}","kind":"{kind}","metadata":{{"name":"x"}},{body}}}"#
+                ),
+                format!(
+                    r#"{{{body},"metadata":{{"name":"x"}},"apiVersion":"{api}","kind":"{kind}"}}"#
+                ),
             ] {
                 let Object::Workload(w) = obj(&json) else {
                     panic!("{kind}: not a workload");
@@ -451,18 +506,25 @@ mod tests {
 
     #[test]
     fn config_maps_secrets_lists_others() {
-        let Object::Secret { data, .. } = obj(r#"{"apiVersion":"v1","kind":"Secret","data":{"a":"aGk=","b":"eA=="},"stringData":{"b":"y"}}"#) else {
+        let Object::Secret { data, .. } = obj(
+            r#"{"apiVersion":"v1","kind":"Secret","data":{"a":"aGk=","b":"eA=="},"stringData":{"b":"y"}}"#,
+        ) else {
             panic!("secret");
         };
         assert_eq!(data.get("a").map(String::as_str), Some("hi"));
         assert_eq!(data.get("b").map(String::as_str), Some("y"));
-        let Object::List(items) = obj(r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"ConfigMap","data":{"k":"v"}},{"apiVersion":"v1","kind":"Pod","spec":{"containers":[{"name":"c","env":[{"name":"A","value":5}]}]}}]}"#) else {
+        let Object::List(items) = obj(
+            r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"ConfigMap","data":{"k":"v"}},{"apiVersion":"v1","kind":"Pod","spec":{"containers":[{"name":"c","env":[{"name":"A","value":5}]}]}}]}"#,
+        ) else {
             panic!("list");
         };
         assert!(matches!(&items[0], Ok(Object::ConfigMap { data, .. }) if data["k"] == "v"));
         let err = items[1].as_ref().expect_err("bad item");
         assert!(err.starts_with("spec.containers[0].env[0].value:"), "{err}");
-        assert!(matches!(obj(r#"{"apiVersion":"v1","kind":"Service","spec":{"x":[1]}}"#), Object::Other { .. }));
+        assert!(matches!(
+            obj(r#"{"apiVersion":"v1","kind":"Service","spec":{"x":[1]}}"#),
+            Object::Other { .. }
+        ));
     }
 
     #[test]
@@ -470,10 +532,18 @@ mod tests {
         for (json, want) in [
             (r#"{"kind":"Pod","spec":{}}"#, "apiVersion"),
             (r#"{"apiVersion":"v1"}"#, "kind"),
-            (r#"{"apiVersion":"apps/v1","kind":"Deployment","spec":{}}"#, "no Pod spec at spec.template.spec"),
-            (r#"{"apiVersion":"v1","kind":"Pod","spec":{"containers":[{"name":"c","env":[{"name":"A","value":true}]}]}}"#, "expected a string"),
+            (
+                r#"{"apiVersion":"apps/v1","kind":"Deployment","spec":{}}"#,
+                "no Pod spec at spec.template.spec",
+            ),
+            (
+                r#"{"apiVersion":"v1","kind":"Pod","spec":{"containers":[{"name":"c","env":[{"name":"A","value":true}]}]}}"#,
+                "expected a string",
+            ),
         ] {
-            let err = serde_json::from_str::<Object>(json).expect_err(json).to_string();
+            let err = serde_json::from_str::<Object>(json)
+                .expect_err(json)
+                .to_string();
             assert!(err.contains(want), "{json}: {err}");
         }
     }

@@ -19,7 +19,9 @@ impl Sources {
     fn with(mut self, kind: SourceKind, name: &str, data: &[(&str, &str)]) -> Self {
         self.objects.insert(
             (kind, name.to_string()),
-            data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         );
         self
     }
@@ -48,7 +50,10 @@ fn workload(v: Value) -> Workload {
 
 /// A Pod with one container `app` whose env is the given literal pairs.
 fn pod_env(vars: &[(&str, &str)]) -> Workload {
-    let env: Vec<Value> = vars.iter().map(|(n, v)| json!({"name": n, "value": v})).collect();
+    let env: Vec<Value> = vars
+        .iter()
+        .map(|(n, v)| json!({"name": n, "value": v}))
+        .collect();
     pod_with(json!([{"name": "app", "env": env}]), json!({}))
 }
 
@@ -57,7 +62,9 @@ fn pod_with(containers: Value, extra_spec: Value) -> Workload {
     if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
         s.extend(extra.clone());
     }
-    workload(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": spec}))
+    workload(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}, "spec": spec}),
+    )
 }
 
 fn report_with<'a>(w: &'a Workload, sources: &'a Sources, settings: &'a Settings) -> Report<'a> {
@@ -78,7 +85,11 @@ fn codes_with(w: &Workload, sources: &Sources, settings: &Settings) -> Vec<(Stri
         .map(|f| (String::new(), String::new(), f.code))
         .collect();
     for (c, f) in r.container_findings() {
-        out.push((c.name.to_string(), f.variable.as_deref().unwrap_or("").to_string(), f.code));
+        out.push((
+            c.name.to_string(),
+            f.variable.as_deref().unwrap_or("").to_string(),
+            f.code,
+        ));
     }
     out
 }
@@ -97,42 +108,94 @@ fn client(w: &Workload) -> bool {
     report_with(w, &sources, &settings).containers[0].client
 }
 
+/// Literal env pairs.
+type Pairs<'a> = &'a [(&'a str, &'a str)];
+/// `(container, variable, code)` of each finding.
+type Found = Vec<(String, String, Code)>;
+
 const CA: (&str, &str) = ("PGSSLROOTCERT", "/etc/ca/ca.crt");
 const VF: (&str, &str) = ("PGSSLMODE", "verify-full");
 
 #[test]
 fn libpq_environment_alone() {
     use Code::*;
-    let cases: &[(&[(&str, &str)], Vec<(String, String, Code)>)] = &[
+    let cases: &[(Pairs, Found)] = &[
         (&[("PGHOST", "db"), VF, CA], vec![]),
         (&[("PGHOST", "db")], one("PGHOST", SslModeUnset)),
-        (&[("PGHOSTADDR", "10.0.0.5"), ("PGSSLMODE", "require"), CA], one("PGHOSTADDR", SslModeTooWeak)),
-        (&[("PGHOST", "db"), ("PGSSLMODE", "verify-ca"), CA], one("PGHOST", SslModeTooWeak)),
-        (&[("PGHOST", "db"), ("PGREQUIRESSL", "1")], one("PGHOST", SslModeTooWeak)),
-        (&[("PGHOST", "db"), ("PGREQUIRESSL", "0")], one("PGHOST", SslModeUnset)),
+        (
+            &[("PGHOSTADDR", "10.0.0.5"), ("PGSSLMODE", "require"), CA],
+            one("PGHOSTADDR", SslModeTooWeak),
+        ),
+        (
+            &[("PGHOST", "db"), ("PGSSLMODE", "verify-ca"), CA],
+            one("PGHOST", SslModeTooWeak),
+        ),
+        (
+            &[("PGHOST", "db"), ("PGREQUIRESSL", "1")],
+            one("PGHOST", SslModeTooWeak),
+        ),
+        (
+            &[("PGHOST", "db"), ("PGREQUIRESSL", "0")],
+            one("PGHOST", SslModeUnset),
+        ),
         // PGREQUIRESSL is ignored whenever PGSSLMODE is set.
         (&[("PGHOST", "db"), ("PGREQUIRESSL", "1"), VF, CA], vec![]),
         (&[("PGHOST", "db"), VF], one("PGHOST", RootCertMissing)),
-        (&[("PGHOST", "db"), VF, ("PGSSLROOTCERT", "")], one("PGHOST", RootCertMissing)),
+        (
+            &[("PGHOST", "db"), VF, ("PGSSLROOTCERT", "")],
+            one("PGHOST", RootCertMissing),
+        ),
         (&[("PGHOST", "db"), VF, ("PGSSLROOTCERT", "system")], vec![]),
-        (&[("PGHOST", "db"), ("PGSSLROOTCERT", "system")], one("PGHOST", RootCertSystemNeedsVerifyFull)),
-        (&[("PGHOST", "db"), ("PGSSLMODE", "require"), ("PGSSLROOTCERT", "system")], one("PGHOST", RootCertSystemNeedsVerifyFull)),
-        (&[("PGHOST", "db"), ("PGSSLMODE", "Verify-Full"), CA], one("PGHOST", SslModeInvalid)),
-        (&[("PGHOST", "db"), ("PGSSLMODE", ""), CA], one("PGHOST", SslModeInvalid)),
-        (&[("PGHOST", "db"), VF, CA, ("PGGSSENCMODE", "require")], one("PGHOST", Unverifiable)),
+        (
+            &[("PGHOST", "db"), ("PGSSLROOTCERT", "system")],
+            one("PGHOST", RootCertSystemNeedsVerifyFull),
+        ),
+        (
+            &[
+                ("PGHOST", "db"),
+                ("PGSSLMODE", "require"),
+                ("PGSSLROOTCERT", "system"),
+            ],
+            one("PGHOST", RootCertSystemNeedsVerifyFull),
+        ),
+        (
+            &[("PGHOST", "db"), ("PGSSLMODE", "Verify-Full"), CA],
+            one("PGHOST", SslModeInvalid),
+        ),
+        (
+            &[("PGHOST", "db"), ("PGSSLMODE", ""), CA],
+            one("PGHOST", SslModeInvalid),
+        ),
+        (
+            &[("PGHOST", "db"), VF, CA, ("PGGSSENCMODE", "require")],
+            one("PGHOST", Unverifiable),
+        ),
         (&[("PGSERVICE", "prod")], one("PGSERVICE", Unverifiable)),
         // Sockets and loopback.
         (&[("PGHOST", "/var/run/postgresql")], vec![]),
         (&[("PGHOST", "localhost"), ("PGSSLMODE", "disable")], vec![]),
-        (&[("PGHOST", "127.0.0.1,db"), ("PGSSLMODE", "disable")], one("PGHOST", SslModeTooWeak)),
-        (&[("PGHOST", "db.example.com"), ("PGHOSTADDR", "127.0.0.1")], vec![]),
-        (&[("PGHOST", "a,b"), ("PGHOSTADDR", "10.0.0.1")], one("PGHOST", ConnectionStringInvalid)),
+        (
+            &[("PGHOST", "127.0.0.1,db"), ("PGSSLMODE", "disable")],
+            one("PGHOST", SslModeTooWeak),
+        ),
+        (
+            &[("PGHOST", "db.example.com"), ("PGHOSTADDR", "127.0.0.1")],
+            vec![],
+        ),
+        (
+            &[("PGHOST", "a,b"), ("PGHOSTADDR", "10.0.0.1")],
+            one("PGHOST", ConnectionStringInvalid),
+        ),
     ];
     for (env, want) in cases {
         assert_eq!(&codes(&pod_env(env)), want, "{env:?}");
     }
     // PGUSER/PGPASSWORD/PGDATABASE alone (as in Postgres server images) do not make a client.
-    let server = pod_env(&[("PGUSER", "u"), ("PGPASSWORD", "secretpassword1"), ("PGDATABASE", "d")]);
+    let server = pod_env(&[
+        ("PGUSER", "u"),
+        ("PGPASSWORD", "secretpassword1"),
+        ("PGDATABASE", "d"),
+    ]);
     assert!(!client(&server));
     assert!(codes(&server).is_empty());
     assert!(!client(&pod_env(&[("PGHOST", "/tmp")])));
@@ -142,60 +205,176 @@ fn libpq_environment_alone() {
 #[test]
 fn connection_strings() {
     use Code::*;
-    let cases: &[(&str, &[(&str, &str)], Option<Code>)] = &[
-        ("postgres://u:p@db/app?sslmode=verify-full&sslrootcert=/ca.crt", &[], None),
-        ("postgres://u:p@db/app?sslmode=require", &[], Some(SslModeTooWeak)),
+    let cases: &[(&str, Pairs, Option<Code>)] = &[
+        (
+            "postgres://u:p@db/app?sslmode=verify-full&sslrootcert=/ca.crt",
+            &[],
+            None,
+        ),
+        (
+            "postgres://u:p@db/app?sslmode=require",
+            &[],
+            Some(SslModeTooWeak),
+        ),
         ("postgres://u:p@db/app", &[], Some(SslModeUnset)),
         // The string beats the environment.
-        ("postgres://db/app?sslmode=disable", &[VF, CA], Some(SslModeTooWeak)),
+        (
+            "postgres://db/app?sslmode=disable",
+            &[VF, CA],
+            Some(SslModeTooWeak),
+        ),
         ("postgres://db/app", &[VF, CA], None),
-        ("postgres://db/app?sslmode=verify-full", &[], Some(RootCertMissing)),
+        (
+            "postgres://db/app?sslmode=verify-full",
+            &[],
+            Some(RootCertMissing),
+        ),
         ("postgres://db/app?sslmode=verify-full", &[CA], None),
-        ("postgres://db/app?sslmode=verify-full&sslrootcert=", &[CA], Some(RootCertMissing)),
+        (
+            "postgres://db/app?sslmode=verify-full&sslrootcert=",
+            &[CA],
+            Some(RootCertMissing),
+        ),
         ("postgres://db/app?ssl=true", &[], Some(SslModeTooWeak)),
-        ("postgres://db/app?requiressl=1&sslrootcert=/ca", &[], Some(SslModeTooWeak)),
-        ("postgres://db/app?sslmode=verify-full&sslrootcert=system", &[], None),
-        ("postgres://db/app?sslrootcert=system", &[], Some(RootCertSystemNeedsVerifyFull)),
-        ("postgres://db/app?sslmode=Verify-Full&sslrootcert=/ca", &[], Some(SslModeInvalid)),
-        ("postgres://db/app?sslmode=verify%2Dfull&sslrootcert=%2Fca", &[], None),
-        ("postgres://db/app?sslmode=%zz", &[], Some(ConnectionStringInvalid)),
+        (
+            "postgres://db/app?requiressl=1&sslrootcert=/ca",
+            &[],
+            Some(SslModeTooWeak),
+        ),
+        (
+            "postgres://db/app?sslmode=verify-full&sslrootcert=system",
+            &[],
+            None,
+        ),
+        (
+            "postgres://db/app?sslrootcert=system",
+            &[],
+            Some(RootCertSystemNeedsVerifyFull),
+        ),
+        (
+            "postgres://db/app?sslmode=Verify-Full&sslrootcert=/ca",
+            &[],
+            Some(SslModeInvalid),
+        ),
+        (
+            "postgres://db/app?sslmode=verify%2Dfull&sslrootcert=%2Fca",
+            &[],
+            None,
+        ),
+        (
+            "postgres://db/app?sslmode=%zz",
+            &[],
+            Some(ConnectionStringInvalid),
+        ),
         ("postgres://[::1/app", &[], Some(ConnectionStringInvalid)),
         // No host in the string: PGHOST decides; none at all is a socket.
-        ("postgresql:///app?sslmode=disable", &[("PGHOST", "db.prod.svc")], Some(SslModeTooWeak)),
+        (
+            "postgresql:///app?sslmode=disable",
+            &[("PGHOST", "db.prod.svc")],
+            Some(SslModeTooWeak),
+        ),
         ("postgresql:///app?sslmode=disable", &[], None),
-        ("postgresql:///app?host=/cloudsql/p:r:i&sslmode=disable", &[], None),
+        (
+            "postgresql:///app?host=/cloudsql/p:r:i&sslmode=disable",
+            &[],
+            None,
+        ),
         ("postgres://%2Fvar%2Frun/app", &[], None),
         // A query host= replaces the authority's host.
         ("postgres://db/app?host=/tmp&sslmode=disable", &[], None),
-        ("postgres://localhost/app?host=db&sslmode=disable", &[], Some(SslModeTooWeak)),
+        (
+            "postgres://localhost/app?host=db&sslmode=disable",
+            &[],
+            Some(SslModeTooWeak),
+        ),
         // Loopback: an in-Pod proxy does the TLS.
-        ("postgres://u:p@127.0.0.1:5432/app?sslmode=disable", &[], None),
+        (
+            "postgres://u:p@127.0.0.1:5432/app?sslmode=disable",
+            &[],
+            None,
+        ),
         ("postgres://u:p@[::1]:5432/app", &[], None),
-        ("postgres://localhost,db/app?sslmode=disable", &[], Some(SslModeTooWeak)),
-        ("postgres://db.example.com/app?hostaddr=127.0.0.1", &[], None),
+        (
+            "postgres://localhost,db/app?sslmode=disable",
+            &[],
+            Some(SslModeTooWeak),
+        ),
+        (
+            "postgres://db.example.com/app?hostaddr=127.0.0.1",
+            &[],
+            None,
+        ),
         // Keyword/value strings.
-        ("host=db dbname=app sslmode=verify-full sslrootcert=/ca", &[], None),
+        (
+            "host=db dbname=app sslmode=verify-full sslrootcert=/ca",
+            &[],
+            None,
+        ),
         ("host = db  sslmode = 'require'", &[], Some(SslModeTooWeak)),
         ("host=db requiressl=1", &[], Some(SslModeTooWeak)),
-        ("host=db sslmode='verify-full", &[], Some(ConnectionStringInvalid)),
+        (
+            "host=db sslmode='verify-full",
+            &[],
+            Some(ConnectionStringInvalid),
+        ),
         ("host=db service=prod", &[], Some(Unverifiable)),
-        ("service=prod sslmode=verify-full sslrootcert=/ca host=db", &[], None),
-        ("host=db sslmode=verify-full sslrootcert=/ca gssencmode=require", &[], Some(Unverifiable)),
+        (
+            "service=prod sslmode=verify-full sslrootcert=/ca host=db",
+            &[],
+            None,
+        ),
+        (
+            "host=db sslmode=verify-full sslrootcert=/ca gssencmode=require",
+            &[],
+            Some(Unverifiable),
+        ),
         // Duplicates with different values: the weakest counts.
-        ("host=db sslmode=verify-full sslrootcert=/ca sslmode=disable", &[], Some(SslModeTooWeak)),
-        ("host=db sslmode=disable sslmode=verify-full sslrootcert=/ca", &[], Some(SslModeTooWeak)),
-        ("host=db sslmode=verify-full sslmode=verify-full sslrootcert=/ca", &[], None),
-        ("host=localhost host=db sslmode=disable", &[], Some(SslModeTooWeak)),
+        (
+            "host=db sslmode=verify-full sslrootcert=/ca sslmode=disable",
+            &[],
+            Some(SslModeTooWeak),
+        ),
+        (
+            "host=db sslmode=disable sslmode=verify-full sslrootcert=/ca",
+            &[],
+            Some(SslModeTooWeak),
+        ),
+        (
+            "host=db sslmode=verify-full sslmode=verify-full sslrootcert=/ca",
+            &[],
+            None,
+        ),
+        (
+            "host=localhost host=db sslmode=disable",
+            &[],
+            Some(SslModeTooWeak),
+        ),
         // Not libpq: Npgsql, other keywords, plain text.
         ("Host=db;Database=app;SSL Mode=Disable", &[], None),
         ("vhost=db", &[], None),
         ("user=app dbname=app", &[], None),
         // Driver-qualified schemes.
-        ("postgresql+psycopg2://db/app?sslmode=verify-full&sslrootcert=/ca", &[], None),
+        (
+            "postgresql+psycopg2://db/app?sslmode=verify-full&sslrootcert=/ca",
+            &[],
+            None,
+        ),
         ("postgresql+psycopg://db/app", &[], Some(SslModeUnset)),
-        ("postgresql+asyncpg://db/app?ssl=require", &[], Some(Unverifiable)),
-        ("postgresql+asyncpg://db/app?sslmode=verify-full&sslrootcert=/ca", &[], None),
-        ("postgresql+asyncpg://db/app?sslmode=prefer", &[], Some(SslModeTooWeak)),
+        (
+            "postgresql+asyncpg://db/app?ssl=require",
+            &[],
+            Some(Unverifiable),
+        ),
+        (
+            "postgresql+asyncpg://db/app?sslmode=verify-full&sslrootcert=/ca",
+            &[],
+            None,
+        ),
+        (
+            "postgresql+asyncpg://db/app?sslmode=prefer",
+            &[],
+            Some(SslModeTooWeak),
+        ),
     ];
     for (url, extra, want) in cases {
         let mut env = vec![("DATABASE_URL", *url)];
@@ -203,7 +382,10 @@ fn connection_strings() {
         let got = codes(&pod_env(&env));
         let want: Vec<_> = want.map(|c| one("DATABASE_URL", c)).unwrap_or_default();
         // A PGHOST in `extra` is a target of its own: keep only the string's findings.
-        let got: Vec<_> = got.into_iter().filter(|(_, v, _)| v == "DATABASE_URL").collect();
+        let got: Vec<_> = got
+            .into_iter()
+            .filter(|(_, v, _)| v == "DATABASE_URL")
+            .collect();
         assert_eq!(got, want, "{url} {extra:?}");
     }
 }
@@ -212,24 +394,54 @@ fn connection_strings() {
 fn jdbc_urls() {
     use Code::*;
     let cases: &[(&str, Option<Code>)] = &[
-        ("jdbc:postgresql://db:5432/app?sslmode=verify-full&sslrootcert=/ca.crt", None),
-        ("jdbc:postgresql://db/app?sslmode=VERIFY-FULL&sslrootcert=/ca.crt", None),
+        (
+            "jdbc:postgresql://db:5432/app?sslmode=verify-full&sslrootcert=/ca.crt",
+            None,
+        ),
+        (
+            "jdbc:postgresql://db/app?sslmode=VERIFY-FULL&sslrootcert=/ca.crt",
+            None,
+        ),
         // pgjdbc ignores PGSSLMODE/PGSSLROOTCERT (set in every case here).
         ("jdbc:postgresql://db/app", Some(SslModeUnset)),
         ("jdbc:postgresql://db/app?ssl=true", Some(RootCertMissing)),
         ("jdbc:postgresql://db/app?ssl&sslrootcert=/ca", None),
         ("jdbc:postgresql://db/app?ssl=false", Some(SslModeTooWeak)),
-        ("jdbc:postgresql://db/app?sslmode=require&sslrootcert=/ca", Some(SslModeTooWeak)),
-        ("jdbc:postgresql://db/app?sslmode=verify-full&sslfactory=org.postgresql.ssl.NonValidatingFactory", Some(VerificationDisabled)),
-        ("jdbc:postgresql://db/app?sslmode=verify-full&sslfactory=org.postgresql.ssl.DefaultJavaSSLFactory", None),
-        ("jdbc:postgresql://db/app?sslmode=require&sslfactory=org.postgresql.ssl.DefaultJavaSSLFactory", Some(RootCertSystemNeedsVerifyFull)),
-        ("jdbc:postgresql://db/app?sslmode=verify-full&sslrootcert=/ca&sslfactory=com.example.Factory", Some(Unverifiable)),
-        ("jdbc:postgresql://db/app?sslmode=verify-full&sslrootcert=/ca&sslhostnameverifier=com.example.V", Some(Unverifiable)),
-        ("jdbc:postgresql://db/app?sslmode=bogus", Some(SslModeInvalid)),
+        (
+            "jdbc:postgresql://db/app?sslmode=require&sslrootcert=/ca",
+            Some(SslModeTooWeak),
+        ),
+        (
+            "jdbc:postgresql://db/app?sslmode=verify-full&sslfactory=org.postgresql.ssl.NonValidatingFactory",
+            Some(VerificationDisabled),
+        ),
+        (
+            "jdbc:postgresql://db/app?sslmode=verify-full&sslfactory=org.postgresql.ssl.DefaultJavaSSLFactory",
+            None,
+        ),
+        (
+            "jdbc:postgresql://db/app?sslmode=require&sslfactory=org.postgresql.ssl.DefaultJavaSSLFactory",
+            Some(RootCertSystemNeedsVerifyFull),
+        ),
+        (
+            "jdbc:postgresql://db/app?sslmode=verify-full&sslrootcert=/ca&sslfactory=com.example.Factory",
+            Some(Unverifiable),
+        ),
+        (
+            "jdbc:postgresql://db/app?sslmode=verify-full&sslrootcert=/ca&sslhostnameverifier=com.example.V",
+            Some(Unverifiable),
+        ),
+        (
+            "jdbc:postgresql://db/app?sslmode=bogus",
+            Some(SslModeInvalid),
+        ),
         ("jdbc:postgresql://db/app/x", Some(ConnectionStringInvalid)),
         ("jdbc:postgresql://localhost:5432/app", None),
         ("jdbc:postgresql:app", None),
-        ("jdbc:otel:postgresql://db/app?sslmode=disable", Some(SslModeTooWeak)),
+        (
+            "jdbc:otel:postgresql://db/app?sslmode=disable",
+            Some(SslModeTooWeak),
+        ),
         ("jdbc:mysql://db/app", None),
     ];
     for (url, want) in cases {
@@ -238,7 +450,9 @@ fn jdbc_urls() {
             .into_iter()
             .filter(|(_, v, _)| v == "SPRING_DATASOURCE_URL")
             .collect();
-        let want: Vec<_> = want.map(|c| one("SPRING_DATASOURCE_URL", c)).unwrap_or_default();
+        let want: Vec<_> = want
+            .map(|c| one("SPRING_DATASOURCE_URL", c))
+            .unwrap_or_default();
         assert_eq!(got, want, "{url}");
     }
 }
@@ -256,7 +470,11 @@ fn every_container_list_and_sockets() {
     let settings = Settings::default();
     let sources = Sources::default();
     let r = report_with(&w, &sources, &settings);
-    let lists: Vec<_> = r.containers.iter().map(|c| (c.name, c.list, c.verdict())).collect();
+    let lists: Vec<_> = r
+        .containers
+        .iter()
+        .map(|c| (c.name, c.list, c.verdict()))
+        .collect();
     assert_eq!(
         lists,
         vec![
@@ -270,7 +488,8 @@ fn every_container_list_and_sockets() {
 
 #[test]
 fn loopback_policy_and_host_network() {
-    let env = json!([{"name": "DATABASE_URL", "value": "postgres://localhost/app?sslmode=disable"}]);
+    let env =
+        json!([{"name": "DATABASE_URL", "value": "postgres://localhost/app?sslmode=disable"}]);
     let w = pod_with(json!([{"name": "app", "env": env}]), json!({}));
     let settings = Settings::default();
     let sources = Sources::default();
@@ -278,14 +497,23 @@ fn loopback_policy_and_host_network() {
     assert!(r.containers[0].findings.is_empty());
     assert!(matches!(
         r.containers[0].notes[..],
-        [Note::LoopbackAllowed { behind: Code::SslModeTooWeak, .. }]
+        [Note::LoopbackAllowed {
+            behind: Code::SslModeTooWeak,
+            ..
+        }]
     ));
     let check = Settings {
         loopback: LoopbackPolicy::Check,
         ..Settings::default()
     };
-    assert_eq!(codes_with(&w, &sources, &check), one("DATABASE_URL", Code::SslModeTooWeak));
-    let host_net = pod_with(json!([{"name": "app", "env": env}]), json!({"hostNetwork": true}));
+    assert_eq!(
+        codes_with(&w, &sources, &check),
+        one("DATABASE_URL", Code::SslModeTooWeak)
+    );
+    let host_net = pod_with(
+        json!([{"name": "app", "env": env}]),
+        json!({"hostNetwork": true}),
+    );
     assert_eq!(codes(&host_net), one("DATABASE_URL", Code::SslModeTooWeak));
 }
 
@@ -293,20 +521,35 @@ fn loopback_policy_and_host_network() {
 fn env_semantics_feed_the_verdict() {
     use Code::*;
     // $(VAR) expansion builds the URL; a service link host is a cluster IP.
-    let w = pod_env(&[("DB_HOST", "db"), ("DATABASE_URL", "postgres://$(DB_HOST)/app")]);
+    let w = pod_env(&[
+        ("DB_HOST", "db"),
+        ("DATABASE_URL", "postgres://$(DB_HOST)/app"),
+    ]);
     assert_eq!(codes(&w), one("DATABASE_URL", SslModeUnset));
-    let w = pod_env(&[("DATABASE_URL", "postgres://$(PG_SERVICE_HOST)/app?sslmode=disable")]);
+    let w = pod_env(&[(
+        "DATABASE_URL",
+        "postgres://$(PG_SERVICE_HOST)/app?sslmode=disable",
+    )]);
     assert_eq!(codes(&w), one("DATABASE_URL", SslModeTooWeak));
     // `$$(X)` is an escape, not a reference: the host stays literal text.
     let w = pod_env(&[("DATABASE_URL", "postgres://$$(LOCAL)/app?sslmode=disable")]);
     assert_eq!(codes(&w), one("DATABASE_URL", SslModeTooWeak));
     // A later duplicate wins, and is noted.
-    let w = pod_env(&[("PGHOST", "db"), ("PGSSLMODE", "verify-full"), ("PGSSLMODE", "disable")]);
+    let w = pod_env(&[
+        ("PGHOST", "db"),
+        ("PGSSLMODE", "verify-full"),
+        ("PGSSLMODE", "disable"),
+    ]);
     assert_eq!(codes(&w), one("PGHOST", SslModeTooWeak));
     let settings = Settings::default();
     let sources = Sources::default();
     let r = report_with(&w, &sources, &settings);
-    assert!(r.containers[0].notes.iter().any(|n| matches!(n, Note::Redefined { variable } if variable == "PGSSLMODE")));
+    assert!(
+        r.containers[0]
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::Redefined { variable } if variable == "PGSSLMODE"))
+    );
 
     // envFrom order, prefix, env override, with resolved sources.
     let w = pod_with(
@@ -316,10 +559,25 @@ fn env_semantics_feed_the_verdict() {
         json!({}),
     );
     let sources = Sources::default()
-        .with(SourceKind::ConfigMap, "db", &[("PGHOST", "db"), ("PGSSLMODE", "disable"), ("PGSSLROOTCERT", "/ca")])
-        .with(SourceKind::Secret, "creds", &[("DATABASE_URL", "postgres://u:pw@db/app?sslmode=require")]);
+        .with(
+            SourceKind::ConfigMap,
+            "db",
+            &[
+                ("PGHOST", "db"),
+                ("PGSSLMODE", "disable"),
+                ("PGSSLROOTCERT", "/ca"),
+            ],
+        )
+        .with(
+            SourceKind::Secret,
+            "creds",
+            &[("DATABASE_URL", "postgres://u:pw@db/app?sslmode=require")],
+        );
     let got = codes_with(&w, &sources, &Settings::default());
-    assert_eq!(got, vec![("app".into(), "APP_DATABASE_URL".into(), SslModeTooWeak)]);
+    assert_eq!(
+        got,
+        vec![("app".into(), "APP_DATABASE_URL".into(), SslModeTooWeak)]
+    );
     let r = report_with(&w, &sources, &settings);
     assert_eq!(
         r.containers[0].findings[0].origin,
@@ -334,29 +592,63 @@ fn env_semantics_feed_the_verdict() {
 #[test]
 fn hidden_values_are_never_guessed() {
     use Code::*;
-    let secret_ref = |var: &str| json!({"name": var, "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}});
+    let secret_ref =
+        |var: &str| json!({"name": var, "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}});
     let lit = |var: &str, v: &str| json!({"name": var, "value": v});
     let run = |env: Value| codes(&pod_with(json!([{"name": "app", "env": env}]), json!({})));
 
     // A hidden sslmode decides: Unresolved, not a violation.
-    assert_eq!(run(json!([lit("PGHOST", "db"), secret_ref("PGSSLMODE")])), one("PGHOST", Unresolved));
+    assert_eq!(
+        run(json!([lit("PGHOST", "db"), secret_ref("PGSSLMODE")])),
+        one("PGHOST", Unresolved)
+    );
     // A hidden connection-string variable is a client with an Unresolved target.
-    assert_eq!(run(json!([secret_ref("DATABASE_URL")])), one("DATABASE_URL", Unresolved));
-    assert_eq!(run(json!([secret_ref("POSTGRES_URI")])), one("POSTGRES_URI", Unresolved));
+    assert_eq!(
+        run(json!([secret_ref("DATABASE_URL")])),
+        one("DATABASE_URL", Unresolved)
+    );
+    assert_eq!(
+        run(json!([secret_ref("POSTGRES_URI")])),
+        one("POSTGRES_URI", Unresolved)
+    );
     // Other hidden names do not.
     assert_eq!(run(json!([secret_ref("API_TOKEN")])), vec![]);
     // A hidden PGHOST makes a client too.
-    assert_eq!(run(json!([secret_ref("PGHOST"), VF_JSON(), CA_JSON()])), vec![]);
-    assert_eq!(run(json!([secret_ref("PGHOST")])), one("PGHOST", Unresolved));
+    assert_eq!(
+        run(json!([secret_ref("PGHOST"), VF_JSON(), CA_JSON()])),
+        vec![]
+    );
+    assert_eq!(
+        run(json!([secret_ref("PGHOST")])),
+        one("PGHOST", Unresolved)
+    );
     // A visible violation at higher precedence is still a violation.
-    assert_eq!(run(json!([lit("DATABASE_URL", "postgres://db/app?sslmode=disable"), secret_ref("PGSSLMODE")])), one("DATABASE_URL", SslModeTooWeak));
+    assert_eq!(
+        run(json!([
+            lit("DATABASE_URL", "postgres://db/app?sslmode=disable"),
+            secret_ref("PGSSLMODE")
+        ])),
+        one("DATABASE_URL", SslModeTooWeak)
+    );
     // A hidden password does not matter.
     assert_eq!(
-        run(json!([secret_ref("PASS"), lit("DATABASE_URL", "postgres://u:$(PASS)@db/app?sslmode=verify-full&sslrootcert=/ca")])),
+        run(json!([
+            secret_ref("PASS"),
+            lit(
+                "DATABASE_URL",
+                "postgres://u:$(PASS)@db/app?sslmode=verify-full&sslrootcert=/ca"
+            )
+        ])),
         vec![]
     );
     // A hidden sslmode inside the string.
-    assert_eq!(run(json!([secret_ref("MODE"), lit("DATABASE_URL", "postgres://db/app?sslmode=$(MODE)")])), one("DATABASE_URL", Unresolved));
+    assert_eq!(
+        run(json!([
+            secret_ref("MODE"),
+            lit("DATABASE_URL", "postgres://db/app?sslmode=$(MODE)")
+        ])),
+        one("DATABASE_URL", Unresolved)
+    );
     // The hidden host could be loopback: Unresolved, with the violation behind it.
     let env = json!([secret_ref("PGHOST"), lit("PGSSLMODE", "disable")]);
     let w = pod_with(json!([{"name": "app", "env": env}]), json!({}));
@@ -368,10 +660,19 @@ fn hidden_values_are_never_guessed() {
 
     // Unresolved envFrom: may define PGSSLMODE, so Unresolved, not SslModeUnset.
     let open = |env: Value| {
-        codes(&pod_with(json!([{"name": "app", "envFrom": [{"secretRef": {"name": "db"}}], "env": env}]), json!({})))
+        codes(&pod_with(
+            json!([{"name": "app", "envFrom": [{"secretRef": {"name": "db"}}], "env": env}]),
+            json!({}),
+        ))
     };
-    assert_eq!(open(json!([lit("PGHOST", "db")])), one("PGHOST", Unresolved));
-    assert_eq!(open(json!([lit("PGHOST", "db"), lit("PGSSLMODE", "disable")])), one("PGHOST", SslModeTooWeak));
+    assert_eq!(
+        open(json!([lit("PGHOST", "db")])),
+        one("PGHOST", Unresolved)
+    );
+    assert_eq!(
+        open(json!([lit("PGHOST", "db"), lit("PGSSLMODE", "disable")])),
+        one("PGHOST", SslModeTooWeak)
+    );
     // No visible target, only an unresolved envFrom: not reported (documented blind spot).
     assert_eq!(open(json!([])), vec![]);
     assert_eq!(open(json!([lit("OTHER", "x")])), vec![]);
@@ -389,7 +690,10 @@ fn hidden_values_are_never_guessed() {
     // Policy decides how Unresolved weighs.
     let w = pod_env(&[]);
     let _ = w;
-    let w = pod_with(json!([{"name": "app", "env": [secret_ref("DATABASE_URL")]}]), json!({}));
+    let w = pod_with(
+        json!([{"name": "app", "env": [secret_ref("DATABASE_URL")]}]),
+        json!({}),
+    );
     let deny = Settings {
         unresolved: Decision::Deny,
         ..Settings::default()
@@ -401,7 +705,10 @@ fn hidden_values_are_never_guessed() {
         unresolved: Decision::Allow,
         ..Settings::default()
     };
-    assert_eq!(report_with(&w, &sources, &allow).containers[0].verdict(), Verdict::Pass);
+    assert_eq!(
+        report_with(&w, &sources, &allow).containers[0].verdict(),
+        Verdict::Pass
+    );
 }
 
 #[allow(non_snake_case)]
@@ -418,17 +725,34 @@ fn CA_JSON() -> Value {
 fn notes() {
     let settings = Settings::default();
     let sources = Sources::default();
-    let w = pod_env(&[("PGHOST", "db"), VF, ("PGSSLROOTCERT", "system"), ("SSL_CERT_FILE", "/x")]);
+    let w = pod_env(&[
+        ("PGHOST", "db"),
+        VF,
+        ("PGSSLROOTCERT", "system"),
+        ("SSL_CERT_FILE", "/x"),
+    ]);
     let r = report_with(&w, &sources, &settings);
     assert!(r.containers[0].findings.is_empty());
-    assert!(r.containers[0].notes.contains(&Note::SystemTrustStore { variable: "PGHOST".into() }));
-    assert!(r.containers[0].notes.contains(&Note::SslCertEnv { variable: "SSL_CERT_FILE" }));
+    assert!(r.containers[0].notes.contains(&Note::SystemTrustStore {
+        variable: "PGHOST".into()
+    }));
+    assert!(r.containers[0].notes.contains(&Note::SslCertEnv {
+        variable: "SSL_CERT_FILE"
+    }));
     let w = pod_env(&[("PGHOST", "db"), ("PGSERVICE", ""), VF, CA]);
     let r = report_with(&w, &sources, &settings);
-    assert!(r.containers[0].notes.contains(&Note::EmptyService { variable: "PGSERVICE".into() }));
-    let w = pod_env(&[("DATABASE_URL", "postgres://db/app?sslmode=verify-full&sslrootcert=/ca&schema=public")]);
+    assert!(r.containers[0].notes.contains(&Note::EmptyService {
+        variable: "PGSERVICE".into()
+    }));
+    let w = pod_env(&[(
+        "DATABASE_URL",
+        "postgres://db/app?sslmode=verify-full&sslrootcert=/ca&schema=public",
+    )]);
     let r = report_with(&w, &sources, &settings);
-    assert!(matches!(r.containers[0].notes[..], [Note::UnknownKeywords { count: 1, .. }]));
+    assert!(matches!(
+        r.containers[0].notes[..],
+        [Note::UnknownKeywords { count: 1, .. }]
+    ));
 }
 
 fn exempt_pod(annotations: Value) -> Workload {
@@ -453,24 +777,53 @@ fn exemptions() {
         (object, containers, r.denied())
     };
     use Verdict::*;
-    let w = exempt_pod(json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "legacy, ticket 42"}));
+    let w = exempt_pod(
+        json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "legacy, ticket 42"}),
+    );
     assert_eq!(verdicts(&w), (vec![], vec![Exempt, Exempt], false));
-    let w = exempt_pod(json!({"verifyfull.dev/exempt": "app", "verifyfull.dev/exempt-reason": "r"}));
+    let w =
+        exempt_pod(json!({"verifyfull.dev/exempt": "app", "verifyfull.dev/exempt-reason": "r"}));
     assert_eq!(verdicts(&w), (vec![], vec![Exempt, Violation], true));
-    let w = exempt_pod(json!({"verifyfull.dev/exempt": "app, other", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "2026-06-01"}));
+    let w = exempt_pod(
+        json!({"verifyfull.dev/exempt": "app, other", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "2026-06-01"}),
+    );
     assert_eq!(verdicts(&w), (vec![], vec![Exempt, Exempt], false));
     // Expired (a date ends at the end of that day UTC; now is 2026-06-01T12:00Z).
-    let w = exempt_pod(json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "2026-05-31"}));
+    let w = exempt_pod(
+        json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "2026-05-31"}),
+    );
     assert_eq!(verdicts(&w), (vec![], vec![Violation, Violation], true));
-    let w = exempt_pod(json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "2026-06-01T11:59:59Z"}));
-    assert_eq!(verdicts(&w).2, true);
-    let w = exempt_pod(json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": " "}));
-    assert_eq!(verdicts(&w), (vec![Code::ExemptionReasonMissing], vec![Violation, Violation], true));
-    let w = exempt_pod(json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "next week"}));
+    let w = exempt_pod(
+        json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "2026-06-01T11:59:59Z"}),
+    );
+    assert!(verdicts(&w).2);
+    let w =
+        exempt_pod(json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": " "}));
+    assert_eq!(
+        verdicts(&w),
+        (
+            vec![Code::ExemptionReasonMissing],
+            vec![Violation, Violation],
+            true
+        )
+    );
+    let w = exempt_pod(
+        json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "r", "verifyfull.dev/exempt-until": "next week"}),
+    );
     assert_eq!(verdicts(&w).0, vec![Code::ExemptionInvalid]);
-    let w = exempt_pod(json!({"verifyfull.dev/exempt": "app,ghost", "verifyfull.dev/exempt-reason": "r"}));
-    assert_eq!(verdicts(&w), (vec![Code::ExemptionInvalid], vec![Violation, Violation], true));
-    let w = exempt_pod(json!({"verifyfull.dev/exempt": "false", "verifyfull.dev/exempt-reason": "r"}));
+    let w = exempt_pod(
+        json!({"verifyfull.dev/exempt": "app,ghost", "verifyfull.dev/exempt-reason": "r"}),
+    );
+    assert_eq!(
+        verdicts(&w),
+        (
+            vec![Code::ExemptionInvalid],
+            vec![Violation, Violation],
+            true
+        )
+    );
+    let w =
+        exempt_pod(json!({"verifyfull.dev/exempt": "false", "verifyfull.dev/exempt-reason": "r"}));
     assert_eq!(verdicts(&w), (vec![], vec![Violation, Violation], true));
 
     // On a workload's own metadata: not applied, reported with where it belongs.
@@ -482,7 +835,13 @@ fn exemptions() {
     let r = report_with(&d, &sources, &settings);
     assert!(matches!(
         r.findings[..],
-        [Finding { code: Code::ExemptionInvalid, cause: Cause::ExemptionMisplaced { path: "spec.template.metadata.annotations" }, .. }]
+        [Finding {
+            code: Code::ExemptionInvalid,
+            cause: Cause::ExemptionMisplaced {
+                path: "spec.template.metadata.annotations"
+            },
+            ..
+        }]
     ));
     assert_eq!(r.containers[0].verdict(), Violation);
     // On the template: applied.
@@ -517,6 +876,9 @@ fn messages_name_the_fix_and_fit_warnings() {
         "container app: DATABASE_URL (literal value): SslModeTooWeak: sslmode=require: the connection is encrypted but nothing checks who the server is. Fix: set sslmode=verify-full and sslrootcert=<CA file> in DATABASE_URL, or PGSSLMODE and PGSSLROOTCERT."
     );
     let warning = f.warning(Some("app"));
-    assert!(warning.starts_with("app/DATABASE_URL: SslModeTooWeak: "), "{warning}");
+    assert!(
+        warning.starts_with("app/DATABASE_URL: SslModeTooWeak: "),
+        "{warning}"
+    );
     assert!(warning.chars().count() <= crate::message::WARNING_LIMIT);
 }
