@@ -189,10 +189,11 @@ impl<'a> Conninfo<'a> {
         }
     }
 
-    /// Renders the stores as a keyword/value string libpq parses back to the same stores.
+    /// Renders the stores of libpq keywords as a keyword/value string that libpq parses back
+    /// to the same stores (other keys cannot always be expressed in that syntax).
     pub fn to_keyword_value(&self) -> String {
         let mut out = String::new();
-        for p in &self.params {
+        for p in self.params.iter().filter(|p| is_keyword(&p.key)) {
             if !out.is_empty() {
                 out.push(' ');
             }
