@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::env::{Env, Get, Origin, PodInfo, ValueSource, Var, Visibility};
+use smallvec::{SmallVec, smallvec};
+
+use crate::env::{Env, Get, OpenSource, Origin, PodInfo, ValueSource, Var, Visibility};
 use crate::exemptions;
 use crate::hosts::{self, Loopback, Slot, has_hidden};
 use crate::jdbc::{self, JdbcUrl};
@@ -393,30 +395,40 @@ impl<'e, 'a> Judge<'e, 'a> {
         driver: Option<&str>,
         var: &Var<'a>,
     ) {
-        let empty = Conninfo::default();
-        let info = info.unwrap_or(&empty);
-
-        if let Some(driver) = driver
-            && let Some(p) = info.params.iter().find(|p| is_driver_tls_param(&p.key))
-        {
+        let scan = info
+            .map(|i| Scan::of(i, uri, driver.is_some()))
+            .unwrap_or_default();
+        if let (Some(driver), Some(key)) = (driver, scan.driver_tls) {
             self.client = true;
             let cause = Unverifiable::DriverParameter {
                 driver: Cow::Owned(driver.to_owned()),
-                key: Cow::Owned(p.key.clone().into_owned()),
+                key: Cow::Owned(key.to_owned()),
             };
             self.push(s, Code::Unverifiable, Cause::Unverifiable(cause), None);
             return;
         }
-        let unknown = info.unknown_keywords().count();
-        if unknown > 0 && driver.is_none() && uri {
+        if scan.unknown > 0 && driver.is_none() && uri {
             self.notes.push(Note::UnknownKeywords {
                 variable: s.variable.clone(),
-                count: unknown,
+                count: scan.unknown,
             });
+        }
+        for (key, conflicting) in [
+            ("sslmode", scan.modes.len() > 1),
+            ("sslrootcert", scan.roots.len() > 1),
+            ("host", scan.hosts.len() > 1),
+            ("hostaddr", scan.addrs.len() > 1),
+        ] {
+            if conflicting {
+                self.notes.push(Note::Conflicting {
+                    variable: s.variable.clone(),
+                    key,
+                });
+            }
         }
 
         // The service in force: the string's, else PGSERVICE.
-        let service: Result<Option<By<'a>>, Hidden<'a>> = match info.last("service") {
+        let service: Result<Option<By<'a>>, Hidden<'a>> = match scan.service {
             Some(v) if has_hidden(v) => Err(hidden_var(var)),
             Some("") => Ok(None),
             Some(_) => Ok(Some(By::Param { key: "service" })),
@@ -437,14 +449,16 @@ impl<'e, 'a> Judge<'e, 'a> {
                 EnvValue::Hidden(h) => Err(h),
             },
         };
-        let from_service = |setting_by: &Result<Option<By<'a>>, Hidden<'a>>| match setting_by {
-            Ok(Some(by)) => Some(Err(Unverifiable::ServiceFile { by: by.clone() })),
-            Err(h) => Some(Ok(h.clone())),
+        // What a setting the string leaves open is while a service applies: hidden (`Ok`)
+        // or up to the service file (`Err`).
+        let from_service: Option<Result<Hidden<'a>, Unverifiable<'a>>> = match service {
+            Ok(Some(by)) => Some(Err(Unverifiable::ServiceFile { by })),
+            Err(h) => Some(Ok(h)),
             Ok(None) => None,
         };
 
         // GSSAPI encryption instead of TLS.
-        let gss = match info.last("gssencmode") {
+        let gss = match scan.gss {
             Some("require") => Some(By::Param { key: "gssencmode" }),
             Some(_) => None,
             None => match self.env_lookup("PGGSSENCMODE") {
@@ -456,163 +470,93 @@ impl<'e, 'a> Judge<'e, 'a> {
             },
         };
 
-        // sslmode candidates: the last store of sslmode/requiressl/ssl=true, or each
-        // distinct one when they disagree.
-        let mut mode_stores: Vec<(&str, &'static str)> = Vec::new();
-        for p in &info.params {
-            let store = match p.key.as_ref() {
-                "sslmode" => (p.value.as_ref(), "sslmode"),
-                "requiressl" if p.value.starts_with('1') => ("require", "requiressl"),
-                "requiressl" => ("prefer", "requiressl"),
-                "ssl" if uri && p.value == "true" => ("require", "ssl"),
-                _ => continue,
-            };
-            mode_stores.push(store);
-        }
-        let modes: Vec<Mode<'a>> = if !mode_stores.is_empty() {
-            let distinct = distinct_last(&mode_stores, |(v, _)| *v);
-            if distinct.len() > 1 {
-                self.conflict(s, "sslmode");
-            }
-            distinct
-                .into_iter()
-                .map(|(v, key)| libpq_mode(v, By::Param { key }, var))
+        let modes: Candidates<Mode<'a>> = if !scan.modes.is_empty() {
+            scan.modes
+                .iter()
+                .map(|&(v, key)| libpq_mode(v, By::Param { key }, var))
                 .collect()
-        } else if let Some(u) = from_service(&service) {
-            vec![match u {
-                Ok(h) => Mode::Hidden(h),
-                Err(u) => Mode::Unverifiable(u),
-            }]
         } else {
-            vec![self.env_mode()]
+            smallvec![match &from_service {
+                Some(Ok(h)) => Mode::Hidden(h.clone()),
+                Some(Err(u)) => Mode::Unverifiable(u.clone()),
+                None => self.env_mode(),
+            }]
         };
-
-        let root_stores: Vec<&str> = info.values("sslrootcert").collect();
-        let roots: Vec<Root<'a>> = if !root_stores.is_empty() {
-            let distinct = distinct_last(&root_stores, |v| *v);
-            if distinct.len() > 1 {
-                self.conflict(s, "sslrootcert");
-            }
-            distinct
-                .into_iter()
+        let roots: Candidates<Root<'a>> = if !scan.roots.is_empty() {
+            scan.roots
+                .iter()
                 .map(|v| root_of(v, By::Param { key: "sslrootcert" }, var))
                 .collect()
-        } else if let Some(u) = from_service(&service) {
-            vec![match u {
-                Ok(h) => Root::Hidden(h),
-                Err(u) => Root::Unverifiable(u),
-            }]
         } else {
-            vec![self.env_root()]
+            smallvec![match &from_service {
+                Some(Ok(h)) => Root::Hidden(h.clone()),
+                Some(Err(u)) => Root::Unverifiable(u.clone()),
+                None => self.env_root(),
+            }]
+        };
+        let nets = match from_service {
+            // Where the service file points is unknown.
+            Some(why) if scan.hosts.is_empty() && scan.addrs.is_empty() => {
+                smallvec![Net::Unknown(why)]
+            }
+            _ => self.libpq_nets(&scan, var),
         };
 
-        let nets = self.libpq_nets(s, info, &service, var);
-
         if let Some(by) = gss {
-            let all_sockets = nets.iter().all(|n| matches!(n, Net::Socket));
-            if !all_sockets {
+            if !nets.iter().all(|n| matches!(n, Net::Socket)) {
                 self.client = true;
-                self.push(
-                    s,
-                    Code::Unverifiable,
-                    Cause::Unverifiable(Unverifiable::Gss { by }),
-                    None,
-                );
+                let cause = Cause::Unverifiable(Unverifiable::Gss { by });
+                self.push(s, Code::Unverifiable, cause, None);
             }
             return;
         }
         self.decide(s, &modes, &roots, &nets, false);
     }
 
-    /// Network candidates of a libpq target: the string's host/hostaddr, else the
-    /// service file's (unknown), else `PGHOST`/`PGHOSTADDR`.
-    fn libpq_nets(
-        &mut self,
-        s: &Subject<'a>,
-        info: &Conninfo<'_>,
-        service: &Result<Option<By<'a>>, Hidden<'a>>,
-        var: &Var<'a>,
-    ) -> Vec<Net<'a>> {
-        let string_values = |key: &str| -> Vec<&str> {
-            let explicit: Vec<&str> = info
-                .params
-                .iter()
-                .filter(|p| p.key == key && p.place != Place::Authority)
-                .map(|p| p.value.as_ref())
-                .collect();
-            if explicit.is_empty() {
-                info.params
-                    .iter()
-                    .filter(|p| p.key == key)
-                    .map(|p| p.value.as_ref())
-                    .collect()
-            } else {
-                explicit
-            }
+    /// Network candidates of a libpq target: the string's host/hostaddr, else
+    /// `PGHOST`/`PGHOSTADDR`.
+    fn libpq_nets<'t>(&self, scan: &Scan<'t>, var: &'t Var<'a>) -> Candidates<Net<'a>>
+    where
+        'e: 't,
+    {
+        let in_string = |v: &&'t str| HostText {
+            text: Some(*v),
+            who: Who::Var(var),
         };
-        let hosts_in_string = string_values("host");
-        let addrs_in_string = string_values("hostaddr");
-        if hosts_in_string.is_empty() && addrs_in_string.is_empty() {
-            match service {
-                Ok(Some(by)) => {
-                    return vec![Net::Unknown(Err(Unverifiable::ServiceFile {
-                        by: by.clone(),
-                    }))];
-                }
-                Err(h) => return vec![Net::Unknown(Ok(h.clone()))],
-                Ok(None) => {}
-            }
-        }
-        let mut host_values: Vec<(Option<Cow<'a, str>>, Option<Hidden<'a>>)> = Vec::new();
-        if hosts_in_string.is_empty() {
-            host_values.push(self.env_text("PGHOST"));
+        let host_texts: Candidates<HostText<'t, 'a>> = if scan.hosts.is_empty() {
+            smallvec![self.env_host("PGHOST")]
         } else {
-            let distinct = distinct_last(&hosts_in_string, |v| *v);
-            if distinct.len() > 1 {
-                self.conflict(s, "host");
-            }
-            for v in distinct {
-                host_values.push((Some(Cow::Owned(v.to_owned())), Some(hidden_var(var))));
-            }
-        }
-        let mut addr_values: Vec<(Option<Cow<'a, str>>, Option<Hidden<'a>>)> = Vec::new();
-        if addrs_in_string.is_empty() {
+            scan.hosts.iter().map(in_string).collect()
+        };
+        let addr_texts: Candidates<HostText<'t, 'a>> = if scan.addrs.is_empty() {
             // With a visible host, an unresolved envFrom source that might hold PGHOSTADDR
             // does not decide (SPEC section 3: the visible setting is reported).
-            let host_visible = host_values
+            let host_visible = host_texts
                 .iter()
-                .any(|(h, _)| h.as_deref().is_some_and(|h| !has_hidden(h)));
-            let addr = self.env_text("PGHOSTADDR");
-            let open_addr = matches!(self.env.get("PGHOSTADDR"), Get::MaybeSet(_));
-            addr_values.push(if host_visible && open_addr {
-                (None, None)
-            } else {
-                addr
-            });
+                .any(|h| h.text.is_some_and(|t| !has_hidden(t)));
+            match self.env_host("PGHOSTADDR") {
+                HostText {
+                    who: Who::Open(..), ..
+                } if host_visible => smallvec![HostText::NONE],
+                addr => smallvec![addr],
+            }
         } else {
-            let distinct = distinct_last(&addrs_in_string, |v| *v);
-            if distinct.len() > 1 {
-                self.conflict(s, "hostaddr");
-            }
-            for v in distinct {
-                addr_values.push((Some(Cow::Owned(v.to_owned())), Some(hidden_var(var))));
-            }
-        }
-        let mut nets = Vec::with_capacity(host_values.len() * addr_values.len());
-        for (h, h_hidden) in &host_values {
-            for (a, a_hidden) in &addr_values {
-                let net = match hosts::slots(h.as_deref(), a.as_deref()) {
+            scan.addrs.iter().map(in_string).collect()
+        };
+        let mut nets = Candidates::new();
+        for h in &host_texts {
+            for a in &addr_texts {
+                nets.push(match hosts::slots(h.text, a.text) {
                     Err(e) => Net::Invalid(e),
-                    Ok(slots) => reduce_slots(&slots, || {
-                        let from_addr = a.as_deref().is_some_and(has_hidden);
-                        let hidden = if from_addr { a_hidden } else { h_hidden };
-                        hidden
-                            .clone()
-                            .or_else(|| a_hidden.clone())
-                            .unwrap_or_else(|| hidden_var(var))
+                    Ok(slots) => reduce_slots(slots, || {
+                        // The hidden span is in hostaddr if it has one, else in host.
+                        if a.text.is_some_and(has_hidden) {
+                            a.hidden()
+                        } else {
+                            h.hidden()
+                        }
                     }),
-                };
-                nets.push(net);
+                });
             }
         }
         nets
@@ -648,13 +592,16 @@ impl<'e, 'a> Judge<'e, 'a> {
                 Some(_) => Some(Unverifiable::JdbcFactory),
             }
         };
-        let mode_stores: Vec<&str> = url.values("sslmode").collect();
-        let modes: Vec<Mode<'a>> = if !mode_stores.is_empty() {
-            let distinct = distinct_last(&mode_stores, |v| *v);
-            if distinct.len() > 1 {
-                self.conflict(s, "sslmode");
-            }
-            distinct
+        let mut mode_stores: Candidates<&str> = url.values("sslmode").collect();
+        keep_last_distinct(&mut mode_stores, |v| *v);
+        if mode_stores.len() > 1 {
+            self.notes.push(Note::Conflicting {
+                variable: s.variable.clone(),
+                key: "sslmode",
+            });
+        }
+        let modes: Candidates<Mode<'a>> = if !mode_stores.is_empty() {
+            mode_stores
                 .into_iter()
                 .map(|v| {
                     if has_hidden(v) {
@@ -673,25 +620,26 @@ impl<'e, 'a> Judge<'e, 'a> {
                 .collect()
         } else {
             match url.last("ssl") {
-                None => vec![Mode::Default],
-                Some(v) if has_hidden(v) => vec![Mode::Hidden(hidden_var(var))],
+                None => smallvec![Mode::Default],
+                Some(v) if has_hidden(v) => smallvec![Mode::Hidden(hidden_var(var))],
                 Some(v) if v.is_empty() || v.eq_ignore_ascii_case("true") => {
-                    vec![Mode::Known(SslMode::VerifyFull, By::Param { key: "ssl" })]
+                    smallvec![Mode::Known(SslMode::VerifyFull, By::Param { key: "ssl" })]
                 }
-                Some(_) => vec![Mode::Known(SslMode::Prefer, By::Param { key: "ssl" })],
+                Some(_) => smallvec![Mode::Known(SslMode::Prefer, By::Param { key: "ssl" })],
             }
         };
-        let roots: Vec<Root<'a>> = if factory == Some("org.postgresql.ssl.DefaultJavaSSLFactory") {
-            self.notes.push(Note::JvmTrustStore {
-                variable: s.variable.clone(),
-            });
-            vec![Root::System(By::Param { key: "sslfactory" })]
-        } else {
-            match url.last("sslrootcert") {
-                None => vec![Root::None],
-                Some(v) => vec![root_of(v, By::Param { key: "sslrootcert" }, var)],
-            }
-        };
+        let roots: Candidates<Root<'a>> =
+            if factory == Some("org.postgresql.ssl.DefaultJavaSSLFactory") {
+                self.notes.push(Note::JvmTrustStore {
+                    variable: s.variable.clone(),
+                });
+                smallvec![Root::System(By::Param { key: "sslfactory" })]
+            } else {
+                match url.last("sslrootcert") {
+                    None => smallvec![Root::None],
+                    Some(v) => smallvec![root_of(v, By::Param { key: "sslrootcert" }, var)],
+                }
+            };
         let mut net = Net::Socket;
         for h in &url.hosts {
             let n = match hosts::loopback(h) {
@@ -708,13 +656,6 @@ impl<'e, 'a> Judge<'e, 'a> {
             return;
         }
         self.decide(s, &modes, &roots, &[net], true);
-    }
-
-    fn conflict(&mut self, s: &Subject<'a>, key: &'static str) {
-        self.notes.push(Note::Conflicting {
-            variable: s.variable.clone(),
-            key,
-        });
     }
 
     /// Evaluates every candidate combination and reports the weakest.
@@ -781,12 +722,7 @@ impl<'e, 'a> Judge<'e, 'a> {
     fn env_lookup(&self, name: &'static str) -> EnvValue<'e, 'a> {
         match self.env.get(name) {
             Get::Unset => EnvValue::Unset,
-            Get::MaybeSet(o) => EnvValue::Hidden(Hidden::Open {
-                var: name,
-                kind: o.kind,
-                name: o.name,
-                not_found: o.not_found,
-            }),
+            Get::MaybeSet(o) => EnvValue::Hidden(open_hidden(name, o)),
             Get::Set(v) if v.visibility != Visibility::Visible || has_hidden(&v.value) => {
                 EnvValue::Hidden(hidden_var(v))
             }
@@ -795,27 +731,21 @@ impl<'e, 'a> Judge<'e, 'a> {
     }
 
     /// `PGHOST`/`PGHOSTADDR` as text for slot classification (hidden spans kept).
-    fn env_text(&self, name: &'static str) -> (Option<Cow<'a, str>>, Option<Hidden<'a>>) {
+    fn env_host(&self, name: &'static str) -> HostText<'e, 'a> {
         match self.env.get(name) {
-            Get::Unset => (None, None),
-            Get::MaybeSet(o) => (
-                Some(Cow::Borrowed("\u{E000}")),
-                Some(Hidden::Open {
-                    var: name,
-                    kind: o.kind,
-                    name: o.name,
-                    not_found: o.not_found,
-                }),
-            ),
-            Get::Set(v) => {
-                let hidden = hidden_var(v);
-                let text = if v.visibility == Visibility::Visible {
-                    v.value.clone()
+            Get::Unset => HostText::NONE,
+            Get::MaybeSet(o) => HostText {
+                text: Some(HIDDEN_STR),
+                who: Who::Open(name, o),
+            },
+            Get::Set(v) => HostText {
+                text: Some(if v.visibility == Visibility::Visible {
+                    &v.value
                 } else {
-                    Cow::Borrowed("\u{E000}")
-                };
-                (Some(text), Some(hidden))
-            }
+                    HIDDEN_STR
+                }),
+                who: Who::Var(v),
+            },
         }
     }
 
@@ -861,6 +791,118 @@ impl<'e, 'a> Judge<'e, 'a> {
     }
 }
 
+/// The TLS-relevant stores of a libpq string, read in one pass.
+#[derive(Debug, Default)]
+struct Scan<'s> {
+    /// Distinct sslmode values (from `sslmode`, `requiressl`, URI `ssl=true`) with the key.
+    modes: Candidates<(&'s str, &'static str)>,
+    roots: Candidates<&'s str>,
+    /// Distinct hosts: repeated parameters, or else the URI authority's.
+    hosts: Candidates<&'s str>,
+    addrs: Candidates<&'s str>,
+    service: Option<&'s str>,
+    gss: Option<&'s str>,
+    /// Keywords libpq does not know.
+    unknown: usize,
+    /// A non-libpq driver's own TLS parameter.
+    driver_tls: Option<&'s str>,
+}
+
+impl<'s> Scan<'s> {
+    fn of(info: &'s Conninfo<'_>, uri: bool, driver: bool) -> Scan<'s> {
+        let mut scan = Scan::default();
+        let mut authority_host = None;
+        for p in &info.params {
+            let (key, value) = (p.key.as_ref(), p.value.as_ref());
+            match key {
+                "sslmode" => scan.modes.push((value, "sslmode")),
+                "requiressl" if value.starts_with('1') => {
+                    scan.modes.push(("require", "requiressl"))
+                }
+                "requiressl" => scan.modes.push(("prefer", "requiressl")),
+                "ssl" if uri && value == "true" && !driver => scan.modes.push(("require", "ssl")),
+                "sslrootcert" => scan.roots.push(value),
+                // A query `host=` replaces the authority's host: only repeats conflict.
+                "host" if p.place == Place::Authority => authority_host = Some(value),
+                "host" => scan.hosts.push(value),
+                "hostaddr" => scan.addrs.push(value),
+                "service" => scan.service = Some(value),
+                "gssencmode" => scan.gss = Some(value),
+                _ if driver && is_driver_tls_param(key) => scan.driver_tls = Some(key),
+                _ if !libpq::is_keyword(key) && key != "ssl" => scan.unknown += 1,
+                _ => {}
+            }
+        }
+        if scan.hosts.is_empty() {
+            scan.hosts.extend(authority_host);
+        }
+        keep_last_distinct(&mut scan.modes, |(v, _)| *v);
+        keep_last_distinct(&mut scan.roots, |v| *v);
+        keep_last_distinct(&mut scan.hosts, |v| *v);
+        keep_last_distinct(&mut scan.addrs, |v| *v);
+        scan
+    }
+}
+
+/// Keeps one of each value, in the order of their last occurrence (the last store last).
+fn keep_last_distinct<T, K: PartialEq>(items: &mut Candidates<T>, key: impl Fn(&T) -> K) {
+    let mut i = 0;
+    while i < items.len() {
+        let k = key(&items[i]);
+        if items[i + 1..].iter().any(|later| key(later) == k) {
+            items.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Candidate values of one setting: almost always one.
+type Candidates<T> = SmallVec<[T; 2]>;
+
+const HIDDEN_STR: &str = "\u{E000}";
+
+/// Whose text a host candidate is, to name it if hidden spans decide.
+#[derive(Clone, Copy)]
+enum Who<'t, 'a> {
+    None,
+    Var(&'t Var<'a>),
+    Open(&'static str, &'t OpenSource<'a>),
+}
+
+/// A `host` or `hostaddr` candidate.
+#[derive(Clone, Copy)]
+struct HostText<'t, 'a> {
+    text: Option<&'t str>,
+    who: Who<'t, 'a>,
+}
+
+impl<'a> HostText<'_, 'a> {
+    const NONE: Self = HostText {
+        text: None,
+        who: Who::None,
+    };
+
+    fn hidden(&self) -> Hidden<'a> {
+        match self.who {
+            Who::Var(v) => hidden_var(v),
+            Who::Open(var, o) => open_hidden(var, o),
+            Who::None => Hidden::Runtime {
+                var: Cow::Borrowed("host"),
+            },
+        }
+    }
+}
+
+fn open_hidden<'a>(var: &'static str, o: &OpenSource<'a>) -> Hidden<'a> {
+    Hidden::Open {
+        var,
+        kind: o.kind,
+        name: o.name,
+        not_found: o.not_found,
+    }
+}
+
 /// A libpq variable: visible text, or hidden.
 enum EnvValue<'e, 'a> {
     Unset,
@@ -892,18 +934,6 @@ fn is_driver_tls_param(key: &str) -> bool {
     (k.starts_with("ssl") && k != "sslmode" && k != "sslrootcert") || k == "tls"
 }
 
-/// Distinct values in order of their last occurrence (the last store is last).
-fn distinct_last<T: Copy, K: PartialEq>(items: &[T], key: impl Fn(&T) -> K) -> Vec<T> {
-    let mut out: Vec<T> = Vec::with_capacity(1);
-    for (i, item) in items.iter().enumerate() {
-        let k = key(item);
-        if !items[i + 1..].iter().any(|later| key(later) == k) {
-            out.push(*item);
-        }
-    }
-    out
-}
-
 /// `v` is read from `var` (a parameter of its string, or its whole value).
 fn libpq_mode<'a>(v: &str, by: By<'a>, var: &Var<'a>) -> Mode<'a> {
     if has_hidden(v) {
@@ -932,7 +962,7 @@ fn root_of<'a>(v: &str, by: By<'a>, var: &Var<'a>) -> Root<'a> {
 }
 
 /// Folds connection slots into one network state: any remote slot makes it remote.
-fn reduce_slots<'a>(slots: &[Slot], hidden: impl Fn() -> Hidden<'a>) -> Net<'a> {
+fn reduce_slots<'a>(slots: impl Iterator<Item = Slot>, hidden: impl Fn() -> Hidden<'a>) -> Net<'a> {
     let mut net = Net::Socket;
     for slot in slots {
         let n = match slot {

@@ -45,11 +45,14 @@ pub struct SlotMismatch {
 }
 
 /// The connection slots libpq would try, from the effective `host` and `hostaddr`.
-pub fn slots(host: Option<&str>, hostaddr: Option<&str>) -> Result<Vec<Slot>, SlotMismatch> {
+pub fn slots<'s>(
+    host: Option<&'s str>,
+    hostaddr: Option<&'s str>,
+) -> Result<Slots<'s>, SlotMismatch> {
     let host = host.filter(|h| !h.is_empty());
     let addr = hostaddr.filter(|a| !a.is_empty());
-    let count = |s: &str| s.split(',').count();
-    let n = match (host, addr) {
+    let count = |s: &str| s.bytes().filter(|&c| c == b',').count() + 1;
+    let remaining = match (host, addr) {
         (Some(h), Some(a)) if count(h) != count(a) => {
             return Err(SlotMismatch {
                 hosts: count(h),
@@ -60,21 +63,39 @@ pub fn slots(host: Option<&str>, hostaddr: Option<&str>) -> Result<Vec<Slot>, Sl
         (Some(h), None) => count(h),
         (None, None) => 1,
     };
-    let mut hosts = host.map(|h| h.split(','));
-    let mut addrs = addr.map(|a| a.split(','));
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let h = hosts.as_mut().and_then(Iterator::next).unwrap_or("");
-        let a = addrs.as_mut().and_then(Iterator::next).unwrap_or("");
-        out.push(if !a.is_empty() {
+    Ok(Slots {
+        hosts: host.map(|h| h.split(',')),
+        addrs: addr.map(|a| a.split(',')),
+        remaining,
+    })
+}
+
+/// The slots of [`slots`], in order, without allocating.
+#[derive(Debug, Clone)]
+pub struct Slots<'s> {
+    hosts: Option<std::str::Split<'s, char>>,
+    addrs: Option<std::str::Split<'s, char>>,
+    remaining: usize,
+}
+
+impl Iterator for Slots<'_> {
+    type Item = Slot;
+
+    fn next(&mut self) -> Option<Slot> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let h = self.hosts.as_mut().and_then(Iterator::next).unwrap_or("");
+        let a = self.addrs.as_mut().and_then(Iterator::next).unwrap_or("");
+        Some(if !a.is_empty() {
             Slot::Tcp {
                 loopback: loopback(a),
             }
         } else {
             classify_host(h)
-        });
+        })
     }
-    Ok(out)
 }
 
 /// One `host` element: empty is the default socket directory, `/…` or `@…` a socket.
@@ -169,11 +190,12 @@ mod tests {
             (Some(&ip), None, vec![NO]),
         ];
         for (h, a, want) in cases {
-            assert_eq!(&slots(*h, *a).expect("matches"), want, "{h:?} {a:?}");
+            let got: Vec<Slot> = slots(*h, *a).expect("matches").collect();
+            assert_eq!(&got, want, "{h:?} {a:?}");
         }
         assert_eq!(
-            slots(Some("a,b"), Some("10.0.0.1")),
-            Err(SlotMismatch { hosts: 2, addrs: 1 })
+            slots(Some("a,b"), Some("10.0.0.1")).err(),
+            Some(SlotMismatch { hosts: 2, addrs: 1 })
         );
     }
 }

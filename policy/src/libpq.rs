@@ -934,8 +934,8 @@ mod tests {
         for (uri, stores, inet) in ok {
             assert_eq!(pairs(uri), kv(stores), "{uri}");
             let info = parse(uri).expect("parses");
-            let s = slots(info.last("host"), info.last("hostaddr")).expect("slots");
-            let network = s.iter().any(|slot| matches!(slot, Slot::Tcp { .. }));
+            let mut s = slots(info.last("host"), info.last("hostaddr")).expect("slots");
+            let network = s.any(|slot| matches!(slot, Slot::Tcp { .. }));
             assert_eq!(network, *inet, "{uri}");
         }
         // libpq refuses these query keywords; the parser reports them as unknown.

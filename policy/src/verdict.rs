@@ -135,12 +135,19 @@ impl Settings {
 
     /// Whether a variable name looks like it holds a connection string.
     pub fn is_connection_variable(&self, name: &str) -> bool {
-        let upper = name.to_ascii_uppercase();
         self.connection_variable_patterns.iter().any(|p| {
             p.split('+')
-                .all(|part| upper.contains(part.to_ascii_uppercase().as_str()))
+                .all(|part| contains_ignore_ascii_case(name, part))
         })
     }
+}
+
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    needle.is_empty()
+        || haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// libpq's sslmode values.
