@@ -100,7 +100,10 @@ pub fn evaluate<'a>(view: PodView<'a>, ctx: &Context<'a>) -> Report<'a> {
         service_links: spec.enable_service_links != Some(false),
     };
     let host_network = spec.host_network == Some(true);
-    let mut report = Report::default();
+    let mut report = Report {
+        containers: Vec::with_capacity(containers(spec).count()),
+        ..Report::default()
+    };
     exemptions::apply(view, ctx, &mut report);
     for c in containers(spec) {
         let mut r = evaluate_container(c, &pod, host_network, ctx);

@@ -188,8 +188,8 @@ const NON_LOOPBACK_IP_STR: &str = "\u{E001}";
 /// Replaces the engine's own marker characters in user text, so no input can forge a
 /// hidden span.
 fn scrub(v: &str) -> Cow<'_, str> {
-    // Both markers encode as EE 80 8x in UTF-8: one byte scan rules them out.
-    if !v.as_bytes().contains(&0xEE) || !v.contains([HIDDEN, NON_LOOPBACK_IP]) {
+    // ASCII text (nearly every value) cannot hold the markers; the check is word-wide.
+    if v.is_ascii() || !v.contains([HIDDEN, NON_LOOPBACK_IP]) {
         Cow::Borrowed(v)
     } else {
         Cow::Owned(v.replace([HIDDEN, NON_LOOPBACK_IP], "\u{FFFD}"))

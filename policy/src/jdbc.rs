@@ -60,7 +60,7 @@ pub fn parse(s: &str) -> Result<JdbcUrl<'_>, JdbcError> {
         Some(q) => (&s[start..start + q], &s[start + q + 1..], start + q + 1),
         None => (&s[start..], "", s.len()),
     };
-    let mut hosts = Vec::new();
+    let mut hosts = Vec::with_capacity(1);
     if let Some(net) = server
         .strip_prefix("//")
         .filter(|_| server != "//" && server != "///")
@@ -90,7 +90,7 @@ pub fn parse(s: &str) -> Result<JdbcUrl<'_>, JdbcError> {
     } else {
         hosts.push(Cow::Borrowed("localhost"));
     }
-    let mut params = Vec::new();
+    let mut params = Vec::with_capacity(4);
     let mut at = args_at;
     for token in args.split('&') {
         let here = at;

@@ -59,7 +59,8 @@ pub enum ParseError {
 }
 
 /// Every keyword libpq accepts (PostgreSQL 18 `PQconninfoOptions`), plus the long-removed
-/// `requiressl` that `conninfo_storeval` still translates.
+/// `requiressl` that `conninfo_storeval` still translates. [`is_keyword`] matches them.
+#[cfg(test)]
 const KEYWORDS: &[&str] = &[
     "application_name",
     "channel_binding",
@@ -136,7 +137,62 @@ const TRIGGER_KEYWORDS: &[&str] = &[
 ];
 
 pub fn is_keyword(key: &str) -> bool {
-    KEYWORDS.binary_search(&key).is_ok()
+    // Checked against the table by a unit test; a match compiles to length-then-bytes tests.
+    matches!(
+        key,
+        "application_name"
+            | "channel_binding"
+            | "client_encoding"
+            | "connect_timeout"
+            | "dbname"
+            | "fallback_application_name"
+            | "gssdelegation"
+            | "gssencmode"
+            | "gsslib"
+            | "host"
+            | "hostaddr"
+            | "keepalives"
+            | "keepalives_count"
+            | "keepalives_idle"
+            | "keepalives_interval"
+            | "krbsrvname"
+            | "load_balance_hosts"
+            | "max_protocol_version"
+            | "min_protocol_version"
+            | "oauth_ca_file"
+            | "oauth_client_id"
+            | "oauth_client_secret"
+            | "oauth_issuer"
+            | "oauth_scope"
+            | "options"
+            | "passfile"
+            | "password"
+            | "port"
+            | "replication"
+            | "require_auth"
+            | "requirepeer"
+            | "requiressl"
+            | "scram_client_key"
+            | "scram_server_key"
+            | "service"
+            | "ssl_max_protocol_version"
+            | "ssl_min_protocol_version"
+            | "sslcert"
+            | "sslcertmode"
+            | "sslcompression"
+            | "sslcrl"
+            | "sslcrldir"
+            | "sslkey"
+            | "sslkeylogfile"
+            | "sslmode"
+            | "sslnegotiation"
+            | "sslpassword"
+            | "sslrootcert"
+            | "sslsni"
+            | "target_session_attrs"
+            | "tcp_user_timeout"
+            | "user"
+    )
 }
 
 /// Length of the URI prefix libpq recognises (`uri_prefix_length`), or 0.
@@ -240,7 +296,9 @@ pub fn parse(s: &str) -> Result<Conninfo<'_>, ParseError> {
 /// ends at byte `start`.
 pub fn parse_uri_after_prefix(s: &str, start: usize) -> Result<Conninfo<'_>, ParseError> {
     let b = s.as_bytes();
-    let mut out = Conninfo::default();
+    let mut out = Conninfo {
+        params: Vec::with_capacity(8),
+    };
     let mut p = start;
 
     // Credentials: look ahead for '@' before any '/'.
@@ -263,10 +321,11 @@ pub fn parse_uri_after_prefix(s: &str, start: usize) -> Result<Conninfo<'_>, Par
         p = at + 1;
     }
 
-    // Hosts and ports: netloc[:port] pairs separated by commas.
+    // Hosts and ports: netloc[:port] pairs separated by commas. One pair (the common case)
+    // is borrowed from the input; several are joined with commas, as libpq does.
     let netloc = p;
-    let mut hosts = String::new();
-    let mut ports = String::new();
+    let mut hosts = Joined::default();
+    let mut ports = Joined::default();
     let mut prevchar: Option<u8>;
     loop {
         let host_start;
@@ -296,31 +355,33 @@ pub fn parse_uri_after_prefix(s: &str, start: usize) -> Result<Conninfo<'_>, Par
             }
             host_end = p;
         }
-        hosts.push_str(&s[host_start..host_end]);
+        hosts.push(&s[host_start..host_end]);
         prevchar = b.get(p).copied();
+        let mut port = "";
         if prevchar == Some(b':') {
             p += 1;
             let port_start = p;
             while p < b.len() && !matches!(b[p], b'/' | b'?' | b',') {
                 p += 1;
             }
-            ports.push_str(&s[port_start..p]);
+            port = &s[port_start..p];
             prevchar = b.get(p).copied();
         }
+        ports.push(port);
         if prevchar != Some(b',') {
             break;
         }
         p += 1;
-        hosts.push(',');
-        ports.push(',');
     }
-    if !hosts.is_empty() {
-        let value = decode_owned(&hosts, netloc)?;
-        out.params.push(param("host", value, Place::Authority));
-    }
-    if !ports.is_empty() {
-        let value = decode_owned(&ports, netloc)?;
-        out.params.push(param("port", value, Place::Authority));
+    for (key, joined) in [("host", hosts), ("port", ports)] {
+        let raw = joined.get();
+        if !raw.is_empty() {
+            let value = match raw {
+                Cow::Borrowed(r) => decode(r, netloc)?,
+                Cow::Owned(r) => Cow::Owned(decode(&r, netloc)?.into_owned()),
+            };
+            out.params.push(param(key, value, Place::Authority));
+        }
     }
 
     if prevchar.is_some() && prevchar != Some(b'?') {
@@ -427,8 +488,31 @@ pub fn decode(s: &str, offset: usize) -> Result<Cow<'_, str>, ParseError> {
     Ok(Cow::Owned(String::from_utf8_lossy(&out).into_owned()))
 }
 
-fn decode_owned(s: &str, offset: usize) -> Result<Cow<'static, str>, ParseError> {
-    decode(s, offset).map(|v| Cow::Owned(v.into_owned()))
+/// Comma-joined pieces of the input: borrowed while there is only one.
+#[derive(Default)]
+struct Joined<'a> {
+    first: Option<&'a str>,
+    rest: Option<String>,
+}
+
+impl<'a> Joined<'a> {
+    fn push(&mut self, piece: &'a str) {
+        match (&mut self.rest, self.first) {
+            (Some(rest), _) => {
+                rest.push(',');
+                rest.push_str(piece);
+            }
+            (None, Some(first)) => self.rest = Some(format!("{first},{piece}")),
+            (None, None) => self.first = Some(piece),
+        }
+    }
+
+    fn get(self) -> Cow<'a, str> {
+        match self.rest {
+            Some(joined) => Cow::Owned(joined),
+            None => Cow::Borrowed(self.first.unwrap_or("")),
+        }
+    }
 }
 
 fn is_c_space(c: u8) -> bool {
@@ -440,7 +524,9 @@ fn is_c_space(c: u8) -> bool {
 /// (see [`Conninfo::unknown_keywords`]).
 pub fn parse_keyword_value(s: &str) -> Result<Conninfo<'_>, ParseError> {
     let b = s.as_bytes();
-    let mut out = Conninfo::default();
+    let mut out = Conninfo {
+        params: Vec::with_capacity(8),
+    };
     let mut p = 0;
     while p < b.len() {
         if is_c_space(b[p]) {
@@ -610,8 +696,13 @@ mod tests {
     }
 
     #[test]
-    fn keyword_table_is_sorted_for_binary_search() {
-        assert!(KEYWORDS.windows(2).all(|w| w[0] < w[1]));
+    fn keyword_match_agrees_with_the_table() {
+        assert!(KEYWORDS.iter().all(|k| is_keyword(k)));
+        let matched = KEYWORDS.len();
+        assert_eq!(matched, 52);
+        for not in ["", "Host", "ssl", "sslmode ", "schema", "hostaddrx"] {
+            assert!(!is_keyword(not), "{not}");
+        }
     }
 
     #[test]

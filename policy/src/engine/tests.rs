@@ -611,6 +611,10 @@ fn hidden_values_are_never_guessed() {
         run(json!([secret_ref("POSTGRES_URI")])),
         one("POSTGRES_URI", Unresolved)
     );
+    assert_eq!(
+        run(json!([secret_ref("app_database_url")])),
+        one("app_database_url", Unresolved)
+    );
     // Other hidden names do not.
     assert_eq!(run(json!([secret_ref("API_TOKEN")])), vec![]);
     // A hidden PGHOST makes a client too.

@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 /// A small linear congruential generator: the same mix on every run.
+#[derive(Debug)]
 pub struct Rng(u64);
 
 impl Rng {
