@@ -37,7 +37,11 @@ fn generate(root: &Path, json: bool) -> Corpus {
             workload.to_string()
         } else if n % 25 == 0 {
             documents += 1;
-            format!("{}---\n{}", mix::to_yaml(&mix::config_map()), mix::to_yaml(&workload))
+            format!(
+                "{}---\n{}",
+                mix::to_yaml(&mix::config_map()),
+                mix::to_yaml(&workload)
+            )
         } else {
             mix::to_yaml(&workload)
         };
@@ -116,7 +120,11 @@ fn binary(dir: &Path, jobs: usize) -> f64 {
             .stdout(Stdio::null())
             .status()
             .expect("run verifyfull");
-        assert_eq!(status.code(), Some(1), "the mix has violations, and no input errors");
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "the mix has violations, and no input errors"
+        );
     })
 }
 
@@ -135,7 +143,11 @@ fn in_process(dir: &Path, jobs: usize) -> f64 {
 
 fn main() {
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let root = std::env::temp_dir().join(format!("verifyfull-bench-{}", std::process::id()));
+    // VERIFYFULL_BENCH_DIR keeps the generated manifests there (for profiling).
+    let keep = std::env::var_os("VERIFYFULL_BENCH_DIR").map(PathBuf::from);
+    let root = keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("verifyfull-bench-{}", std::process::id()))
+    });
     let yaml = generate(&root, false);
     let json = generate(&root, true);
 
@@ -153,10 +165,22 @@ fn main() {
         let docs = corpus.documents as f64;
         let base = raw(&corpus.files, jobs, is_json);
         let rows = [
-            (format!("{name}: raw parse (read + parse, IgnoredAny)"), base),
-            (format!("{name}: raw parse into serde_json::Value"), raw_tree(&corpus.files, jobs, is_json)),
-            (format!("{name}: verifyfull check, in process (library)"), in_process(&corpus.dir, jobs)),
-            (format!("{name}: verifyfull check, binary end to end"), binary(&corpus.dir, jobs)),
+            (
+                format!("{name}: raw parse (read + parse, IgnoredAny)"),
+                base,
+            ),
+            (
+                format!("{name}: raw parse into serde_json::Value"),
+                raw_tree(&corpus.files, jobs, is_json),
+            ),
+            (
+                format!("{name}: verifyfull check, in process (library)"),
+                in_process(&corpus.dir, jobs),
+            ),
+            (
+                format!("{name}: verifyfull check, binary end to end"),
+                binary(&corpus.dir, jobs),
+            ),
         ];
         for (label, secs) in rows {
             println!(
@@ -173,6 +197,11 @@ fn main() {
         .map(|u| u.max_rss())
         .unwrap_or(0);
     println!();
-    println!("peak RSS of `verifyfull check` over {FILES} files: {:.1} MiB", rss as f64 / 1024.0);
-    let _ = std::fs::remove_dir_all(&root);
+    println!(
+        "peak RSS of `verifyfull check` over {FILES} files: {:.1} MiB",
+        rss as f64 / 1024.0
+    );
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

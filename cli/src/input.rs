@@ -277,9 +277,42 @@ fn yaml_options() -> serde_saphyr::Options {
     o.no_schema = true;
     // kubectl reads YAML 1.1: `defaultMode: 0644` is octal.
     o.legacy_octal_numbers = true;
-    // The API server keeps the last of duplicate keys (kubectl only warns).
-    o.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::LastWins;
     o
+}
+
+/// Parses one YAML document into an object. Two things are paid only where needed, since
+/// each would slow every document: field-path tracking (a document that fails is parsed
+/// again with it, to name the field), and `LastWins` for duplicate keys (kubectl keeps the
+/// last and only warns; serde-saphyr's `LastWins` doubles the parse time).
+fn parse_yaml_document(
+    text: &str,
+    options: &serde_saphyr::Options,
+) -> Result<Object, Box<(serde_saphyr::Error, String)>> {
+    let is_duplicate = |e: &serde_saphyr::Error| {
+        matches!(
+            e.without_snippet(),
+            serde_saphyr::Error::DuplicateMappingKey { .. }
+        )
+    };
+    let mut options = options.clone();
+    let first = serde_saphyr::from_str_with_options::<Object>(text, options.clone());
+    match first {
+        Ok(object) => return Ok(object),
+        Err(e) if is_duplicate(&e) => {
+            options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::LastWins;
+        }
+        Err(_) => {}
+    }
+    let mut track = serde_path_to_error::Track::new();
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        <Object as serde::Deserialize>::deserialize(serde_path_to_error::Deserializer::new(
+            de, &mut track,
+        ))
+    })
+    .map_err(|e| {
+        let message = with_path(track, &plain_yaml_message(&e));
+        Box::new((e, message))
+    })
 }
 
 /// Parses one input into documents and errors.
@@ -288,15 +321,19 @@ pub fn parse(source: &Source, text: &str) -> (Vec<Document>, Vec<InputError>) {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     if is_json(source, text) {
-        let mut track = serde_path_to_error::Track::new();
-        let mut de = serde_json::Deserializer::from_str(text);
-        let result = <Object as serde::Deserialize>::deserialize(
-            serde_path_to_error::Deserializer::new(&mut de, &mut track),
-        )
-        .and_then(|o| de.end().map(|()| o));
+        // As for YAML: the field path is tracked only when a first parse fails.
+        let result = serde_json::from_str::<Object>(text).or_else(|_| {
+            let mut track = serde_path_to_error::Track::new();
+            let mut de = serde_json::Deserializer::from_str(text);
+            <Object as serde::Deserialize>::deserialize(serde_path_to_error::Deserializer::new(
+                &mut de, &mut track,
+            ))
+            .and_then(|o| de.end().map(|()| o))
+            .map_err(|e| (e, track))
+        });
         match result {
             Ok(o) => add_object(&name, 1, o, &mut docs, &mut errors),
-            Err(e) => errors.push(InputError {
+            Err((e, track)) => errors.push(InputError {
                 source: name.clone(),
                 document: Some(1),
                 item: None,
@@ -309,28 +346,18 @@ pub fn parse(source: &Source, text: &str) -> (Vec<Document>, Vec<InputError>) {
     }
     let options = yaml_options();
     for raw in split_yaml(text) {
-        let mut track = serde_path_to_error::Track::new();
-        let result = serde_saphyr::with_deserializer_from_str_with_options(
-            raw.text,
-            options.clone(),
-            |de| {
-                <Object as serde::Deserialize>::deserialize(serde_path_to_error::Deserializer::new(
-                    de, &mut track,
-                ))
-            },
-        );
-        match result {
+        match parse_yaml_document(raw.text, &options) {
             Ok(o) => add_object(&name, raw.number, o, &mut docs, &mut errors),
-            Err(e) => {
+            Err(failure) => {
+                let (e, message) = *failure;
                 let location = e.location();
-                let message = plain_yaml_message(&e);
                 errors.push(InputError {
                     source: name.clone(),
                     document: Some(raw.number),
                     item: None,
                     line: location.map(|l| l.line() + raw.first_line as u64),
                     column: location.map(|l| l.column()),
-                    message: with_path(track, &message),
+                    message,
                 })
             }
         }
@@ -372,16 +399,19 @@ fn add_object(
     docs: &mut Vec<Document>,
     errors: &mut Vec<InputError>,
 ) {
+    let mut push = |item: Option<usize>, object: Object| {
+        docs.push(Document {
+            source: name.to_string(),
+            document,
+            item,
+            object,
+        });
+    };
     match object {
         Object::List(items) => {
             for (i, item) in items.into_iter().enumerate() {
                 match item {
-                    Ok(object) => docs.push(Document {
-                        source: name.to_string(),
-                        document,
-                        item: Some(i + 1),
-                        object,
-                    }),
+                    Ok(object) => push(Some(i + 1), object),
                     Err(message) => errors.push(InputError {
                         source: name.to_string(),
                         document: Some(document),
@@ -393,12 +423,7 @@ fn add_object(
                 }
             }
         }
-        object => docs.push(Document {
-            source: name.to_string(),
-            document,
-            item: None,
-            object,
-        }),
+        object => push(None, object),
     }
 }
 
@@ -436,6 +461,17 @@ mod tests {
             "unknown field `spec`, expected `kind`"
         );
         assert_eq!(sanitize("invalid value: `Pa55word!`"), "invalid value: `…`");
+    }
+
+    #[test]
+    fn duplicate_keys_keep_the_last_as_kubectl_does() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata:\n  PGSSLMODE: disable\n  PGSSLMODE: verify-full\n";
+        let (docs, errors) = parse(&Source::Stdin, text);
+        assert!(errors.is_empty(), "{errors:?}");
+        let Object::ConfigMap { data, .. } = &docs[0].object else {
+            panic!("a ConfigMap")
+        };
+        assert_eq!(data["PGSSLMODE"], "verify-full");
     }
 
     #[test]

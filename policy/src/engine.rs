@@ -3,8 +3,7 @@
 
 use std::borrow::Cow;
 
-use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar};
 
 use smallvec::{SmallVec, smallvec};
 
@@ -14,7 +13,7 @@ use crate::hosts::{self, Loopback, Slot, has_hidden};
 use crate::jdbc::{self, JdbcUrl};
 use crate::libpq::{self, Conninfo, KeyValueRecognition, Place};
 use crate::verdict::*;
-use crate::workload::WorkloadKind;
+use crate::workload::{Container, Meta, PodSpec, WorkloadKind};
 
 /// What the engine needs besides the Pod: policy, value sources and the clock.
 #[derive(Clone, Copy)]
@@ -39,9 +38,9 @@ impl std::fmt::Debug for Context<'_> {
 pub struct PodView<'a> {
     pub kind: WorkloadKind,
     /// The object's own metadata.
-    pub object: &'a ObjectMeta,
+    pub object: &'a Meta,
     /// The Pod's metadata: the object's for a Pod, the template's otherwise.
-    pub pod: &'a ObjectMeta,
+    pub pod: &'a Meta,
     pub spec: &'a PodSpec,
 }
 
@@ -57,29 +56,23 @@ pub struct ContainerRef<'a> {
 /// Every container of a Pod spec: init containers (native sidecars included), containers,
 /// ephemeral containers.
 pub fn containers(spec: &PodSpec) -> impl Iterator<Item = ContainerRef<'_>> {
-    let init = spec.init_containers.iter().flatten().map(|c| ContainerRef {
-        name: &c.name,
-        list: ContainerList::Init,
-        env: c.env.as_deref().unwrap_or_default(),
-        env_from: c.env_from.as_deref().unwrap_or_default(),
-    });
-    let main = spec.containers.iter().map(|c| ContainerRef {
-        name: &c.name,
-        list: ContainerList::Main,
-        env: c.env.as_deref().unwrap_or_default(),
-        env_from: c.env_from.as_deref().unwrap_or_default(),
-    });
-    let ephemeral = spec
-        .ephemeral_containers
-        .iter()
-        .flatten()
-        .map(|c| ContainerRef {
+    fn list(
+        containers: Option<&Vec<Container>>,
+        list: ContainerList,
+    ) -> impl Iterator<Item = ContainerRef<'_>> {
+        containers.into_iter().flatten().map(move |c| ContainerRef {
             name: &c.name,
-            list: ContainerList::Ephemeral,
+            list,
             env: c.env.as_deref().unwrap_or_default(),
             env_from: c.env_from.as_deref().unwrap_or_default(),
-        });
-    init.chain(main).chain(ephemeral)
+        })
+    }
+    list(spec.init_containers.as_ref(), ContainerList::Init)
+        .chain(list(Some(&spec.containers), ContainerList::Main))
+        .chain(list(
+            spec.ephemeral_containers.as_ref(),
+            ContainerList::Ephemeral,
+        ))
 }
 
 /// Judges a Pod spec.

@@ -18,4 +18,4 @@ pub mod workload;
 pub use engine::{Context, PodView, evaluate};
 pub use env::{Lookup, NoSources, SourceData, SourceKind, ValueSource};
 pub use verdict::{Code, Decision, Finding, LoopbackPolicy, Report, Settings, Severity, Verdict};
-pub use workload::{Object, Workload, WorkloadKind};
+pub use workload::{Container, Meta, Object, PodSpec, PodTemplate, Workload, WorkloadKind};

@@ -4,13 +4,17 @@
 //! JSON, an AdmissionReview's `object`): once `kind` is known, `spec` is read straight
 //! into the one shape that kind needs, and everything else is skipped. Only when `spec`
 //! comes before `kind` is it buffered.
+//!
+//! The shapes keep only what the engine reads ([`PodSpec`], [`Container`], [`Meta`]):
+//! parsing skips resources, probes, volumes and `managedFields`, and a caller holding many
+//! workloads keeps a fraction of the memory full `k8s-openapi` types take. The values
+//! inside (`EnvVar`, `EnvFromSource`) are `k8s-openapi`'s own.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar};
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -110,9 +114,9 @@ impl fmt::Display for WorkloadKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
     pub kind: WorkloadKind,
-    pub metadata: ObjectMeta,
+    pub metadata: Meta,
     /// The Pod template's metadata (unused for a Pod, whose metadata is its own).
-    pub template_metadata: ObjectMeta,
+    pub template_metadata: Meta,
     pub spec: PodSpec,
 }
 
@@ -130,17 +134,94 @@ impl Workload {
     }
 }
 
+/// Object metadata: what the engine and its reports read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    pub name: Option<String>,
+    pub generate_name: Option<String>,
+    pub namespace: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The parts of a Pod spec the engine reads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    pub containers: Vec<Container>,
+    pub init_containers: Option<Vec<Container>>,
+    pub ephemeral_containers: Option<Vec<Container>>,
+    pub host_network: Option<bool>,
+    pub service_account_name: Option<String>,
+    /// The deprecated alias of `serviceAccountName`.
+    pub service_account: Option<String>,
+    pub enable_service_links: Option<bool>,
+}
+
+/// The parts of a container (of any of the three lists) the engine reads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    pub name: String,
+    pub env: Option<Vec<EnvVar>>,
+    pub env_from: Option<Vec<EnvFromSource>>,
+}
+
+impl From<&k8s_openapi::api::core::v1::Container> for Container {
+    fn from(c: &k8s_openapi::api::core::v1::Container) -> Self {
+        Container {
+            name: c.name.clone(),
+            env: c.env.clone(),
+            env_from: c.env_from.clone(),
+        }
+    }
+}
+
+impl From<&k8s_openapi::api::core::v1::PodSpec> for PodSpec {
+    /// For callers that hold full `k8s-openapi` objects (the operator).
+    fn from(s: &k8s_openapi::api::core::v1::PodSpec) -> Self {
+        PodSpec {
+            containers: s.containers.iter().map(Container::from).collect(),
+            init_containers: s
+                .init_containers
+                .as_ref()
+                .map(|v| v.iter().map(Container::from).collect()),
+            ephemeral_containers: s.ephemeral_containers.as_ref().map(|v| {
+                v.iter()
+                    .map(|c| Container {
+                        name: c.name.clone(),
+                        env: c.env.clone(),
+                        env_from: c.env_from.clone(),
+                    })
+                    .collect()
+            }),
+            host_network: s.host_network,
+            service_account_name: s.service_account_name.clone(),
+            service_account: s.service_account.clone(),
+            enable_service_links: s.enable_service_links,
+        }
+    }
+}
+
+/// A Pod template: its metadata and spec.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct PodTemplate {
+    pub metadata: Option<Meta>,
+    pub spec: Option<PodSpec>,
+}
+
 /// A Kubernetes object as verifyfull sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     Workload(Box<Workload>),
     ConfigMap {
-        metadata: ObjectMeta,
+        metadata: Meta,
         data: BTreeMap<String, String>,
     },
     /// `data` decoded, `stringData` merged over it (as the API server does).
     Secret {
-        metadata: ObjectMeta,
+        metadata: Meta,
         data: BTreeMap<String, String>,
     },
     /// A `List` (or `<Kind>List`); each item deserialized on its own so that one bad item
@@ -149,7 +230,7 @@ pub enum Object {
     Other {
         api_version: String,
         kind: String,
-        metadata: ObjectMeta,
+        metadata: Meta,
     },
 }
 
@@ -164,7 +245,7 @@ impl Object {
         }
     }
 
-    pub fn metadata(&self) -> Option<&ObjectMeta> {
+    pub fn metadata(&self) -> Option<&Meta> {
         match self {
             Object::Workload(w) => Some(&w.metadata),
             Object::ConfigMap { metadata, .. }
@@ -177,7 +258,7 @@ impl Object {
 
 #[derive(Deserialize)]
 struct TemplateSpec {
-    template: Option<PodTemplateSpec>,
+    template: Option<PodTemplate>,
 }
 
 #[derive(Deserialize)]
@@ -243,9 +324,9 @@ impl<'de> Visitor<'de> for ObjectVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
         let mut api_version: Option<String> = None;
         let mut kind: Option<String> = None;
-        let mut metadata: Option<ObjectMeta> = None;
+        let mut metadata: Option<Meta> = None;
         // The Pod template found (for a Pod: its spec, without template metadata).
-        let mut carried: Option<Option<PodTemplateSpec>> = None;
+        let mut carried: Option<Option<PodTemplate>> = None;
         let mut data: Option<BTreeMap<String, String>> = None;
         let mut binary: Option<BTreeMap<String, ByteString>> = None;
         let mut string_data: Option<BTreeMap<String, String>> = None;
@@ -383,8 +464,8 @@ impl<'de> Visitor<'de> for ObjectVisitor {
     }
 }
 
-fn pod_template(spec: PodSpec) -> PodTemplateSpec {
-    PodTemplateSpec {
+fn pod_template(spec: PodSpec) -> PodTemplate {
+    PodTemplate {
         metadata: None,
         spec: Some(spec),
     }
