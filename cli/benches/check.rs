@@ -14,6 +14,10 @@ use verifyfull_cli::input::split_yaml;
 #[path = "../../policy/benches/support/mix.rs"]
 mod mix;
 
+// The same allocator as the binary, so that the raw parse rows are not handicapped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const FILES: usize = 10_000;
 const RUNS: usize = 3;
 

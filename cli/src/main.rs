@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use policy::{Decision, LoopbackPolicy, Settings};
 use verifyfull_cli::check;
 
+// Parsing thousands of manifests is allocation-bound; glibc's allocator spent a quarter of
+// the time in its own bookkeeping (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "verifyfull",
