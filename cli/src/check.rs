@@ -123,36 +123,9 @@ pub struct ObjectOut {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ErrorOut {
-    pub source: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub document: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub item: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<u64>,
-    pub message: String,
-}
-
-impl From<&InputError> for ErrorOut {
-    fn from(e: &InputError) -> Self {
-        ErrorOut {
-            source: e.source.clone(),
-            document: e.document,
-            item: e.item,
-            line: e.line,
-            column: e.column,
-            message: e.message.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
 pub struct Outcome {
     pub objects: Vec<ObjectOut>,
-    pub errors: Vec<ErrorOut>,
+    pub errors: Vec<InputError>,
     #[serde(skip)]
     pub denied: bool,
 }
@@ -246,7 +219,7 @@ pub fn judge(docs: &[Document], load_errors: &[InputError], opts: &Options) -> O
     let denied = objects.iter().any(|o| o.verdict == Verdict::Violation);
     Outcome {
         objects,
-        errors: load_errors.iter().map(ErrorOut::from).collect(),
+        errors: load_errors.to_vec(),
         denied,
     }
 }
@@ -387,17 +360,7 @@ pub fn render_human(outcome: &Outcome) -> String {
         }
     }
     for e in &outcome.errors {
-        let mut line = e.source.clone();
-        if let Some(d) = e.document {
-            let _ = write!(line, ": document {d}");
-        }
-        if let Some(i) = e.item {
-            let _ = write!(line, ", item {i}");
-        }
-        if let (Some(l), Some(c)) = (e.line, e.column) {
-            let _ = write!(line, " (line {l}, column {c})");
-        }
-        let _ = writeln!(s, "error: {line}: {}", e.message);
+        let _ = writeln!(s, "error: {e}");
     }
     let _ = writeln!(
         s,

@@ -29,14 +29,18 @@ impl Source {
 }
 
 /// An input that could not be used, or a part of one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InputError {
     pub source: String,
     /// 1-based; `None` when the whole input failed (unreadable file).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub document: Option<usize>,
     /// 1-based, within the item list of a `List` document.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub item: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<u64>,
     pub message: String,
 }

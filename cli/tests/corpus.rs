@@ -10,9 +10,11 @@ fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
 }
 
-fn run(args: &[&str]) -> (i32, serde_json::Value) {
+/// `verifyfull check --output json` at a fixed instant over `path`.
+fn check(path: &Path) -> (i32, serde_json::Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_verifyfull"))
-        .args(args)
+        .args(["check", "--output", "json", "--now", "2026-06-01T00:00:00Z"])
+        .arg(path)
         .output()
         .expect("run verifyfull");
     let code = out.status.code().expect("exited, not killed by a signal");
@@ -30,15 +32,8 @@ fn every_file_is_handled_without_a_panic() {
     files.sort();
     assert_eq!(files.len(), 52, "the corpus has 52 manifests");
     for f in &files {
-        let path = f.to_str().expect("utf-8 path");
-        let (code, json) = run(&[
-            "check",
-            "--output",
-            "json",
-            "--now",
-            "2026-06-01T00:00:00Z",
-            path,
-        ]);
+        let (code, json) = check(f);
+        let path = f.display();
         assert!(matches!(code, 0 | 1), "{path}: exit {code}: {json}");
         assert_eq!(json["errors"], serde_json::json!([]), "{path}");
     }
@@ -47,14 +42,7 @@ fn every_file_is_handled_without_a_panic() {
 #[test]
 fn client_verdicts_are_pinned() {
     let dir = corpus();
-    let (code, json) = run(&[
-        "check",
-        "--output",
-        "json",
-        "--now",
-        "2026-06-01T00:00:00Z",
-        dir.to_str().expect("utf-8 path"),
-    ]);
+    let (code, json) = check(&dir);
     assert_eq!(code, 1, "the corpus has violations");
     assert_eq!(json["errors"], serde_json::json!([]));
 

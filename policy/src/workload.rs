@@ -522,6 +522,10 @@ mod tests {
     fn every_kind_finds_its_pod_spec() {
         let spec = r#"{"containers":[{"name":"c"}]}"#;
         let tmpl = format!(r#"{{"metadata":{{"annotations":{{"a":"b"}}}},"spec":{spec}}}"#);
+        let templated = format!(r#""spec":{{"template":{tmpl}}}"#);
+        let cron = format!(
+            r#""spec":{{"schedule":"* * * * *","jobTemplate":{{"spec":{{"template":{tmpl}}}}}}}"#
+        );
         let cases = [
             ("v1", "Pod", format!(r#""spec":{spec}"#)),
             ("v1", "PodTemplate", format!(r#""template":{tmpl}"#)),
@@ -530,38 +534,12 @@ mod tests {
                 "Deployment",
                 format!(r#""spec":{{"replicas":1,"template":{tmpl}}}"#),
             ),
-            (
-                "apps/v1",
-                "StatefulSet",
-                format!(r#""spec":{{"template":{tmpl}}}"#),
-            ),
-            (
-                "apps/v1",
-                "DaemonSet",
-                format!(r#""spec":{{"template":{tmpl}}}"#),
-            ),
-            (
-                "apps/v1",
-                "ReplicaSet",
-                format!(r#""spec":{{"template":{tmpl}}}"#),
-            ),
-            (
-                "v1",
-                "ReplicationController",
-                format!(r#""spec":{{"template":{tmpl}}}"#),
-            ),
-            (
-                "batch/v1",
-                "Job",
-                format!(r#""spec":{{"template":{tmpl}}}"#),
-            ),
-            (
-                "batch/v1",
-                "CronJob",
-                format!(
-                    r#""spec":{{"schedule":"* * * * *","jobTemplate":{{"spec":{{"template":{tmpl}}}}}}}"#
-                ),
-            ),
+            ("apps/v1", "StatefulSet", templated.clone()),
+            ("apps/v1", "DaemonSet", templated.clone()),
+            ("apps/v1", "ReplicaSet", templated.clone()),
+            ("v1", "ReplicationController", templated.clone()),
+            ("batch/v1", "Job", templated),
+            ("batch/v1", "CronJob", cron),
         ];
         for (api, kind, body) in cases {
             // Both orders: kind first, and kind last (buffered).
