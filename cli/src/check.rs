@@ -205,14 +205,14 @@ pub fn judge(docs: &[Document], load_errors: &[InputError], opts: &Options) -> O
         sources: &index,
         now: opts.now,
     };
-    let workloads: Vec<&Document> = docs
+    let workloads: Vec<(&Document, &policy::Workload)> = docs
         .iter()
-        .filter(|d| matches!(d.object, Object::Workload(_)))
+        .filter_map(|d| match &d.object {
+            Object::Workload(w) => Some((d, &**w)),
+            _ => None,
+        })
         .collect();
-    let objects: Vec<ObjectOut> = parallel(&workloads, opts.jobs, |d| {
-        let Object::Workload(w) = &d.object else {
-            unreachable!("filtered to workloads")
-        };
+    let objects: Vec<ObjectOut> = parallel(&workloads, opts.jobs, |(d, w)| {
         let report = policy::evaluate(w.view(), &ctx);
         object_out(d, w, &report)
     });

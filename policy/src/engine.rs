@@ -9,7 +9,7 @@ use smallvec::{SmallVec, smallvec};
 
 use crate::env::{Env, Get, OpenSource, Origin, PodInfo, ValueSource, Var, Visibility};
 use crate::exemptions;
-use crate::hosts::{self, Loopback, Slot, has_hidden};
+use crate::hosts::{self, HIDDEN_STR, Loopback, Slot, has_hidden};
 use crate::jdbc::{self, JdbcUrl};
 use crate::libpq::{self, Conninfo, KeyValueRecognition, Place};
 use crate::verdict::*;
@@ -855,8 +855,6 @@ fn keep_last_distinct<T, K: PartialEq>(items: &mut Candidates<T>, key: impl Fn(&
 
 /// Candidate values of one setting: almost always one.
 type Candidates<T> = SmallVec<[T; 2]>;
-
-const HIDDEN_STR: &str = "\u{E000}";
 
 /// Whose text a host candidate is, to name it if hidden spans decide.
 #[derive(Clone, Copy)]

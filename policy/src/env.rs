@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar};
 
-use crate::hosts::{HIDDEN, NON_LOOPBACK_IP};
+use crate::hosts::{HIDDEN, HIDDEN_STR, NON_LOOPBACK_IP, NON_LOOPBACK_IP_STR};
 
 /// The kind of object a reference points to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -181,9 +181,6 @@ pub struct Env<'a> {
     pub vars: Vec<Var<'a>>,
     pub open: Vec<OpenSource<'a>>,
 }
-
-const HIDDEN_STR: &str = "\u{E000}";
-const NON_LOOPBACK_IP_STR: &str = "\u{E001}";
 
 /// Replaces the engine's own marker characters in user text, so no input can forge a
 /// hidden span.

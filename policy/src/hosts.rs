@@ -11,6 +11,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const HIDDEN: char = '\u{E000}';
 /// Stands for an IP address of unknown value that is known not to be loopback.
 pub const NON_LOOPBACK_IP: char = '\u{E001}';
+/// A whole value that is hidden.
+pub const HIDDEN_STR: &str = "\u{E000}";
+/// A whole value that is a non-loopback IP of unknown value.
+pub const NON_LOOPBACK_IP_STR: &str = "\u{E001}";
 
 /// Whether `s` contains a span the engine cannot see.
 pub fn has_hidden(s: &str) -> bool {
@@ -112,7 +116,7 @@ pub fn classify_host(h: &str) -> Slot {
 /// Whether a TCP host or address is loopback: `localhost` exactly, or an IP literal in
 /// `127.0.0.0/8`, `::1` or `::ffff:127.0.0.0/104`.
 pub fn loopback(h: &str) -> Loopback {
-    if h == NON_LOOPBACK_IP.encode_utf8(&mut [0; 4]) {
+    if h == NON_LOOPBACK_IP_STR {
         return Loopback::No;
     }
     if h.contains(HIDDEN) || h.contains(NON_LOOPBACK_IP) {
