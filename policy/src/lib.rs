@@ -5,6 +5,7 @@
 //! applies libpq's (or pgjdbc's) precedence rules, and reports what each client will do and
 //! how to fix it. The CLI, the webhook and the operator all call [`evaluate`].
 
+pub mod admission;
 pub mod engine;
 pub mod env;
 pub mod exemptions;

@@ -1,0 +1,326 @@
+//! The admission decision (SPEC sections 6–7) as a plain function: the webhook decodes a
+//! review, calls [`decide`], and encodes the answer. Modes, ratcheting on UPDATE,
+//! built-in controllers, verifyfull's own service accounts, ephemeral containers and
+//! exemption authorship are all decided here, so they are unit-tested without a server.
+
+use std::collections::BTreeSet;
+
+use crate::engine::{Context, evaluate};
+use crate::exemptions::{EXEMPT, EXEMPT_REASON, EXEMPT_UNTIL};
+use crate::verdict::{Code, ContainerList, Report, Severity};
+use crate::workload::{Meta, Workload, WorkloadKind};
+
+/// The enforcement mode, chosen by the API server through the webhook path (SPEC 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    Enforce,
+    Warn,
+    Audit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Create,
+    Update,
+}
+
+/// Who asks (the review's `userInfo`).
+#[derive(Debug, Clone, Copy)]
+pub struct User<'a> {
+    pub username: &'a str,
+    pub groups: &'a [String],
+}
+
+/// Users and groups allowed to do something.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subjects {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Subjects {
+    pub fn allows(&self, user: &User<'_>) -> bool {
+        self.users.iter().any(|u| u == user.username)
+            || user.groups.iter().any(|g| self.groups.contains(g))
+    }
+}
+
+/// The built-in controllers whose Pod CREATEs carry an already-admitted template
+/// (identified by userInfo, never by ownerReferences: anyone can set those).
+pub const BUILT_IN_CONTROLLERS: &[&str] = &[
+    "system:serviceaccount:kube-system:replicaset-controller",
+    "system:serviceaccount:kube-system:replication-controller",
+    "system:serviceaccount:kube-system:statefulset-controller",
+    "system:serviceaccount:kube-system:daemon-set-controller",
+    "system:serviceaccount:kube-system:job-controller",
+];
+
+/// Webhook settings that shape the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Who may add or change exemption annotations (default: the `system:masters` group).
+    pub exemption_subjects: Subjects,
+    /// verifyfull's own service accounts: judged and recorded, never denied.
+    pub own_service_accounts: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            exemption_subjects: Subjects {
+                users: Vec::new(),
+                groups: vec!["system:masters".to_string()],
+            },
+            own_service_accounts: Vec::new(),
+        }
+    }
+}
+
+/// One admission request, decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub operation: Operation,
+    /// `ephemeralcontainers` for `kubectl debug`; `None` for the main resource.
+    pub subresource: Option<&'a str>,
+    pub user: User<'a>,
+    pub object: &'a Workload,
+    pub old_object: Option<&'a Workload>,
+}
+
+/// Why a finding does not deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Relief {
+    /// It was already there before this UPDATE.
+    Ratcheted,
+    /// A built-in controller creates a Pod from an admitted template.
+    Controller,
+    /// verifyfull's own service account asks.
+    OwnServiceAccount,
+    /// An exemption covers the container.
+    Exempt,
+    /// The mode is `warn` or `audit`.
+    Mode,
+}
+
+/// The answer: what the webhook returns, and what it records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Answer {
+    pub allowed: bool,
+    /// The denial message: every denied finding in full.
+    pub message: Option<String>,
+    /// Admission warnings, one per finding, each at most 120 characters.
+    pub warnings: Vec<String>,
+    /// Full text of every finding, for the audit annotation (audit mode).
+    pub audit: Vec<String>,
+    /// Counts for metrics: findings that denied, and that were relieved.
+    pub denied: usize,
+    pub relieved: Vec<Relief>,
+    /// The request used an exemption (counted in a metric).
+    pub exempted: bool,
+}
+
+/// The exemption annotations of a Pod (template), for authorship checks.
+fn exemption_annotations(meta: &Meta) -> Vec<(&str, &str)> {
+    meta.annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| matches!(k.as_str(), EXEMPT | EXEMPT_REASON | EXEMPT_UNTIL))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// Identity of a finding across object versions: container, variable, code.
+fn keys(report: &Report<'_>) -> BTreeSet<(String, String, Code)> {
+    report
+        .container_findings()
+        .map(|(c, f)| {
+            let var = f.variable.as_deref().unwrap_or("").to_string();
+            (c.name.to_string(), var, f.code)
+        })
+        .collect()
+}
+
+/// Decides one request.
+pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>) -> Answer {
+    let report = evaluate(req.object.view(), ctx);
+    let old_report = req.old_object.map(|o| evaluate(o.view(), ctx));
+    let old_keys = old_report.as_ref().map(keys).unwrap_or_default();
+
+    // `kubectl debug`: only the ephemeral containers this request adds are judged.
+    let judged = |list: ContainerList, name: &str| match (req.operation, req.subresource) {
+        (Operation::Update, Some("ephemeralcontainers")) => {
+            list == ContainerList::Ephemeral
+                && !req.old_object.is_some_and(|o| {
+                    o.spec
+                        .ephemeral_containers
+                        .iter()
+                        .flatten()
+                        .any(|c| c.name == name)
+                })
+        }
+        _ => true,
+    };
+    let controller = req.operation == Operation::Create
+        && req.object.kind == WorkloadKind::Pod
+        && BUILT_IN_CONTROLLERS.contains(&req.user.username);
+    let own = policy
+        .own_service_accounts
+        .iter()
+        .any(|sa| sa == req.user.username);
+
+    let mut answer = Answer {
+        allowed: true,
+        ..Answer::default()
+    };
+    let mut denials: Vec<String> = Vec::new();
+    let mut consider = |severity: Severity,
+                        relief: Option<Relief>,
+                        warning: String,
+                        full: String,
+                        answer: &mut Answer| {
+        if severity == Severity::Allow {
+            answer.audit.push(full);
+            return;
+        }
+        match (severity, relief) {
+            (Severity::Deny, None) => {
+                answer.denied += 1;
+                denials.push(full.clone());
+            }
+            (Severity::Deny, Some(r)) => answer.relieved.push(r),
+            _ => {}
+        }
+        answer.warnings.push(warning);
+        answer.audit.push(full);
+    };
+
+    // Findings about the object itself (exemption annotations): not ratcheted away on a
+    // workload, since they are about the annotations being written now.
+    for f in &report.findings {
+        let relief = if own {
+            Some(Relief::OwnServiceAccount)
+        } else if mode != Mode::Enforce {
+            Some(Relief::Mode)
+        } else {
+            None
+        };
+        consider(
+            f.severity,
+            relief,
+            f.warning(None),
+            f.message(None),
+            &mut answer,
+        );
+    }
+    for (c, f) in report.container_findings() {
+        if !judged(c.list, c.name) {
+            continue;
+        }
+        let key = (
+            c.name.to_string(),
+            f.variable.as_deref().unwrap_or("").to_string(),
+            f.code,
+        );
+        let relief = if c.exempt {
+            Some(Relief::Exempt)
+        } else if own {
+            Some(Relief::OwnServiceAccount)
+        } else if controller {
+            Some(Relief::Controller)
+        } else if req.operation == Operation::Update && old_keys.contains(&key) {
+            Some(Relief::Ratcheted)
+        } else if mode != Mode::Enforce {
+            Some(Relief::Mode)
+        } else {
+            None
+        };
+        consider(
+            f.severity,
+            relief,
+            f.warning(Some(c.name)),
+            f.message(Some(c.name)),
+            &mut answer,
+        );
+    }
+    if let Some(e) = &report.exemption
+        && report
+            .containers
+            .iter()
+            .any(|c| c.exempt && !c.findings.is_empty())
+    {
+        answer.exempted = true;
+        answer.warnings.push(crate::message::truncate(
+            format!("exempted by {EXEMPT}: {}", e.reason),
+            crate::message::WARNING_LIMIT,
+        ));
+    }
+
+    // Exemption authorship: a Pod or template that gains or changes exemption annotations
+    // needs an allowed subject (Pods a controller creates from its template do not).
+    let new_exemption = exemption_annotations(req.object.view().pod);
+    let old_exemption = req
+        .old_object
+        .map(|o| exemption_annotations(o.view().pod))
+        .unwrap_or_default();
+    if !controller
+        && !new_exemption.is_empty()
+        && new_exemption != old_exemption
+        && !policy.exemption_subjects.allows(&req.user)
+    {
+        let text = format!(
+            "{} may not add or change {EXEMPT} annotations: ask a cluster administrator (exemptions.allowedSubjects)",
+            req.user.username
+        );
+        if mode == Mode::Enforce && !own {
+            answer.denied += 1;
+            denials.push(text.clone());
+        }
+        answer.warnings.push(crate::message::truncate(
+            text.clone(),
+            crate::message::WARNING_LIMIT,
+        ));
+        answer.audit.push(text);
+    }
+
+    if !denials.is_empty() {
+        answer.allowed = false;
+        let kind = req.object.kind;
+        let name = req
+            .object
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or("(generated name)");
+        answer.message = Some(format!(
+            "verifyfull denied {kind} {name}: PostgreSQL clients must use sslmode=verify-full with a root certificate.\n{}",
+            denials.join("\n")
+        ));
+    }
+    answer
+}
+
+/// Who may change a Namespace's `verifyfull.dev/mode` label (SPEC 6). `None`: allowed.
+pub fn namespace_mode_change(
+    old: Option<&Meta>,
+    new: &Meta,
+    user: &User<'_>,
+    allowed: &Subjects,
+) -> Option<String> {
+    const LABEL: &str = "verifyfull.dev/mode";
+    let label = |m: Option<&Meta>| {
+        m.and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(LABEL))
+            .cloned()
+    };
+    if label(old) == label(Some(new)) || allowed.allows(user) {
+        None
+    } else {
+        Some(format!(
+            "{} may not change the {LABEL} label: ask a cluster administrator (modeLabel.allowedSubjects)",
+            user.username
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,290 @@
+//! The admission decision, case by case against SPEC sections 6–7.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::env::NoSources;
+use crate::verdict::Settings;
+use crate::workload::Object;
+
+fn workload(v: Value) -> Workload {
+    match serde_json::from_value::<Object>(v).expect("object") {
+        Object::Workload(w) => *w,
+        other => panic!("not a workload: {other:?}"),
+    }
+}
+
+const BAD: &str = "postgres://db/app?sslmode=require";
+const GOOD: &str = "postgres://db/app?sslmode=verify-full&sslrootcert=/ca.crt";
+
+fn pod(annotations: Value, containers: Value, ephemeral: Value) -> Workload {
+    workload(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "shop", "annotations": annotations},
+        "spec": {"containers": containers, "ephemeralContainers": ephemeral}
+    }))
+}
+
+fn app(url: &str) -> Value {
+    json!([{"name": "app", "env": [{"name": "DATABASE_URL", "value": url}]}])
+}
+
+fn user(name: &str) -> User<'_> {
+    User {
+        username: name,
+        groups: &[],
+    }
+}
+
+fn run(
+    op: Operation,
+    sub: Option<&str>,
+    who: User<'_>,
+    new: &Workload,
+    old: Option<&Workload>,
+    mode: Mode,
+) -> Answer {
+    let settings = Settings::default();
+    let ctx = Context {
+        settings: &settings,
+        sources: &NoSources,
+        now: jiff::Timestamp::UNIX_EPOCH,
+    };
+    let policy = Policy {
+        own_service_accounts: vec!["system:serviceaccount:verifyfull:verifyfull-operator".into()],
+        ..Policy::default()
+    };
+    let req = Request {
+        operation: op,
+        subresource: sub,
+        user: who,
+        object: new,
+        old_object: old,
+    };
+    decide(&req, mode, &policy, &ctx)
+}
+
+fn create(who: User<'_>, new: &Workload, mode: Mode) -> Answer {
+    run(Operation::Create, None, who, new, None, mode)
+}
+
+#[test]
+fn modes() {
+    let bad = pod(json!({}), app(BAD), json!(null));
+    let a = create(user("alice"), &bad, Mode::Enforce);
+    assert!(!a.allowed);
+    assert_eq!(a.denied, 1);
+    let message = a.message.expect("a denial message");
+    assert!(
+        message.contains("container app: DATABASE_URL (literal value): SslModeTooWeak"),
+        "{message}"
+    );
+    assert!(a.warnings.iter().all(|w| w.chars().count() <= 120));
+
+    let a = create(user("alice"), &bad, Mode::Warn);
+    assert!(a.allowed);
+    assert_eq!(a.relieved, vec![Relief::Mode]);
+    assert!(a.warnings[0].starts_with("app/DATABASE_URL: SslModeTooWeak"));
+
+    let a = create(user("alice"), &bad, Mode::Audit);
+    assert!(a.allowed);
+    assert_eq!(a.audit.len(), 1);
+
+    let good = pod(json!({}), app(GOOD), json!(null));
+    let a = create(user("alice"), &good, Mode::Enforce);
+    assert!(a.allowed && a.warnings.is_empty() && a.audit.is_empty());
+}
+
+#[test]
+fn updates_ratchet() {
+    let bad = pod(json!({}), app(BAD), json!(null));
+    // An image bump or a rollout restart of a Pod template that already violated.
+    let a = run(
+        Operation::Update,
+        None,
+        user("alice"),
+        &bad,
+        Some(&bad),
+        Mode::Enforce,
+    );
+    assert!(a.allowed);
+    assert_eq!(a.relieved, vec![Relief::Ratcheted]);
+    assert_eq!(a.warnings.len(), 1);
+    // A new finding is denied.
+    let worse = pod(
+        json!({}),
+        json!([{"name": "app", "env": [{"name": "DATABASE_URL", "value": BAD}, {"name": "PGHOST", "value": "db"}]}]),
+        json!(null),
+    );
+    let a = run(
+        Operation::Update,
+        None,
+        user("alice"),
+        &worse,
+        Some(&bad),
+        Mode::Enforce,
+    );
+    assert!(!a.allowed);
+    assert_eq!((a.denied, a.relieved.clone()), (1, vec![Relief::Ratcheted]));
+}
+
+#[test]
+fn controllers_and_own_service_accounts() {
+    let bad = pod(json!({}), app(BAD), json!(null));
+    let rs = "system:serviceaccount:kube-system:replicaset-controller";
+    let a = create(user(rs), &bad, Mode::Enforce);
+    assert!(a.allowed);
+    assert_eq!(a.relieved, vec![Relief::Controller]);
+    // Only Pods: a controller's other writes are judged as anyone's.
+    let deployment = workload(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"template": {"spec": {"containers": app(BAD)}}}
+    }));
+    assert!(!create(user(rs), &deployment, Mode::Enforce).allowed);
+    // Anyone else creating the same Pod is denied.
+    assert!(
+        !create(
+            user("system:serviceaccount:shop:deployer"),
+            &bad,
+            Mode::Enforce
+        )
+        .allowed
+    );
+    let own = "system:serviceaccount:verifyfull:verifyfull-operator";
+    let a = create(user(own), &deployment, Mode::Enforce);
+    assert!(a.allowed);
+    assert_eq!(a.relieved, vec![Relief::OwnServiceAccount]);
+}
+
+#[test]
+fn exemptions_and_their_authorship() {
+    let exempt = json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "INC-42"});
+    let bad = pod(exempt.clone(), app(BAD), json!(null));
+    let masters = ["system:masters".to_string()];
+    let admin = User {
+        username: "root",
+        groups: &masters,
+    };
+    let a = create(admin, &bad, Mode::Enforce);
+    assert!(a.allowed);
+    assert!(a.exempted);
+    assert_eq!(a.relieved, vec![Relief::Exempt]);
+    assert!(
+        a.warnings.iter().any(|w| w.contains("INC-42")),
+        "{:?}",
+        a.warnings
+    );
+
+    // An application team cannot exempt itself.
+    let a = create(user("alice"), &bad, Mode::Enforce);
+    assert!(!a.allowed);
+    assert!(
+        a.message
+            .is_some_and(|m| m.contains("alice may not add or change verifyfull.dev/exempt"))
+    );
+    // In warn mode it is a warning.
+    assert!(create(user("alice"), &bad, Mode::Warn).allowed);
+    // Keeping an exemption someone else added is fine; changing it is not.
+    assert!(
+        run(
+            Operation::Update,
+            None,
+            user("alice"),
+            &bad,
+            Some(&bad),
+            Mode::Enforce
+        )
+        .allowed
+    );
+    let changed = pod(
+        json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "mine now"}),
+        app(BAD),
+        json!(null),
+    );
+    assert!(
+        !run(
+            Operation::Update,
+            None,
+            user("alice"),
+            &changed,
+            Some(&bad),
+            Mode::Enforce
+        )
+        .allowed
+    );
+    // A controller creating Pods from an admitted template is not re-checked.
+    let rs = "system:serviceaccount:kube-system:replicaset-controller";
+    assert!(create(user(rs), &bad, Mode::Enforce).allowed);
+}
+
+#[test]
+fn ephemeral_containers_judge_only_the_new_ones() {
+    let debug =
+        |url: &str| json!([{"name": "debug", "env": [{"name": "DATABASE_URL", "value": url}]}]);
+    // The main container already violates; it does not count for `kubectl debug`.
+    let old = pod(json!({}), app(BAD), json!(null));
+    let new = pod(json!({}), app(BAD), debug(GOOD));
+    let a = run(
+        Operation::Update,
+        Some("ephemeralcontainers"),
+        user("alice"),
+        &new,
+        Some(&old),
+        Mode::Enforce,
+    );
+    assert!(a.allowed && a.warnings.is_empty(), "{a:?}");
+    let new = pod(json!({}), app(GOOD), debug(BAD));
+    let a = run(
+        Operation::Update,
+        Some("ephemeralcontainers"),
+        user("alice"),
+        &new,
+        Some(&old),
+        Mode::Enforce,
+    );
+    assert!(!a.allowed);
+    // One that was there before is not judged again.
+    let a = run(
+        Operation::Update,
+        Some("ephemeralcontainers"),
+        user("alice"),
+        &new,
+        Some(&new),
+        Mode::Enforce,
+    );
+    assert!(a.allowed);
+}
+
+#[test]
+fn namespace_mode_label() {
+    let ns = |mode: Option<&str>| Meta {
+        name: Some("shop".into()),
+        labels: mode.map(|m| [("verifyfull.dev/mode".to_string(), m.to_string())].into()),
+        ..Meta::default()
+    };
+    let admins = Subjects {
+        users: vec!["root".into()],
+        groups: vec!["platform".into()],
+    };
+    let enforce = ns(Some("enforce"));
+    assert_eq!(
+        namespace_mode_change(Some(&enforce), &enforce, &user("alice"), &admins),
+        None
+    );
+    let off = ns(Some("off"));
+    assert!(namespace_mode_change(Some(&enforce), &off, &user("alice"), &admins).is_some());
+    assert!(namespace_mode_change(None, &off, &user("alice"), &admins).is_some());
+    assert_eq!(
+        namespace_mode_change(Some(&enforce), &off, &user("root"), &admins),
+        None
+    );
+    let platform = ["platform".to_string()];
+    let member = User {
+        username: "bob",
+        groups: &platform,
+    };
+    assert_eq!(
+        namespace_mode_change(Some(&enforce), &ns(None), &member, &admins),
+        None
+    );
+}
