@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use crate::engine::{Context, evaluate};
 use crate::exemptions::{EXEMPT, EXEMPT_REASON, EXEMPT_UNTIL};
-use crate::verdict::{Code, ContainerList, Report, Severity};
+use crate::verdict::{Code, ContainerList, Finding, Report, Severity};
 use crate::workload::{Meta, Workload, WorkloadKind};
 
 /// The enforcement mode, chosen by the API server through the webhook path (SPEC 6).
@@ -130,14 +130,22 @@ fn exemption_annotations(meta: &Meta) -> Vec<(&str, &str)> {
 }
 
 /// Identity of a finding across object versions: container, variable, code.
-fn keys(report: &Report<'_>) -> BTreeSet<(String, String, Code)> {
-    report
+type Key = (String, String, Code);
+
+fn key(container: Option<&str>, f: &Finding<'_>) -> Key {
+    (
+        container.unwrap_or("").to_string(),
+        f.variable.as_deref().unwrap_or("").to_string(),
+        f.code,
+    )
+}
+
+fn keys(report: &Report<'_>) -> BTreeSet<Key> {
+    let object = report.findings.iter().map(|f| key(None, f));
+    let containers = report
         .container_findings()
-        .map(|(c, f)| {
-            let var = f.variable.as_deref().unwrap_or("").to_string();
-            (c.name.to_string(), var, f.code)
-        })
-        .collect()
+        .map(|(c, f)| key(Some(c.name), f));
+    object.chain(containers).collect()
 }
 
 /// Decides one request.
@@ -194,40 +202,21 @@ pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>)
         answer.audit.push(full);
     };
 
-    // Findings about the object itself (exemption annotations): not ratcheted away on a
-    // workload, since they are about the annotations being written now.
-    for f in &report.findings {
-        let relief = if own {
-            Some(Relief::OwnServiceAccount)
-        } else if mode != Mode::Enforce {
-            Some(Relief::Mode)
-        } else {
-            None
-        };
-        consider(
-            f.severity,
-            relief,
-            f.warning(None),
-            f.message(None),
-            &mut answer,
-        );
-    }
-    for (c, f) in report.container_findings() {
-        if !judged(c.list, c.name) {
-            continue;
-        }
-        let key = (
-            c.name.to_string(),
-            f.variable.as_deref().unwrap_or("").to_string(),
-            f.code,
-        );
-        let relief = if c.exempt {
+    // Findings about the object itself (exemption annotations), then each judged container's.
+    let object = report.findings.iter().map(|f| (None, f));
+    let containers = report
+        .container_findings()
+        .filter(|(c, _)| judged(c.list, c.name))
+        .map(|(c, f)| (Some(c), f));
+    for (c, f) in object.chain(containers) {
+        let name = c.map(|c| c.name);
+        let relief = if c.is_some_and(|c| c.exempt) {
             Some(Relief::Exempt)
         } else if own {
             Some(Relief::OwnServiceAccount)
         } else if controller {
             Some(Relief::Controller)
-        } else if req.operation == Operation::Update && old_keys.contains(&key) {
+        } else if req.operation == Operation::Update && old_keys.contains(&key(name, f)) {
             Some(Relief::Ratcheted)
         } else if mode != Mode::Enforce {
             Some(Relief::Mode)
@@ -237,8 +226,8 @@ pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>)
         consider(
             f.severity,
             relief,
-            f.warning(Some(c.name)),
-            f.message(Some(c.name)),
+            f.warning(name),
+            f.message(name),
             &mut answer,
         );
     }

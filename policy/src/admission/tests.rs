@@ -221,38 +221,25 @@ fn exemptions_and_their_authorship() {
 fn ephemeral_containers_judge_only_the_new_ones() {
     let debug =
         |url: &str| json!([{"name": "debug", "env": [{"name": "DATABASE_URL", "value": url}]}]);
+    let kubectl_debug = |new: &Workload, old: &Workload| {
+        let sub = Some("ephemeralcontainers");
+        run(
+            Operation::Update,
+            sub,
+            user("alice"),
+            new,
+            Some(old),
+            Mode::Enforce,
+        )
+    };
     // The main container already violates; it does not count for `kubectl debug`.
     let old = pod(json!({}), app(BAD), json!(null));
-    let new = pod(json!({}), app(BAD), debug(GOOD));
-    let a = run(
-        Operation::Update,
-        Some("ephemeralcontainers"),
-        user("alice"),
-        &new,
-        Some(&old),
-        Mode::Enforce,
-    );
+    let a = kubectl_debug(&pod(json!({}), app(BAD), debug(GOOD)), &old);
     assert!(a.allowed && a.warnings.is_empty(), "{a:?}");
     let new = pod(json!({}), app(GOOD), debug(BAD));
-    let a = run(
-        Operation::Update,
-        Some("ephemeralcontainers"),
-        user("alice"),
-        &new,
-        Some(&old),
-        Mode::Enforce,
-    );
-    assert!(!a.allowed);
+    assert!(!kubectl_debug(&new, &old).allowed);
     // One that was there before is not judged again.
-    let a = run(
-        Operation::Update,
-        Some("ephemeralcontainers"),
-        user("alice"),
-        &new,
-        Some(&new),
-        Mode::Enforce,
-    );
-    assert!(a.allowed);
+    assert!(kubectl_debug(&new, &new).allowed);
 }
 
 #[test]
