@@ -232,40 +232,6 @@ pub fn split_yaml(text: &str) -> Vec<RawDocument<'_>> {
     docs
 }
 
-/// Removes quoted text from a parser or deserializer message: serde's messages quote the
-/// offending value (`invalid type: string "…"`), which may be a password.
-pub fn sanitize(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut chars = message.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '"' || c == '`' {
-            let close = c;
-            let mut inner = String::new();
-            let mut closed = false;
-            for d in chars.by_ref() {
-                if d == close {
-                    closed = true;
-                    break;
-                }
-                inner.push(d);
-            }
-            // Type names and field names are short identifiers; keep those.
-            let keep = closed
-                && inner.len() <= 40
-                && inner.chars().all(|ch| {
-                    ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '[' | ']' | '-' | '/')
-                })
-                && !inner.chars().any(|ch| ch.is_ascii_digit());
-            out.push(close);
-            out.push_str(if keep { &inner } else { "…" });
-            out.push(close);
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn yaml_options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_documents = 1;
@@ -343,7 +309,7 @@ pub fn parse(source: &Source, text: &str) -> (Vec<Document>, Vec<InputError>) {
                 item: None,
                 line: Some(e.line() as u64),
                 column: Some(e.column() as u64),
-                message: with_path(track, &strip_json_position(&e.to_string())),
+                message: with_path(track, &policy::message::parser_error(&e.to_string())),
             }),
         }
         return (docs, errors);
@@ -371,20 +337,7 @@ pub fn parse(source: &Source, text: &str) -> (Vec<Document>, Vec<InputError>) {
 
 /// The parser's message without its own location suffix (we add ours).
 fn plain_yaml_message(e: &serde_saphyr::Error) -> String {
-    let text = e.to_string();
-    let text = match text.find(" at line ") {
-        Some(i) => &text[..i],
-        None => &text,
-    };
-    sanitize(text.lines().next().unwrap_or_default())
-}
-
-fn strip_json_position(s: &str) -> String {
-    let s = match s.find(" at line ") {
-        Some(i) => &s[..i],
-        None => s,
-    };
-    sanitize(s)
+    policy::message::parser_error(e.to_string().lines().next().unwrap_or_default())
 }
 
 fn with_path(track: serde_path_to_error::Track, message: &str) -> String {
@@ -422,7 +375,7 @@ fn add_object(
                         item: Some(i + 1),
                         line: None,
                         column: None,
-                        message: sanitize(&message),
+                        message: policy::message::without_quoted_values(&message),
                     }),
                 }
             }
@@ -452,19 +405,6 @@ mod tests {
         assert_eq!(numbers("--- |\n  text\n"), [(1, 0)]);
         assert_eq!(numbers("a: |\n  ---not a marker\n"), [(1, 0)]);
         assert!(numbers("").is_empty());
-    }
-
-    #[test]
-    fn sanitizing_keeps_names_drops_values() {
-        assert_eq!(
-            sanitize(r#"invalid type: string "hunter2hunter2", expected i32"#),
-            r#"invalid type: string "…", expected i32"#
-        );
-        assert_eq!(
-            sanitize("unknown field `spec`, expected `kind`"),
-            "unknown field `spec`, expected `kind`"
-        );
-        assert_eq!(sanitize("invalid value: `Pa55word!`"), "invalid value: `…`");
     }
 
     #[test]

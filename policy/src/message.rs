@@ -307,6 +307,47 @@ impl Finding<'_> {
     }
 }
 
+/// Removes quoted text from a parser or deserializer message: serde's messages quote the
+/// offending value (`invalid type: string "…"`), which may be a password.
+pub fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '"' || c == '`' {
+            let close = c;
+            let mut inner = String::new();
+            let mut closed = false;
+            for d in chars.by_ref() {
+                if d == close {
+                    closed = true;
+                    break;
+                }
+                inner.push(d);
+            }
+            // Type names and field names are short identifiers; keep those.
+            let keep = closed
+                && inner.len() <= 40
+                && inner.chars().all(|ch| {
+                    ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '[' | ']' | '-' | '/')
+                })
+                && !inner.chars().any(|ch| ch.is_ascii_digit());
+            out.push(close);
+            out.push_str(if keep { &inner } else { "…" });
+            out.push(close);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A parser's or deserializer's error message for users: without its own position suffix
+/// (callers add file, line and column) and without any quoted value.
+pub fn parser_error(message: &str) -> String {
+    let text = message.find(" at line ").map_or(message, |i| &message[..i]);
+    without_quoted_values(text)
+}
+
 /// Cuts `s` to at most `max` characters, marking the cut with an ellipsis.
 pub fn truncate(s: String, max: usize) -> String {
     if s.chars().count() <= max {
@@ -348,5 +389,28 @@ impl Note<'_> {
                 "the exemption has expired (verifyfull.dev/exempt-until)".to_string()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parser_errors_keep_names_and_drop_values() {
+        assert_eq!(
+            parser_error(
+                r#"invalid type: string "hunter2hunter2", expected i32 at line 3 column 7"#
+            ),
+            r#"invalid type: string "…", expected i32"#
+        );
+        assert_eq!(
+            without_quoted_values("unknown field `spec`, expected `kind`"),
+            "unknown field `spec`, expected `kind`"
+        );
+        assert_eq!(
+            without_quoted_values("invalid value: `Pa55word!`"),
+            "invalid value: `…`"
+        );
     }
 }

@@ -1,0 +1,300 @@
+//! verifyfull's validating admission webhook: HTTPS (rustls, TLS 1.2/1.3) for the API
+//! server, one path per mode (`/validate/enforce`, `/validate/warn`, `/validate/audit`),
+//! and a plain-HTTP admin port (`/livez`, `/readyz`, `/metrics`).
+//!
+//! The decision is `policy::admission::decide`; this crate decodes, times, records and
+//! encodes. Not built yet (issue 3): the ConfigMap/Secret caches for cluster mode, so the
+//! server runs `--standalone` (references are unresolved, never guessed).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use policy::admission::{Mode, Policy, Subjects};
+use policy::{Context, NoSources, Settings};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub mod metrics;
+pub mod review;
+pub mod tls;
+
+/// An UPDATE carries `object` and `oldObject`, each up to the API server's ~3 MiB.
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    pub cert_reload_interval: Duration,
+    /// How long to keep serving, not ready, after a shutdown signal (so endpoints update).
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests may take to finish once draining starts.
+    pub drain_timeout: Duration,
+    /// Reading a request (headers and body) must finish within this.
+    pub request_timeout: Duration,
+    pub settings: Settings,
+    pub policy: Policy,
+    pub mode_label_subjects: Subjects,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("serving certificate: {0}")]
+    Cert(#[from] tls::CertError),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+struct App {
+    settings: Settings,
+    policy: Policy,
+    mode_label_subjects: Subjects,
+    request_timeout: Duration,
+    metrics: metrics::Metrics,
+    ready: AtomicBool,
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Graceful shutdown: not ready at once, serve for the delay, stop accepting, drain
+    /// in-flight requests (idle keep-alive connections are closed), then return.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.done.await;
+    }
+
+    /// Starts the graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Loads the certificate, binds both ports and serves until shut down.
+pub async fn start(
+    config: Config,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Running, StartError> {
+    let resolver = Arc::new(tls::Reloading::load(
+        &config.tls_cert_file,
+        &config.tls_key_file,
+        provider.clone(),
+    )?);
+    let tls_config = tls::server_config(resolver.clone(), provider)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
+    let listener = bind(config.listen).await?;
+    let admin = bind(config.admin_listen).await?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+        addr: config.admin_listen,
+        source,
+    })?;
+
+    let app = Arc::new(App {
+        settings: config.settings,
+        policy: config.policy,
+        mode_label_subjects: config.mode_label_subjects,
+        request_timeout: config.request_timeout,
+        metrics: metrics::Metrics::new(),
+        ready: AtomicBool::new(false),
+    });
+    let (shutdown, mut stop) = watch::channel(false);
+    let reload = tokio::spawn(resolver.watch(config.cert_reload_interval));
+
+    let router = Router::new()
+        .route("/validate/{mode}", post(validate))
+        .with_state(app.clone());
+    let admin_router = Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(app.clone());
+
+    // The admin port outlives the drain, so probes see "not ready" during it.
+    let (admin_stop, mut admin_stopped) = watch::channel(false);
+    let admin_task = tokio::spawn(async move {
+        let _ = axum::serve(admin, admin_router)
+            .with_graceful_shutdown(async move {
+                let _ = admin_stopped.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+
+    let request_timeout = config.request_timeout;
+    let (delay, drain) = (config.shutdown_delay, config.drain_timeout);
+    let ready_app = app.clone();
+    let done = tokio::spawn(async move {
+        let graceful = GracefulShutdown::new();
+        let service = TowerToHyperService::new(router);
+        ready_app.ready.store(true, Ordering::SeqCst);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((tcp, _)) = accepted else { continue };
+                    let _ = tcp.set_nodelay(true);
+                    let acceptor = acceptor.clone();
+                    let service = service.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let Ok(Ok(tls)) = tokio::time::timeout(request_timeout, acceptor.accept(tcp)).await else {
+                            return;
+                        };
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(request_timeout)
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(tls), service);
+                        let _ = watcher.watch(conn).await;
+                    });
+                }
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        // Not ready at once; keep serving the delay so endpoints drop this Pod first.
+        ready_app.ready.store(false, Ordering::SeqCst);
+        tokio::time::sleep(delay).await;
+        let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+        reload.abort();
+        let _ = admin_stop.send(true);
+        let _ = admin_task.await;
+    });
+    Ok(Running {
+        addr,
+        admin_addr,
+        shutdown,
+        done,
+    })
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    app.metrics
+        .ready
+        .set(i64::from(app.ready.load(Ordering::SeqCst)));
+    match app.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn validate(State(app): State<Arc<App>>, Path(mode): Path<String>, body: Body) -> Response {
+    let mode = match mode.as_str() {
+        "enforce" => Mode::Enforce,
+        "warn" => Mode::Warn,
+        "audit" => Mode::Audit,
+        _ => return (StatusCode::NOT_FOUND, "modes: enforce, warn, audit").into_response(),
+    };
+    let bytes =
+        match tokio::time::timeout(app.request_timeout, Limited::new(body, MAX_BODY).collect())
+            .await
+        {
+            Err(_) => {
+                return (
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                )
+                    .into_response();
+            }
+            Ok(Err(e)) if e.is::<LengthLimitError>() => {
+                return (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is over {MAX_BODY} bytes"),
+                )
+                    .into_response();
+            }
+            Ok(Err(_)) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                )
+                    .into_response();
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+    let start = Instant::now();
+    let decider = review::Decider {
+        policy: &app.policy,
+        mode_label_subjects: &app.mode_label_subjects,
+        context: Context {
+            settings: &app.settings,
+            sources: &NoSources,
+            now: jiff::Timestamp::now(),
+        },
+    };
+    let reviewed = review::review(&bytes, mode, &decider);
+    app.metrics.record(&reviewed, mode, start.elapsed());
+    // Names of kinds and results only: never an env value.
+    tracing::info!(
+        kind = reviewed.kind,
+        operation = reviewed.operation,
+        result = reviewed.result,
+        mode = metrics::mode_label(mode),
+        "review"
+    );
+    let content_type = if reviewed.status == 200 {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let status = StatusCode::from_u16(reviewed.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        reviewed.body,
+    )
+        .into_response()
+}

@@ -1,0 +1,179 @@
+//! `verifyfull-webhook`: flags (each also an environment variable), logging, the crypto
+//! provider, signals. Everything else is in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use policy::admission::{Policy, Subjects};
+use policy::{Decision, LoopbackPolicy, Settings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "verifyfull-webhook",
+    version,
+    about = "verifyfull's validating admission webhook"
+)]
+struct Args {
+    /// HTTPS address for the API server.
+    #[arg(long, env = "VERIFYFULL_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Plain-HTTP admin address (/livez, /readyz, /metrics).
+    #[arg(long, env = "VERIFYFULL_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    admin_listen: SocketAddr,
+    #[arg(long, env = "VERIFYFULL_TLS_CERT_FILE")]
+    tls_cert_file: PathBuf,
+    #[arg(long, env = "VERIFYFULL_TLS_KEY_FILE")]
+    tls_key_file: PathBuf,
+    /// How often the certificate files are re-read (seconds).
+    #[arg(long, env = "VERIFYFULL_CERT_RELOAD_SECONDS", default_value_t = 10)]
+    cert_reload_seconds: u64,
+    /// Run without a cluster: references to ConfigMaps and Secrets stay unresolved.
+    #[arg(long, env = "VERIFYFULL_STANDALONE")]
+    standalone: bool,
+    #[arg(long, value_enum, env = "VERIFYFULL_UNRESOLVED", default_value_t = Policy3::Warn)]
+    unresolved: Policy3,
+    #[arg(long, value_enum, env = "VERIFYFULL_UNVERIFIABLE", default_value_t = Policy3::Warn)]
+    unverifiable: Policy3,
+    #[arg(long, value_enum, env = "VERIFYFULL_LOOPBACK", default_value_t = Loopback::Allow)]
+    loopback: Loopback,
+    /// Users allowed to add or change exemption annotations.
+    #[arg(long, env = "VERIFYFULL_EXEMPTION_USERS", value_delimiter = ',')]
+    exemption_users: Vec<String>,
+    /// Groups allowed to add or change exemption annotations.
+    #[arg(
+        long,
+        env = "VERIFYFULL_EXEMPTION_GROUPS",
+        value_delimiter = ',',
+        default_value = "system:masters"
+    )]
+    exemption_groups: Vec<String>,
+    /// Users allowed to change a Namespace's verifyfull.dev/mode label.
+    #[arg(long, env = "VERIFYFULL_MODE_LABEL_USERS", value_delimiter = ',')]
+    mode_label_users: Vec<String>,
+    /// Groups allowed to change a Namespace's verifyfull.dev/mode label.
+    #[arg(
+        long,
+        env = "VERIFYFULL_MODE_LABEL_GROUPS",
+        value_delimiter = ',',
+        default_value = "system:masters"
+    )]
+    mode_label_groups: Vec<String>,
+    /// verifyfull's own service accounts (never denied).
+    #[arg(long, env = "VERIFYFULL_OWN_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    own_service_accounts: Vec<String>,
+    /// Seconds to keep serving, not ready, after SIGTERM.
+    #[arg(long, env = "VERIFYFULL_SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
+    shutdown_delay_seconds: u64,
+    /// Log format.
+    #[arg(long, value_enum, env = "VERIFYFULL_LOG_FORMAT", default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Policy3 {
+    Deny,
+    Warn,
+    Allow,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Loopback {
+    Allow,
+    Check,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn decision(p: Policy3) -> Decision {
+    match p {
+        Policy3::Deny => Decision::Deny,
+        Policy3::Warn => Decision::Warn,
+        Policy3::Allow => Decision::Allow,
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let subscriber = tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    );
+    match args.log_format {
+        LogFormat::Json => subscriber.json().init(),
+        LogFormat::Text => subscriber.init(),
+    }
+    if !args.standalone {
+        tracing::error!(
+            "cluster mode (the ConfigMap/Secret caches) is not built yet; run with --standalone"
+        );
+        return ExitCode::from(2);
+    }
+    // One crypto provider, chosen explicitly: with two in the dependency tree rustls has no default.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let _ = provider.as_ref().clone().install_default();
+    let config = webhook::Config {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        tls_cert_file: args.tls_cert_file,
+        tls_key_file: args.tls_key_file,
+        cert_reload_interval: Duration::from_secs(args.cert_reload_seconds.max(1)),
+        shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
+        drain_timeout: Duration::from_secs(25),
+        request_timeout: Duration::from_secs(10),
+        settings: Settings {
+            unresolved: decision(args.unresolved),
+            unverifiable: decision(args.unverifiable),
+            loopback: match args.loopback {
+                Loopback::Allow => LoopbackPolicy::Allow,
+                Loopback::Check => LoopbackPolicy::Check,
+            },
+            ..Settings::default()
+        },
+        policy: Policy {
+            exemption_subjects: Subjects {
+                users: args.exemption_users,
+                groups: args.exemption_groups,
+            },
+            own_service_accounts: args.own_service_accounts,
+        },
+        mode_label_subjects: Subjects {
+            users: args.mode_label_users,
+            groups: args.mode_label_groups,
+        },
+    };
+    let running = match webhook::start(config, provider).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(addr = %running.addr, admin = %running.admin_addr, "serving");
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            return ExitCode::from(1);
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: not ready, draining");
+    running.begin_shutdown();
+    // A second signal exits at once.
+    tokio::select! {
+        _ = running.wait() => ExitCode::SUCCESS,
+        _ = term.recv() => ExitCode::from(1),
+        _ = tokio::signal::ctrl_c() => ExitCode::from(1),
+    }
+}

@@ -1,0 +1,113 @@
+//! Prometheus metrics, bounded labels only (kinds from a fixed set, never object names or
+//! namespaces).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::review::Reviewed;
+use policy::admission::Mode;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReviewLabels {
+    kind: String,
+    operation: String,
+    result: String,
+    mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    mode: String,
+}
+
+pub fn mode_label(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Enforce => "enforce",
+        Mode::Warn => "warn",
+        Mode::Audit => "audit",
+    }
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reviews: Family<ReviewLabels, Counter>,
+    latency: Family<ModeLabel, Histogram>,
+    exemptions: Counter,
+    pub ready: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("verifyfull_webhook");
+        let reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "reviews",
+            "Admission reviews by kind, operation, result and mode",
+            reviews.clone(),
+        );
+        let latency = Family::<ModeLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 14))
+        });
+        registry.register(
+            "review_duration_seconds",
+            "Time to decide a review (decoding included)",
+            latency.clone(),
+        );
+        let exemptions = Counter::default();
+        registry.register(
+            "exemptions",
+            "Admissions allowed through an exemption",
+            exemptions.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when the webhook is ready to serve",
+            ready.clone(),
+        );
+        Metrics {
+            registry,
+            reviews,
+            latency,
+            exemptions,
+            ready,
+        }
+    }
+
+    pub fn record(&self, r: &Reviewed, mode: Mode, took: Duration) {
+        let mode = mode_label(mode).to_string();
+        self.reviews
+            .get_or_create(&ReviewLabels {
+                kind: r.kind.to_string(),
+                operation: r.operation.to_string(),
+                result: r.result.to_string(),
+                mode: mode.clone(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&ModeLabel { mode })
+            .observe(took.as_secs_f64());
+        if r.exempted {
+            self.exemptions.inc();
+        }
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,321 @@
+//! AdmissionReview in, AdmissionReview out: decoding, the decision, encoding. Synchronous
+//! and free of I/O, so tests call it directly; the HTTP handler only adds timing.
+
+use std::collections::BTreeMap;
+
+use policy::admission::{self, Answer, Mode, Operation, Policy, User};
+use policy::{Context, Meta, Object};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+const API_VERSION: &str = "admission.k8s.io/v1";
+
+/// What the handler needs besides the review.
+#[derive(Debug)]
+pub struct Decider<'a> {
+    pub policy: &'a Policy,
+    pub mode_label_subjects: &'a admission::Subjects,
+    pub context: Context<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    api_version: Option<&'a str>,
+    kind: Option<&'a str>,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Gvk<'a> {
+    #[serde(borrow, default)]
+    kind: &'a str,
+}
+
+#[derive(Deserialize, Default)]
+struct UserInfoIn {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    uid: String,
+    #[serde(borrow, default)]
+    kind: Gvk<'a>,
+    sub_resource: Option<&'a str>,
+    operation: Option<&'a str>,
+    #[serde(default)]
+    user_info: UserInfoIn,
+    #[serde(borrow)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow)]
+    old_object: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: BTreeMap<&'static str, String>,
+}
+
+#[derive(Serialize)]
+struct StatusOut {
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
+/// The outcome of one review, for the HTTP layer and the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reviewed {
+    /// HTTP status: 200 for every AdmissionReview answer (a denial too), 400 when no
+    /// review could be formed.
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// Bounded metric labels.
+    pub kind: &'static str,
+    pub operation: &'static str,
+    pub result: &'static str,
+    pub exempted: bool,
+}
+
+/// Keeps metric labels bounded: the kinds verifyfull judges, or `other`.
+fn kind_label(kind: &str) -> &'static str {
+    policy::WorkloadKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+        .map(|k| k.as_str())
+        .unwrap_or(if kind == "Namespace" {
+            "Namespace"
+        } else {
+            "other"
+        })
+}
+
+fn operation_label(op: Option<&str>) -> &'static str {
+    match op {
+        Some("CREATE") => "CREATE",
+        Some("UPDATE") => "UPDATE",
+        Some("DELETE") => "DELETE",
+        Some("CONNECT") => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// Audit annotations carry at most this much text.
+const AUDIT_LIMIT: usize = 8 * 1024;
+
+/// Handles one request body for one mode.
+pub fn review(body: &[u8], mode: Mode, decider: &Decider<'_>) -> Reviewed {
+    let plain = |message: String| Reviewed {
+        status: 400,
+        body: message.into_bytes(),
+        kind: "other",
+        operation: "other",
+        result: "invalid",
+        exempted: false,
+    };
+    let parsed: ReviewIn<'_> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return plain(format!(
+                "malformed AdmissionReview at line {}, column {}: {}",
+                e.line(),
+                e.column(),
+                policy_free_message(&e)
+            ));
+        }
+    };
+    let Some(req) = parsed.request else {
+        return plain("the AdmissionReview has no request".to_string());
+    };
+    let kind = kind_label(req.kind.kind);
+    let operation = operation_label(req.operation);
+    let respond = |response: ResponseOut<'_>, result: &'static str, exempted: bool| Reviewed {
+        status: 200,
+        body: serde_json::to_vec(&ReviewOut {
+            api_version: API_VERSION,
+            kind: "AdmissionReview",
+            response,
+        })
+        .unwrap_or_default(),
+        kind,
+        operation,
+        result,
+        exempted,
+    };
+    let invalid = |message: String| {
+        respond(
+            ResponseOut {
+                uid: &req.uid,
+                allowed: false,
+                status: Some(StatusOut {
+                    code: 400,
+                    reason: "BadRequest",
+                    message,
+                }),
+                warnings: Vec::new(),
+                audit_annotations: BTreeMap::new(),
+            },
+            "invalid",
+            false,
+        )
+    };
+    if parsed.api_version != Some(API_VERSION) || parsed.kind != Some("AdmissionReview") {
+        return invalid(format!(
+            "expected apiVersion {API_VERSION}, kind AdmissionReview"
+        ));
+    }
+    let allow = || {
+        respond(
+            ResponseOut {
+                uid: &req.uid,
+                allowed: true,
+                status: None,
+                warnings: Vec::new(),
+                audit_annotations: BTreeMap::new(),
+            },
+            "allowed",
+            false,
+        )
+    };
+    let operation_kind = match req.operation {
+        Some("CREATE") => Operation::Create,
+        Some("UPDATE") => Operation::Update,
+        // DELETE and CONNECT change no client settings.
+        Some("DELETE" | "CONNECT") => return allow(),
+        _ => return invalid("operation must be CREATE, UPDATE, DELETE or CONNECT".to_string()),
+    };
+    let user = User {
+        username: &req.user_info.username,
+        groups: &req.user_info.groups,
+    };
+    let Some(raw) = req.object else {
+        return invalid("the request has no object".to_string());
+    };
+
+    if req.kind.kind == "Namespace" {
+        #[derive(Deserialize)]
+        struct Ns {
+            #[serde(default)]
+            metadata: Meta,
+        }
+        let new: Ns = match serde_json::from_str(raw.get()) {
+            Ok(n) => n,
+            Err(e) => return invalid(format!("object: {}", policy_free_message(&e))),
+        };
+        let old: Option<Ns> = req
+            .old_object
+            .and_then(|o| serde_json::from_str(o.get()).ok());
+        return match admission::namespace_mode_change(
+            old.as_ref().map(|o| &o.metadata),
+            &new.metadata,
+            &user,
+            decider.mode_label_subjects,
+        ) {
+            None => allow(),
+            Some(message) => respond(
+                ResponseOut {
+                    uid: &req.uid,
+                    allowed: false,
+                    status: Some(StatusOut {
+                        code: 403,
+                        reason: "Forbidden",
+                        message,
+                    }),
+                    warnings: Vec::new(),
+                    audit_annotations: BTreeMap::new(),
+                },
+                "denied",
+                false,
+            ),
+        };
+    }
+
+    let object = match parse_object(raw) {
+        Ok(o) => o,
+        Err(e) => return invalid(format!("object: {e}")),
+    };
+    let Object::Workload(workload) = object else {
+        // Not a kind verifyfull judges: nothing to say.
+        return allow();
+    };
+    if workload.kind.as_str() != req.kind.kind {
+        return invalid(format!(
+            "the object is a {}, but the request says {}",
+            workload.kind, req.kind.kind
+        ));
+    }
+    let old = match req.old_object.map(parse_object) {
+        None => None,
+        Some(Ok(Object::Workload(w))) => Some(w),
+        Some(Ok(_)) => return invalid("oldObject is not the same kind as object".to_string()),
+        Some(Err(e)) => return invalid(format!("oldObject: {e}")),
+    };
+    let request = admission::Request {
+        operation: operation_kind,
+        subresource: req.sub_resource,
+        user,
+        object: &workload,
+        old_object: old.as_deref(),
+    };
+    let answer = admission::decide(&request, mode, decider.policy, &decider.context);
+    let result = if !answer.allowed {
+        "denied"
+    } else if answer.warnings.is_empty() {
+        "allowed"
+    } else {
+        "warned"
+    };
+    let exempted = answer.exempted;
+    respond(response(&req.uid, answer, mode), result, exempted)
+}
+
+fn response(uid: &str, answer: Answer, mode: Mode) -> ResponseOut<'_> {
+    let mut audit_annotations = BTreeMap::new();
+    if mode == Mode::Audit && !answer.audit.is_empty() {
+        audit_annotations.insert(
+            "findings",
+            policy::message::truncate(answer.audit.join("\n"), AUDIT_LIMIT),
+        );
+    }
+    ResponseOut {
+        uid,
+        allowed: answer.allowed,
+        status: answer.message.map(|message| StatusOut {
+            code: 403,
+            reason: "Forbidden",
+            message,
+        }),
+        warnings: answer.warnings,
+        audit_annotations,
+    }
+}
+
+fn parse_object(raw: &RawValue) -> Result<Object, String> {
+    serde_json::from_str::<Object>(raw.get()).map_err(|e| policy_free_message(&e))
+}
+
+fn policy_free_message(e: &serde_json::Error) -> String {
+    policy::message::parser_error(&e.to_string())
+}

@@ -1,0 +1,545 @@
+//! The webhook over real TLS on 127.0.0.1 with a rustls client: the AdmissionReview
+//! fixtures in `tests/fixtures` (from Kubewarden's repositories, see SOURCES.tsv) with Pod
+//! specs from the real corpus spliced in, every mode, bad input, certificate rotation under
+//! load, graceful shutdown with requests in flight, the admin port.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http_body_util::channel::Channel;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use policy::admission::{Policy, Subjects};
+use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+struct Pki {
+    dir: PathBuf,
+    ca: rustls::pki_types::CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir =
+            std::env::temp_dir().join(format!("verifyfull-webhook-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "verifyfull test CA");
+        let cert = params.self_signed(&key).expect("CA");
+        let ca = cert.der().clone();
+        Pki {
+            dir,
+            ca,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// Writes a fresh serving certificate for `webhook.verifyfull.svc` and 127.0.0.1.
+    fn issue(&self, cn: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec![
+            "webhook.verifyfull.svc".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        let (c, k) = (self.dir.join("tls.crt"), self.dir.join("tls.key"));
+        // Written to temporary names and renamed, as the kubelet swaps `..data`.
+        std::fs::write(self.dir.join("tls.crt.new"), cert.pem()).expect("write cert");
+        std::fs::write(self.dir.join("tls.key.new"), key.serialize_pem()).expect("write key");
+        std::fs::rename(self.dir.join("tls.key.new"), &k).expect("rename key");
+        std::fs::rename(self.dir.join("tls.crt.new"), &c).expect("rename cert");
+        (c, k)
+    }
+
+    fn client(&self) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).expect("root");
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+fn config(cert: &Path, key: &Path) -> webhook::Config {
+    webhook::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
+        tls_cert_file: cert.to_path_buf(),
+        tls_key_file: key.to_path_buf(),
+        cert_reload_interval: Duration::from_millis(50),
+        shutdown_delay: Duration::from_millis(200),
+        drain_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(2),
+        settings: policy::Settings::default(),
+        policy: Policy {
+            own_service_accounts: vec!["system:serviceaccount:verifyfull:operator".to_string()],
+            ..Policy::default()
+        },
+        mode_label_subjects: Subjects::default(),
+    }
+}
+
+/// One keep-alive connection.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    subject: String,
+}
+
+async fn connect(pki: &Pki, addr: std::net::SocketAddr) -> Conn {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("webhook.verifyfull.svc").expect("name");
+    let tls = pki
+        .client()
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let subject = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| format!("{:?}", c.as_ref()))
+        .unwrap_or_default();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("HTTP handshake");
+    tokio::spawn(conn);
+    Conn { sender, subject }
+}
+
+impl Conn {
+    async fn post(&mut self, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let req = hyper::Request::post(path)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("request");
+        let resp = self.sender.send_request(req).await.expect("response");
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        (status, body)
+    }
+}
+
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON")
+}
+
+/// A real review envelope with a Pod whose first container carries `env`.
+fn pod_review(env: Value) -> Value {
+    let mut review = fixture("kwctl__tests_data_unprivileged-pod-admission-review.json");
+    review["request"]["object"]["spec"]["containers"][0]["env"] = env;
+    review
+}
+
+fn response(body: &[u8]) -> Value {
+    let v: Value = serde_json::from_slice(body).expect("review JSON");
+    v["response"].clone()
+}
+
+async fn start(pki: &Pki) -> webhook::Running {
+    let (c, k) = pki.issue("first");
+    webhook::start(config(&c, &k), provider())
+        .await
+        .expect("start")
+}
+
+#[tokio::test]
+async fn fixtures_modes_and_keep_alive() {
+    let pki = Pki::new("modes");
+    let server = start(&pki).await;
+    let mut conn = connect(&pki, server.addr).await;
+    // Every real envelope: allowed (none has Postgres settings), uid echoed, on one connection.
+    for name in [
+        "kwctl__tests_data_unprivileged-pod-admission-review.json",
+        "policies__image-cve-policy_test_data_deployment.json",
+        "policy-server__tests_data_pod_with_privileged_containers.json",
+        "policy-server__tests_data_pod_without_privileged_containers.json",
+        "rego-policies-library__ControllerImageName_dep.json",
+    ] {
+        let review = fixture(name);
+        let (status, body) = conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await;
+        assert_eq!(status, 200, "{name}");
+        let r = response(&body);
+        assert_eq!(r["uid"], review["request"]["uid"], "{name}");
+        assert_eq!(r["allowed"], true, "{name}: {r}");
+    }
+    // This one's Pod has an annotation whose value is a number, which the API server
+    // rejects: an `invalid` answer naming the problem, not a verdict.
+    let review = fixture("policy-server__tests_data_pod_sleep_100ms.json");
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(r["status"]["code"], 400);
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expected a string")),
+        "{r}"
+    );
+    // The bare AdmissionRequest (no envelope): no review can be formed.
+    let bare = fixture("environment-variable-policy__test_data_deployment_containsAnyOf.json");
+    let (status, _) = conn
+        .post("/validate/enforce", bare.to_string().into_bytes())
+        .await;
+    assert_eq!(status, 400);
+
+    // A Pod spec from the real corpus (litellm: DATABASE_URL with sslmode=require).
+    let corpus = policy_corpus_env();
+    let review = pod_review(corpus);
+    let body = review.to_string().into_bytes();
+    let (status, enforce) = conn.post("/validate/enforce", body.clone()).await;
+    assert_eq!(status, 200);
+    let r = response(&enforce);
+    assert_eq!(r["allowed"], false);
+    assert_eq!(r["status"]["code"], 403);
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("SslModeTooWeak")),
+        "{r}"
+    );
+    let r = response(&conn.post("/validate/warn", body.clone()).await.1);
+    assert_eq!(r["allowed"], true);
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("SslModeTooWeak") && w.len() <= 120 * 4)
+    );
+    let r = response(&conn.post("/validate/audit", body).await.1);
+    assert_eq!(r["allowed"], true);
+    assert!(
+        r["auditAnnotations"]["findings"]
+            .as_str()
+            .is_some_and(|a| a.contains("DATABASE_URL"))
+    );
+    let (status, _) = conn.post("/validate/sometimes", b"{}".to_vec()).await;
+    assert_eq!(status, 404);
+    server.shutdown().await;
+}
+
+/// The env of the litellm Deployment in the real corpus.
+fn policy_corpus_env() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cli/tests/corpus/litellm__deploy_kubernetes_kub.yaml");
+    let text = std::fs::read_to_string(path).expect("corpus file");
+    let url = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("value: ")
+                .filter(|v| v.contains("postgresql://") || v.contains("postgres://"))
+        })
+        .expect("a DATABASE_URL in the corpus file")
+        .trim_matches('"')
+        .to_string();
+    json!([{"name": "DATABASE_URL", "value": url}])
+}
+
+#[tokio::test]
+async fn updates_ratchet_and_controllers_get_their_pods() {
+    let pki = Pki::new("ratchet");
+    let server = start(&pki).await;
+    let mut conn = connect(&pki, server.addr).await;
+    let bad = json!([{"name": "PGHOST", "value": "db.prod.svc"}]);
+    // An UPDATE of an already-violating Pod (image bump): allowed with a warning.
+    let mut review = pod_review(bad.clone());
+    review["request"]["operation"] = json!("UPDATE");
+    review["request"]["oldObject"] = review["request"]["object"].clone();
+    review["request"]["object"]["spec"]["containers"][0]["image"] = json!("busybox:1.37");
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("SslModeUnset"))
+    );
+    // The ReplicaSet controller creating a Pod of an already-admitted template.
+    let mut review = pod_review(bad);
+    review["request"]["userInfo"] = json!({"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]});
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(r["allowed"], true, "{r}");
+    // A user who is not an exemption subject cannot exempt a Pod.
+    let mut review = pod_review(json!([]));
+    review["request"]["userInfo"] =
+        json!({"username": "alice", "groups": ["system:authenticated"]});
+    review["request"]["object"]["metadata"]["annotations"] =
+        json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "because"});
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(r["allowed"], false, "{r}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_answer_and_the_server_keeps_serving() {
+    let pki = Pki::new("bad");
+    let server = start(&pki).await;
+    let mut conn = connect(&pki, server.addr).await;
+    let (status, body) = conn.post("/validate/enforce", b"{not json".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("malformed AdmissionReview"));
+    let (status, _) = conn
+        .post(
+            "/validate/enforce",
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 400);
+    // A review that can be answered, but wrongly formed: an `invalid` response with the uid.
+    let mut review = pod_review(json!([]));
+    review["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(
+        (r["allowed"].clone(), r["status"]["code"].clone()),
+        (json!(false), json!(400))
+    );
+    let mut review = pod_review(json!([]));
+    review["request"]["kind"]["kind"] = json!("Deployment");
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is a Pod, but the request says Deployment")),
+        "{r}"
+    );
+    let mut review = pod_review(json!([{"name": "PGHOST", "value": 5432}]));
+    review["request"]["uid"] = json!("u-1");
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(r["uid"], "u-1");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("object:")),
+        "{r}"
+    );
+    // Over 8 MiB: 413. Then a fresh connection still works.
+    let (status, _) = conn
+        .post("/validate/enforce", vec![b' '; webhook::MAX_BODY + 1])
+        .await;
+    assert_eq!(status, 413);
+    let mut conn = connect(&pki, server.addr).await;
+    // An UPDATE of a 1.4 MiB object (object and oldObject: 2.8 MiB): decided.
+    let big = "x".repeat(1_400_000);
+    let mut review = pod_review(json!([{"name": "PGHOST", "value": "db"}]));
+    review["request"]["object"]["metadata"]["annotations"] = json!({"big": big});
+    review["request"]["operation"] = json!("UPDATE");
+    review["request"]["oldObject"] = review["request"]["object"].clone();
+    let body = review.to_string().into_bytes();
+    assert!(body.len() > 2_800_000);
+    let (status, body) = conn.post("/validate/enforce", body).await;
+    assert_eq!(status, 200);
+    assert_eq!(response(&body)["allowed"], true);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn certificate_rotation_under_load_and_graceful_shutdown() {
+    let pki = Pki::new("rotate");
+    let server = start(&pki).await;
+    let addr = server.addr;
+    let before = connect(&pki, addr).await.subject;
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let body = pod_review(json!([])).to_string().into_bytes();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (failures, done, body) = (failures.clone(), done.clone(), body.clone());
+        let connector = pki.client();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                // A new connection each time: every request makes a handshake.
+                let ok = async {
+                    let tcp = TcpStream::connect(addr).await.ok()?;
+                    let name =
+                        rustls::pki_types::ServerName::try_from("webhook.verifyfull.svc").ok()?;
+                    let tls = connector.connect(name, tcp).await.ok()?;
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                            .await
+                            .ok()?;
+                    tokio::spawn(conn);
+                    let req = hyper::Request::post("/validate/enforce")
+                        .body(Full::new(Bytes::from(body.clone())))
+                        .ok()?;
+                    let resp = sender.send_request(req).await.ok()?;
+                    (resp.status() == 200).then_some(())
+                }
+                .await;
+                if ok.is_none() {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    // Rotate twice while the requests run.
+    for cn in ["second", "third"] {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        pki.issue(cn);
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(failures.load(Ordering::SeqCst), 0);
+    assert_eq!(done.load(Ordering::SeqCst), 160);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let after = connect(&pki, addr).await.subject;
+    assert_ne!(before, after, "new handshakes see the new certificate");
+
+    // Graceful shutdown with requests in flight: a request whose body is still arriving
+    // when shutdown begins completes; readiness goes off at once; then no more accepts.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("webhook.verifyfull.svc").expect("name");
+    let tls = pki.client().connect(name, tcp).await.expect("TLS");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(tls))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let (mut body_tx, body) = Channel::<Bytes>::new(4);
+    let req = hyper::Request::post("/validate/enforce")
+        .body(body)
+        .expect("request");
+    let in_flight =
+        tokio::spawn(async move { sender.send_request(req).await.map(|r| r.status().as_u16()) });
+    let review = pod_review(json!([])).to_string().into_bytes();
+    let (first, rest) = review.split_at(review.len() / 2);
+    body_tx
+        .send_data(Bytes::copy_from_slice(first))
+        .await
+        .expect("first half");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let admin = server.admin_addr;
+    server.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(http_get(admin, "/readyz").await, 503);
+    body_tx
+        .send_data(Bytes::copy_from_slice(rest))
+        .await
+        .expect("second half");
+    drop(body_tx);
+    assert_eq!(in_flight.await.expect("task").expect("response"), 200);
+    server.wait().await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
+    let tcp = TcpStream::connect(addr).await.expect("admin connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    sender
+        .send_request(req)
+        .await
+        .expect("response")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn admin_port() {
+    let pki = Pki::new("admin");
+    let server = start(&pki).await;
+    assert_eq!(http_get(server.admin_addr, "/livez").await, 200);
+    assert_eq!(http_get(server.admin_addr, "/readyz").await, 200);
+    let mut conn = connect(&pki, server.addr).await;
+    conn.post(
+        "/validate/warn",
+        pod_review(json!([])).to_string().into_bytes(),
+    )
+    .await;
+    let tcp = TcpStream::connect(server.admin_addr).await.expect("admin");
+    let (mut sender, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("handshake");
+    tokio::spawn(c);
+    let resp = sender
+        .send_request(
+            hyper::Request::get("/metrics")
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("metrics");
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec(),
+    )
+    .expect("utf-8");
+    assert!(text.contains(r#"verifyfull_webhook_reviews_total{kind="Pod",operation="CREATE",result="allowed",mode="warn"} 1"#), "{text}");
+    assert!(text.contains("verifyfull_webhook_review_duration_seconds_bucket"));
+    server.shutdown().await;
+}
