@@ -14,6 +14,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use policy::admission::{Policy, Subjects};
 use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
@@ -541,5 +542,100 @@ async fn admin_port() {
     .expect("utf-8");
     assert!(text.contains(r#"verifyfull_webhook_reviews_total{kind="Pod",operation="CREATE",result="allowed",mode="warn"} 1"#), "{text}");
     assert!(text.contains("verifyfull_webhook_review_duration_seconds_bucket"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn rsa_keys_serve_too() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rsa");
+    let server = webhook::start(
+        config(&dir.join("tls.crt"), &dir.join("tls.key")),
+        provider(),
+    )
+    .await
+    .expect("start with an RSA key");
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(dir.join("ca.crt")).expect("CA");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("webhook.verifyfull.svc").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with RSA");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("HTTP");
+    tokio::spawn(conn);
+    let body = pod_review(json!([])).to_string();
+    let req = hyper::Request::post("/validate/enforce")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    assert_eq!(
+        sender.send_request(req).await.expect("response").status(),
+        200
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new("slow");
+    let server = start(&pki).await;
+    // Headers that never finish.
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("webhook.verifyfull.svc").expect("name");
+    let mut slow = pki.client().connect(name, tcp).await.expect("TLS");
+    slow.write_all(b"POST /validate/enforce HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("partial headers");
+    // A body that never finishes.
+    let mut conn = connect(&pki, server.addr).await;
+    let (mut stalled_tx, stalled) = Channel::<Bytes>::new(1);
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("webhook.verifyfull.svc").expect("name");
+    let tls = pki.client().connect(name, tcp).await.expect("TLS");
+    let (mut sender, c) =
+        hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(tls))
+            .await
+            .expect("handshake");
+    tokio::spawn(c);
+    stalled_tx
+        .send_data(Bytes::from_static(b"{\"apiVersion\""))
+        .await
+        .expect("a little");
+    let req = hyper::Request::post("/validate/enforce")
+        .body(stalled)
+        .expect("request");
+    let stalled_status =
+        tokio::spawn(async move { sender.send_request(req).await.map(|r| r.status().as_u16()) });
+    // Meanwhile others are served.
+    let (status, _) = conn
+        .post(
+            "/validate/enforce",
+            pod_review(json!([])).to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Within the request timeout (2 s here) both slow ones get an answer or a close.
+    let status = tokio::time::timeout(Duration::from_secs(5), stalled_status)
+        .await
+        .expect("answered within the timeout")
+        .expect("task")
+        .expect("response");
+    assert_eq!(status, 408);
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the half-sent request is closed within the timeout"
+    );
+    drop(stalled_tx);
     server.shutdown().await;
 }
