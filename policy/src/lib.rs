@@ -13,6 +13,7 @@ pub mod hosts;
 pub mod jdbc;
 pub mod libpq;
 pub mod message;
+pub mod redact;
 pub mod verdict;
 pub mod workload;
 

@@ -3,8 +3,9 @@
 //! and a plain-HTTP admin port (`/livez`, `/readyz`, `/metrics`).
 //!
 //! The decision is `policy::admission::decide`; this crate decodes, times, records and
-//! encodes. Not built yet (issue 3): the ConfigMap/Secret caches for cluster mode, so the
-//! server runs `--standalone` (references are unresolved, never guessed).
+//! encodes. References to ConfigMaps (and, when allowed, Secrets) resolve from watch-fed
+//! caches ([`cache`]); `--standalone` runs without a cluster (references stay unresolved,
+//! never guessed).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use policy::{Context, NoSources, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub mod cache;
 pub mod metrics;
 pub mod review;
 pub mod tls;
@@ -50,6 +52,8 @@ pub struct Config {
     pub settings: Settings,
     pub policy: Policy,
     pub mode_label_subjects: Subjects,
+    /// `None`: standalone. The server is not ready until the caches have synced.
+    pub caches: Option<Arc<cache::Caches>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +75,15 @@ struct App {
     mode_label_subjects: Subjects,
     request_timeout: Duration,
     metrics: metrics::Metrics,
+    /// Listening and not shutting down.
     ready: AtomicBool,
+    caches: Option<Arc<cache::Caches>>,
+}
+
+impl App {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && self.caches.as_ref().is_none_or(|c| c.synced())
+    }
 }
 
 /// A started server.
@@ -137,6 +149,7 @@ pub async fn start(
         request_timeout: config.request_timeout,
         metrics: metrics::Metrics::new(),
         ready: AtomicBool::new(false),
+        caches: config.caches,
     });
     let (shutdown, mut stop) = watch::channel(false);
     let reload = tokio::spawn(resolver.watch(config.cert_reload_interval));
@@ -207,7 +220,7 @@ pub async fn start(
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.ready.load(Ordering::SeqCst) {
+    if app.ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
@@ -266,12 +279,17 @@ async fn validate(State(app): State<Arc<App>>, Path(mode): Path<String>, body: B
             Ok(Ok(collected)) => collected.to_bytes(),
         };
     let start = Instant::now();
+    let snapshot = app.caches.as_ref().map(|c| c.snapshot());
+    let sources: &dyn policy::ValueSource = match &snapshot {
+        Some(s) => s,
+        None => &NoSources,
+    };
     let decider = review::Decider {
         policy: &app.policy,
         mode_label_subjects: &app.mode_label_subjects,
         context: Context {
             settings: &app.settings,
-            sources: &NoSources,
+            sources,
             now: jiff::Timestamp::now(),
         },
     };

@@ -34,6 +34,10 @@ struct Args {
     /// Run without a cluster: references to ConfigMaps and Secrets stay unresolved.
     #[arg(long, env = "VERIFYFULL_STANDALONE")]
     standalone: bool,
+    /// Also watch Secrets (needs RBAC to list and watch them cluster-wide); only what the
+    /// engine needs of each value is kept, never the value.
+    #[arg(long, env = "VERIFYFULL_READ_SECRETS")]
+    read_secrets: bool,
     #[arg(long, value_enum, env = "VERIFYFULL_UNRESOLVED", default_value_t = Policy3::Warn)]
     unresolved: Policy3,
     #[arg(long, value_enum, env = "VERIFYFULL_UNVERIFIABLE", default_value_t = Policy3::Warn)]
@@ -110,15 +114,34 @@ async fn main() -> ExitCode {
         LogFormat::Json => subscriber.json().init(),
         LogFormat::Text => subscriber.init(),
     }
-    if !args.standalone {
-        tracing::error!(
-            "cluster mode (the ConfigMap/Secret caches) is not built yet; run with --standalone"
-        );
-        return ExitCode::from(2);
-    }
     // One crypto provider, chosen explicitly: with two in the dependency tree rustls has no default.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let _ = provider.as_ref().clone().install_default();
+    let caches = if args.standalone {
+        None
+    } else {
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG); use --standalone to run without one");
+                return ExitCode::from(1);
+            }
+        };
+        let caches = Arc::new(webhook::cache::Caches::new(args.read_secrets));
+        tokio::spawn(webhook::cache::watch(
+            kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::all(client.clone()),
+            caches.clone(),
+            policy::SourceKind::ConfigMap,
+        ));
+        if args.read_secrets {
+            tokio::spawn(webhook::cache::watch(
+                kube::Api::<k8s_openapi::api::core::v1::Secret>::all(client),
+                caches.clone(),
+                policy::SourceKind::Secret,
+            ));
+        }
+        Some(caches)
+    };
     let config = webhook::Config {
         listen: args.listen,
         admin_listen: args.admin_listen,
@@ -148,6 +171,7 @@ async fn main() -> ExitCode {
             users: args.mode_label_users,
             groups: args.mode_label_groups,
         },
+        caches,
     };
     let running = match webhook::start(config, provider).await {
         Ok(r) => r,

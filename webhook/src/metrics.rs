@@ -41,6 +41,13 @@ pub struct Metrics {
     latency: Family<ModeLabel, Histogram>,
     exemptions: Counter,
     pub ready: Gauge,
+    cache_synced: Family<KindLabel, Gauge>,
+    cache_objects: Family<KindLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
 }
 
 impl Default for Metrics {
@@ -78,12 +85,26 @@ impl Metrics {
             "1 when the webhook is ready to serve",
             ready.clone(),
         );
+        let cache_synced = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "cache_synced",
+            "1 when the cache of a kind has listed everything",
+            cache_synced.clone(),
+        );
+        let cache_objects = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "cache_objects",
+            "Objects in the cache of a kind",
+            cache_objects.clone(),
+        );
         Metrics {
             registry,
             reviews,
             latency,
             exemptions,
             ready,
+            cache_synced,
+            cache_objects,
         }
     }
 
@@ -102,6 +123,25 @@ impl Metrics {
             .observe(took.as_secs_f64());
         if r.exempted {
             self.exemptions.inc();
+        }
+    }
+
+    pub fn observe_caches(&self, caches: &crate::cache::Caches) {
+        let stores = [
+            ("ConfigMap", Some(&caches.config_maps)),
+            ("Secret", caches.secrets.as_ref()),
+        ];
+        for (kind, store) in stores {
+            let Some(store) = store else { continue };
+            let label = KindLabel {
+                kind: kind.to_string(),
+            };
+            self.cache_synced
+                .get_or_create(&label)
+                .set(i64::from(store.synced()));
+            self.cache_objects
+                .get_or_create(&label)
+                .set(store.len() as i64);
         }
     }
 

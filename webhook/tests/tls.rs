@@ -96,6 +96,7 @@ fn config(cert: &Path, key: &Path) -> webhook::Config {
             ..Policy::default()
         },
         mode_label_subjects: Subjects::default(),
+        caches: None,
     }
 }
 

@@ -1,0 +1,136 @@
+//! What a cache may keep of a Secret value (SPEC section 5, issue 3): the facts the engine
+//! needs, never the value. Connection strings lose their passwords; sslmode tokens and
+//! the other short switches libpq reads stay; everything else becomes a hidden span, so a
+//! reference to it is `Unresolved`, never guessed.
+
+use crate::hosts::HIDDEN_STR;
+use crate::jdbc;
+use crate::libpq::{self, SECRET_KEYWORDS};
+use crate::verdict::SslMode;
+
+/// Values that are switches, not secrets: sslmode tokens, `system`, `PGREQUIRESSL`'s
+/// `0`/`1`, `require` for `PGGSSENCMODE`, and the empty value.
+fn is_switch(v: &str) -> bool {
+    v.is_empty() || SslMode::parse_ignore_case(v).is_some() || matches!(v, "system" | "0" | "1")
+}
+
+/// Removes every password from a URI, in place: the userinfo password and secret query
+/// parameters. `start` is where the text after `scheme://` begins.
+fn redact_uri(s: &str, start: usize) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    out.push_str(&s[..start]);
+    let mut p = start;
+    // libpq's look-ahead: credentials end at the first '@' before any '/'.
+    let mut q = p;
+    while q < b.len() && b[q] != b'@' && b[q] != b'/' {
+        q += 1;
+    }
+    if q < b.len() && b[q] == b'@' {
+        let user_end = s[p..q].find(':').map_or(q, |i| p + i);
+        out.push_str(&s[p..user_end]);
+        out.push('@');
+        p = q + 1;
+    }
+    let (rest, query) = match s[p..].find('?') {
+        Some(i) => (&s[p..p + i], Some(&s[p + i + 1..])),
+        None => (&s[p..], None),
+    };
+    out.push_str(rest);
+    if let Some(query) = query {
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|param| {
+                let key = param.split('=').next().unwrap_or_default();
+                let decoded = libpq::decode(key, 0).unwrap_or_default();
+                !SECRET_KEYWORDS.contains(&decoded.as_ref())
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    out
+}
+
+fn redact_jdbc(s: &str) -> String {
+    match s.find('?') {
+        None => s.to_string(),
+        Some(i) => {
+            let kept: Vec<&str> = s[i + 1..]
+                .split('&')
+                .filter(|param| {
+                    let key = param.split('=').next().unwrap_or_default();
+                    !key.eq_ignore_ascii_case("password")
+                        && !key.eq_ignore_ascii_case("sslpassword")
+                })
+                .collect();
+            format!("{}?{}", &s[..i], kept.join("&"))
+        }
+    }
+}
+
+/// What a cache keeps of one Secret value.
+pub fn secret_value(value: &str) -> String {
+    if is_switch(value) {
+        return value.to_string();
+    }
+    let prefix = libpq::uri_prefix_length(value);
+    if prefix > 0 {
+        return redact_uri(value, prefix);
+    }
+    if let Some(rest) = value
+        .strip_prefix("postgresql+")
+        .or_else(|| value.strip_prefix("postgres+"))
+        && let Some(i) = rest.find("://")
+    {
+        return redact_uri(value, value.len() - rest.len() + i + 3);
+    }
+    if jdbc::recognise(value).is_some() {
+        return redact_jdbc(value);
+    }
+    if let libpq::KeyValueRecognition::Yes(info) = libpq::recognise_keyword_value(value) {
+        return info.without_secrets().to_keyword_value();
+    }
+    HIDDEN_STR.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_go_facts_stay() {
+        let cases = [
+            (
+                "postgres://app:s3cr3t-pw@db:5432/app?sslmode=require",
+                "postgres://app@db:5432/app?sslmode=require",
+            ),
+            (
+                "postgresql://app:pw@h1,h2/app?password=x&sslrootcert=/ca",
+                "postgresql://app@h1,h2/app?sslrootcert=/ca",
+            ),
+            (
+                "postgresql+asyncpg://u:pw@db/app?ssl=require",
+                "postgresql+asyncpg://u@db/app?ssl=require",
+            ),
+            ("postgres://db/app?pass%77ord=x", "postgres://db/app?"),
+            (
+                "jdbc:postgresql://db/app?user=a&password=pw&sslmode=verify-full",
+                "jdbc:postgresql://db/app?user=a&sslmode=verify-full",
+            ),
+            (
+                "host=db password='p w' sslmode=verify-full",
+                "host='db' sslmode='verify-full'",
+            ),
+            ("verify-full", "verify-full"),
+            ("system", "system"),
+            ("1", "1"),
+            ("", ""),
+            ("hunter2hunter2", "\u{E000}"),
+            ("db.prod.svc", "\u{E000}"),
+        ];
+        for (input, kept) in cases {
+            assert_eq!(secret_value(input), kept, "{input}");
+        }
+    }
+}
