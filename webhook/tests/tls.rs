@@ -640,3 +640,119 @@ async fn a_slow_client_is_cut_off_and_others_are_served() {
     drop(stalled_tx);
     server.shutdown().await;
 }
+
+/// Pod specs from the real corpus, each spliced into a review: the webhook (enforce,
+/// standalone) allows exactly what the engine passes.
+#[tokio::test]
+async fn corpus_pod_specs_spliced_into_reviews() {
+    let pki = Pki::new("corpus");
+    let server = start(&pki).await;
+    let mut conn = connect(&pki, server.addr).await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/tests/corpus");
+    let mut judged = 0;
+    let mut denied = 0;
+    for file in [
+        "deploy-sourcegraph__configure_migrator_migrator.Job.yaml",
+        "crunchy-pgo__testing_kuttl_e2e_pgbouncer_01-psql-connect.yaml",
+        "cloudnative-pg__tests_e2e_fixtures_fastfailover_webtest.yaml",
+        "bank-of-anthos__extras_cloudsql_populate-jobs_populate-ledger-db.yaml",
+        "okta-jhipster-k8s-eks__kubernetes_store-k8s_store-deployment.yaml",
+        "n8n-kubernetes-hosting__n8n-deployment.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("corpus file");
+        for doc in text.split("\n---") {
+            let Ok(v) = serde_saphyr::from_str::<Value>(doc) else {
+                continue;
+            };
+            let template = &v["spec"]["template"];
+            if template.is_null() {
+                continue;
+            }
+            let mut review = pod_review(json!([]));
+            review["request"]["object"]["spec"] = template["spec"].clone();
+            let pod: policy::Object =
+                serde_json::from_value(review["request"]["object"].clone()).expect("a Pod");
+            let policy::Object::Workload(w) = pod else {
+                panic!("a Pod")
+            };
+            let settings = policy::Settings::default();
+            let ctx = policy::Context {
+                settings: &settings,
+                sources: &policy::NoSources,
+                now: jiff::Timestamp::now(),
+            };
+            let expect_denied = policy::evaluate(w.view(), &ctx).denied();
+            let r = response(
+                &conn
+                    .post("/validate/enforce", review.to_string().into_bytes())
+                    .await
+                    .1,
+            );
+            assert_eq!(r["allowed"], json!(!expect_denied), "{file}: {r}");
+            judged += 1;
+            denied += usize::from(expect_denied);
+        }
+    }
+    // Denied: sourcegraph migrator (PGSSLMODE=disable), cnpg webtest (require), jhipster
+    // (JDBC without sslmode); allowed: crunchy (verify-full), bank-of-anthos (loopback
+    // proxy), n8n (not a libpq client).
+    assert_eq!((judged, denied), (6, 3));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn kubectl_debug_and_namespace_mode_label() {
+    let pki = Pki::new("debug");
+    let server = start(&pki).await;
+    let mut conn = connect(&pki, server.addr).await;
+    // `kubectl debug`: UPDATE of pods/ephemeralcontainers adding a violating container.
+    let mut review = pod_review(json!([]));
+    review["request"]["operation"] = json!("UPDATE");
+    review["request"]["subResource"] = json!("ephemeralcontainers");
+    review["request"]["oldObject"] = review["request"]["object"].clone();
+    review["request"]["object"]["spec"]["ephemeralContainers"] = json!([{"name": "debugger", "image": "postgres:17", "env": [{"name": "PGHOST", "value": "db.prod.svc"}]}]);
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("container debugger"))
+    );
+    // dryRun is judged the same.
+    review["request"]["dryRun"] = json!(true);
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(r["allowed"], false);
+    // Turning a namespace's mode off takes an allowed subject (none configured here).
+    let ns = |mode: &str| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"verifyfull.dev/mode": mode}}});
+    let mut review = pod_review(json!([]));
+    review["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Namespace"});
+    review["request"]["operation"] = json!("UPDATE");
+    review["request"]["object"] = ns("off");
+    review["request"]["oldObject"] = ns("enforce");
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(r["allowed"], false, "{r}");
+    review["request"]["object"] = ns("enforce");
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(r["allowed"], true, "{r}");
+    server.shutdown().await;
+}
