@@ -151,7 +151,7 @@ pub async fn start(
         ready: AtomicBool::new(false),
         caches: config.caches,
     });
-    let (shutdown, mut stop) = watch::channel(false);
+    let (shutdown, stop) = watch::channel(false);
     let reload = tokio::spawn(resolver.watch(config.cert_reload_interval));
 
     let router = Router::new()
@@ -173,40 +173,19 @@ pub async fn start(
             .await;
     });
 
-    let request_timeout = config.request_timeout;
-    let (delay, drain) = (config.shutdown_delay, config.drain_timeout);
+    let timeouts = Timeouts {
+        request: config.request_timeout,
+        delay: config.shutdown_delay,
+        drain: config.drain_timeout,
+    };
+    app.ready.store(true, Ordering::SeqCst);
     let ready_app = app.clone();
     let done = tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
-        let service = TowerToHyperService::new(router);
-        ready_app.ready.store(true, Ordering::SeqCst);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((tcp, _)) = accepted else { continue };
-                    let _ = tcp.set_nodelay(true);
-                    let acceptor = acceptor.clone();
-                    let service = service.clone();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let Ok(Ok(tls)) = tokio::time::timeout(request_timeout, acceptor.accept(tcp)).await else {
-                            return;
-                        };
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(request_timeout)
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(tls), service);
-                        let _ = watcher.watch(conn).await;
-                    });
-                }
-                _ = stop.wait_for(|s| *s) => break,
-            }
-        }
-        // Not ready at once; keep serving the delay so endpoints drop this Pod first.
-        ready_app.ready.store(false, Ordering::SeqCst);
-        tokio::time::sleep(delay).await;
-        let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+        serve_https(listener, acceptor, router, timeouts, stop, || {
+            // Not ready at once; serving goes on for the delay so endpoints drop this Pod first.
+            ready_app.ready.store(false, Ordering::SeqCst);
+        })
+        .await;
         reload.abort();
         let _ = admin_stop.send(true);
         let _ = admin_task.await;
@@ -217,6 +196,71 @@ pub async fn start(
         shutdown,
         done,
     })
+}
+
+/// Timeouts of the HTTPS server.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TLS handshake, request headers and body must arrive within this.
+    pub request: Duration,
+    /// How long to keep accepting after the stop signal.
+    pub delay: Duration,
+    /// How long in-flight requests may take to finish after that.
+    pub drain: Duration,
+}
+
+/// Serves `router` over TLS, HTTP/1.1 with keep-alive and `TCP_NODELAY`, until `stop`;
+/// then calls `on_stop`, keeps accepting for the delay, stops accepting, closes idle
+/// connections and lets in-flight requests finish.
+pub async fn serve_https(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: Router,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+    on_stop: impl FnOnce(),
+) {
+    let graceful = GracefulShutdown::new();
+    let service = TowerToHyperService::new(router);
+    let mut on_stop = Some(on_stop);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let delay_over = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let service = service.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let Ok(Ok(tls)) = tokio::time::timeout(timeouts.request, acceptor.accept(tcp)).await else {
+                        return;
+                    };
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(timeouts.request)
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(tls), service);
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+            _ = stop.wait_for(|s| *s), if deadline.is_none() => {
+                if let Some(f) = on_stop.take() {
+                    f();
+                }
+                deadline = Some(tokio::time::Instant::now() + timeouts.delay);
+            }
+            _ = delay_over => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(timeouts.drain, graceful.shutdown()).await;
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
