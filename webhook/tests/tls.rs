@@ -477,6 +477,10 @@ async fn certificate_rotation_under_load_and_graceful_shutdown() {
     server.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(http_get(admin, "/readyz").await, 503);
+    // During the delay new connections are still served (endpoints may lag).
+    let mut late = connect(&pki, addr).await;
+    let review = pod_review(json!([])).to_string().into_bytes();
+    assert_eq!(late.post("/validate/enforce", review).await.0, 200);
     body_tx
         .send_data(Bytes::copy_from_slice(rest))
         .await
