@@ -15,15 +15,15 @@ use policy::admission::Mode;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
-    kind: String,
-    operation: String,
-    result: String,
-    mode: String,
+    kind: &'static str,
+    operation: &'static str,
+    result: &'static str,
+    mode: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabel {
-    mode: String,
+    mode: &'static str,
 }
 
 pub fn mode_label(mode: Mode) -> &'static str {
@@ -47,7 +47,7 @@ pub struct Metrics {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
-    kind: String,
+    kind: &'static str,
 }
 
 impl Default for Metrics {
@@ -109,13 +109,13 @@ impl Metrics {
     }
 
     pub fn record(&self, r: &Reviewed, mode: Mode, took: Duration) {
-        let mode = mode_label(mode).to_string();
+        let mode = mode_label(mode);
         self.reviews
             .get_or_create(&ReviewLabels {
-                kind: r.kind.to_string(),
-                operation: r.operation.to_string(),
-                result: r.result.to_string(),
-                mode: mode.clone(),
+                kind: r.kind,
+                operation: r.operation,
+                result: r.result,
+                mode,
             })
             .inc();
         self.latency
@@ -133,9 +133,7 @@ impl Metrics {
         ];
         for (kind, store) in stores {
             let Some(store) = store else { continue };
-            let label = KindLabel {
-                kind: kind.to_string(),
-            };
+            let label = KindLabel { kind };
             self.cache_synced
                 .get_or_create(&label)
                 .set(i64::from(store.synced()));

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use policy::admission::{self, Answer, Mode, Operation, Policy, User};
-use policy::{Context, Meta, Object};
+use policy::{Context, Object};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -18,13 +18,16 @@ pub struct Decider<'a> {
     pub context: Context<'a>,
 }
 
+/// A review whose objects are read as `O`: straight into [`Object`] (one pass, the
+/// common case), or kept raw to tell exactly what is wrong with them.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+struct ReviewIn<'a, O> {
     api_version: Option<&'a str>,
     kind: Option<&'a str>,
     #[serde(borrow)]
-    request: Option<RequestIn<'a>>,
+    request: Option<RequestIn<'a, O>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -43,7 +46,8 @@ struct UserInfoIn {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+struct RequestIn<'a, O> {
     uid: String,
     #[serde(borrow, default)]
     kind: Gvk<'a>,
@@ -51,10 +55,25 @@ struct RequestIn<'a> {
     operation: Option<&'a str>,
     #[serde(default)]
     user_info: UserInfoIn,
-    #[serde(borrow)]
-    object: Option<&'a RawValue>,
-    #[serde(borrow)]
-    old_object: Option<&'a RawValue>,
+    object: Option<O>,
+    old_object: Option<O>,
+}
+
+/// An object as the review carried it.
+trait IntoObject {
+    fn into_object(self) -> Result<Object, String>;
+}
+
+impl IntoObject for Object {
+    fn into_object(self) -> Result<Object, String> {
+        Ok(self)
+    }
+}
+
+impl IntoObject for &RawValue {
+    fn into_object(self) -> Result<Object, String> {
+        parse_object(self)
+    }
 }
 
 #[derive(Serialize)]
@@ -127,25 +146,39 @@ const AUDIT_LIMIT: usize = 8 * 1024;
 
 /// Handles one request body for one mode.
 pub fn review(body: &[u8], mode: Mode, decider: &Decider<'_>) -> Reviewed {
-    let plain = |message: String| Reviewed {
+    // One pass into typed objects; only a review that fails is read again, objects kept
+    // raw, to say exactly what is wrong.
+    if let Ok(parsed) = serde_json::from_slice::<ReviewIn<'_, Object>>(body) {
+        return decide_review(parsed, mode, decider);
+    }
+    match serde_json::from_slice::<ReviewIn<'_, &RawValue>>(body) {
+        Ok(parsed) => decide_review(parsed, mode, decider),
+        Err(e) => plain(format!(
+            "malformed AdmissionReview at line {}, column {}: {}",
+            e.line(),
+            e.column(),
+            policy_free_message(&e)
+        )),
+    }
+}
+
+/// A 400: no AdmissionReview answer can be formed.
+fn plain(message: String) -> Reviewed {
+    Reviewed {
         status: 400,
         body: message.into_bytes(),
         kind: "other",
         operation: "other",
         result: "invalid",
         exempted: false,
-    };
-    let parsed: ReviewIn<'_> = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return plain(format!(
-                "malformed AdmissionReview at line {}, column {}: {}",
-                e.line(),
-                e.column(),
-                policy_free_message(&e)
-            ));
-        }
-    };
+    }
+}
+
+fn decide_review<O: IntoObject>(
+    parsed: ReviewIn<'_, O>,
+    mode: Mode,
+    decider: &Decider<'_>,
+) -> Reviewed {
     let Some(req) = parsed.request else {
         return plain("the AdmissionReview has no request".to_string());
     };
@@ -210,26 +243,25 @@ pub fn review(body: &[u8], mode: Mode, decider: &Decider<'_>) -> Reviewed {
         username: &req.user_info.username,
         groups: &req.user_info.groups,
     };
-    let Some(raw) = req.object else {
+    let Some(object) = req.object else {
         return invalid("the request has no object".to_string());
+    };
+    let object = match object.into_object() {
+        Ok(o) => o,
+        Err(e) => return invalid(format!("object: {e}")),
+    };
+    let old = match req.old_object.map(IntoObject::into_object).transpose() {
+        Ok(o) => o,
+        Err(e) => return invalid(format!("oldObject: {e}")),
     };
 
     if req.kind.kind == "Namespace" {
-        #[derive(Deserialize)]
-        struct Ns {
-            #[serde(default)]
-            metadata: Meta,
-        }
-        let new: Ns = match serde_json::from_str(raw.get()) {
-            Ok(n) => n,
-            Err(e) => return invalid(format!("object: {}", policy_free_message(&e))),
+        let Some(new) = object.metadata() else {
+            return invalid("the object is not a Namespace".to_string());
         };
-        let old: Option<Ns> = req
-            .old_object
-            .and_then(|o| serde_json::from_str(o.get()).ok());
         return match admission::namespace_mode_change(
-            old.as_ref().map(|o| &o.metadata),
-            &new.metadata,
+            old.as_ref().and_then(Object::metadata),
+            new,
             &user,
             decider.mode_label_subjects,
         ) {
@@ -252,10 +284,6 @@ pub fn review(body: &[u8], mode: Mode, decider: &Decider<'_>) -> Reviewed {
         };
     }
 
-    let object = match parse_object(raw) {
-        Ok(o) => o,
-        Err(e) => return invalid(format!("object: {e}")),
-    };
     let Object::Workload(workload) = object else {
         // Not a kind verifyfull judges: nothing to say.
         return allow();
@@ -266,11 +294,10 @@ pub fn review(body: &[u8], mode: Mode, decider: &Decider<'_>) -> Reviewed {
             workload.kind, req.kind.kind
         ));
     }
-    let old = match req.old_object.map(parse_object) {
+    let old = match old {
         None => None,
-        Some(Ok(Object::Workload(w))) => Some(w),
-        Some(Ok(_)) => return invalid("oldObject is not the same kind as object".to_string()),
-        Some(Err(e)) => return invalid(format!("oldObject: {e}")),
+        Some(Object::Workload(w)) => Some(w),
+        Some(_) => return invalid("oldObject is not the same kind as object".to_string()),
     };
     let request = admission::Request {
         operation: operation_kind,
