@@ -78,6 +78,7 @@ struct App {
     /// Listening and not shutting down.
     ready: AtomicBool,
     caches: Option<Arc<cache::Caches>>,
+    cert: Arc<tls::Reloading>,
 }
 
 impl App {
@@ -150,6 +151,7 @@ pub async fn start(
         metrics: metrics::Metrics::new(),
         ready: AtomicBool::new(false),
         caches: config.caches,
+        cert: resolver.clone(),
     });
     let (shutdown, stop) = watch::channel(false);
     let reload = tokio::spawn(resolver.watch(config.cert_reload_interval));
@@ -272,9 +274,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
-    app.metrics
-        .ready
-        .set(i64::from(app.ready.load(Ordering::SeqCst)));
+    app.metrics.ready.set(i64::from(app.ready()));
+    app.metrics.certificate_not_after.set(app.cert.not_after());
+    if let Some(caches) = &app.caches {
+        app.metrics.observe_caches(caches);
+    }
     match app.metrics.encode() {
         Ok(text) => (
             [(

@@ -41,6 +41,7 @@ pub struct Metrics {
     latency: Family<ModeLabel, Histogram>,
     exemptions: Counter,
     pub ready: Gauge,
+    pub certificate_not_after: Gauge,
     cache_synced: Family<KindLabel, Gauge>,
     cache_objects: Family<KindLabel, Gauge>,
 }
@@ -85,6 +86,12 @@ impl Metrics {
             "1 when the webhook is ready to serve",
             ready.clone(),
         );
+        let certificate_not_after = Gauge::default();
+        registry.register(
+            "certificate_not_after_seconds",
+            "notAfter of the serving certificate, seconds since the epoch",
+            certificate_not_after.clone(),
+        );
         let cache_synced = Family::<KindLabel, Gauge>::default();
         registry.register(
             "cache_synced",
@@ -103,6 +110,7 @@ impl Metrics {
             latency,
             exemptions,
             ready,
+            certificate_not_after,
             cache_synced,
             cache_objects,
         }

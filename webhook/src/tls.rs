@@ -85,6 +85,17 @@ pub struct Reloading {
     provider: Arc<CryptoProvider>,
     current: ArcSwap<CertifiedKey>,
     pem: std::sync::Mutex<Pem>,
+    /// The serving certificate's notAfter, in seconds since the epoch (0: unknown).
+    not_after: std::sync::atomic::AtomicI64,
+}
+
+/// notAfter of the first (leaf) certificate, in seconds since the epoch.
+fn not_after(certified: &CertifiedKey) -> i64 {
+    certified
+        .cert
+        .first()
+        .and_then(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
+        .map_or(0, |(_, cert)| cert.validity().not_after.timestamp())
 }
 
 impl Reloading {
@@ -103,6 +114,7 @@ impl Reloading {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
             provider,
+            not_after: std::sync::atomic::AtomicI64::new(not_after(&certified)),
             current: ArcSwap::from_pointee(certified),
             pem: std::sync::Mutex::new(pem),
         })
@@ -123,9 +135,16 @@ impl Reloading {
             return Ok(false);
         }
         let certified = certified(&pem, &self.cert_path, &self.key_path, &self.provider)?;
+        self.not_after
+            .store(not_after(&certified), std::sync::atomic::Ordering::SeqCst);
         self.current.store(Arc::new(certified));
         *last = pem;
         Ok(true)
+    }
+
+    /// The serving certificate's notAfter (seconds since the epoch; 0 if unreadable).
+    pub fn not_after(&self) -> i64 {
+        self.not_after.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Re-reads on every tick until the task is dropped.

@@ -547,6 +547,13 @@ async fn admin_port() {
     .expect("utf-8");
     assert!(text.contains(r#"verifyfull_webhook_reviews_total{kind="Pod",operation="CREATE",result="allowed",mode="warn"} 1"#), "{text}");
     assert!(text.contains("verifyfull_webhook_review_duration_seconds_bucket"));
+    let not_after: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("verifyfull_webhook_certificate_not_after_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("certificate not-after metric");
+    // rcgen's default validity ends in 4096.
+    assert!(not_after > 4_000_000_000, "{not_after}");
     server.shutdown().await;
 }
 
@@ -751,6 +758,81 @@ async fn kubectl_debug_and_namespace_mode_label() {
     );
     assert_eq!(r["allowed"], false, "{r}");
     review["request"]["object"] = ns("enforce");
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(r["allowed"], true, "{r}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn not_ready_until_the_caches_sync_then_references_resolve() {
+    use kube::runtime::watcher::Event;
+    use policy::SourceKind;
+    use webhook::cache::{Caches, Entry};
+    let pki = Pki::new("caches");
+    let (c, k) = pki.issue("first");
+    let caches = Arc::new(Caches::new(false));
+    let server = webhook::start(
+        webhook::Config {
+            caches: Some(caches.clone()),
+            ..config(&c, &k)
+        },
+        provider(),
+    )
+    .await
+    .expect("start");
+    assert_eq!(http_get(server.admin_addr, "/readyz").await, 503);
+    let entry = |data: &[(&str, &str)]| Entry {
+        namespace: "default".into(),
+        name: "db-env".into(),
+        data: data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    caches.config_maps.apply(SourceKind::ConfigMap, Event::Init);
+    caches.config_maps.apply(
+        SourceKind::ConfigMap,
+        Event::InitApply(entry(&[
+            ("PGHOST", "db.prod.svc"),
+            ("PGSSLMODE", "disable"),
+        ])),
+    );
+    caches
+        .config_maps
+        .apply(SourceKind::ConfigMap, Event::InitDone);
+    assert_eq!(http_get(server.admin_addr, "/readyz").await, 200);
+    // envFrom the cached ConfigMap: PGSSLMODE=disable is seen and denied.
+    let mut review = pod_review(json!([]));
+    review["request"]["object"]["spec"]["containers"][0]["envFrom"] =
+        json!([{"configMapRef": {"name": "db-env"}}]);
+    let mut conn = connect(&pki, server.addr).await;
+    let r = response(
+        &conn
+            .post("/validate/enforce", review.to_string().into_bytes())
+            .await
+            .1,
+    );
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ConfigMap db-env/PGSSLMODE")),
+        "{r}"
+    );
+    // The ConfigMap changes: the next review sees it.
+    caches.config_maps.apply(
+        SourceKind::ConfigMap,
+        Event::Apply(entry(&[
+            ("PGHOST", "db.prod.svc"),
+            ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", "/ca.crt"),
+        ])),
+    );
     let r = response(
         &conn
             .post("/validate/enforce", review.to_string().into_bytes())
