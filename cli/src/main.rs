@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use policy::{Decision, LoopbackPolicy, Settings};
 use verifyfull_cli::check;
 
 // Parsing thousands of manifests is allocation-bound; glibc's allocator spent a quarter of
@@ -37,46 +36,17 @@ struct CheckArgs {
     /// Files, directories or - (stdin).
     #[arg(required = true, value_name = "PATHS|-")]
     paths: Vec<PathBuf>,
-    /// What an Unresolved finding does (a deciding value is in a Secret/ConfigMap that is not in the input).
-    #[arg(long, value_enum, default_value_t = Policy::Warn, env = "VERIFYFULL_UNRESOLVED")]
-    unresolved: Policy,
-    /// What an Unverifiable finding does (a service file, custom JDBC factory, GSSAPI or unknown driver decides).
-    #[arg(long, value_enum, default_value_t = Policy::Warn, env = "VERIFYFULL_UNVERIFIABLE")]
-    unverifiable: Policy,
-    /// Whether targets on loopback (an in-Pod proxy does the TLS) are allowed or checked.
-    #[arg(long, value_enum, default_value_t = Loopback::Allow, env = "VERIFYFULL_LOOPBACK")]
-    loopback: Loopback,
+    #[command(flatten)]
+    settings: policy::args::SettingsArgs,
     /// The instant exemptions are judged at (RFC 3339, e.g. 2026-12-31T00:00:00Z); default: now.
     #[arg(long, value_parser = parse_now)]
     now: Option<jiff::Timestamp>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Human)]
     output: Output,
-    /// Names of variables that hold connection strings (substring, case-insensitive; A+B means
-    /// both). Repeat to replace the defaults.
-    #[arg(
-        long = "connection-variable",
-        value_name = "PATTERN",
-        env = "VERIFYFULL_CONNECTION_VARIABLES",
-        value_delimiter = ','
-    )]
-    connection_variables: Vec<String>,
     /// Worker threads (default: the number of CPUs).
     #[arg(long, short)]
     jobs: Option<usize>,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum Policy {
-    Deny,
-    Warn,
-    Allow,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum Loopback {
-    Allow,
-    Check,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -91,31 +61,11 @@ fn parse_now(s: &str) -> Result<jiff::Timestamp, String> {
     })
 }
 
-fn decision(p: Policy) -> Decision {
-    match p {
-        Policy::Deny => Decision::Deny,
-        Policy::Warn => Decision::Warn,
-        Policy::Allow => Decision::Allow,
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Check(args) = cli.command;
-    let mut settings = Settings {
-        unresolved: decision(args.unresolved),
-        unverifiable: decision(args.unverifiable),
-        loopback: match args.loopback {
-            Loopback::Allow => LoopbackPolicy::Allow,
-            Loopback::Check => LoopbackPolicy::Check,
-        },
-        ..Settings::default()
-    };
-    if !args.connection_variables.is_empty() {
-        settings.connection_variable_patterns = args.connection_variables;
-    }
     let opts = check::Options {
-        settings,
+        settings: args.settings.settings(),
         now: args.now.unwrap_or_else(jiff::Timestamp::now),
         jobs: args
             .jobs

@@ -6,6 +6,8 @@
 //! how to fix it. The CLI, the webhook and the operator all call [`evaluate`].
 
 pub mod admission;
+#[cfg(feature = "clap")]
+pub mod args;
 pub mod engine;
 pub mod env;
 pub mod exemptions;

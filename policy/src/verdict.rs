@@ -63,6 +63,7 @@ pub enum Severity {
 
 /// How `Unresolved` / `Unverifiable` findings are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Decision {
     Deny,
     Warn,
@@ -81,6 +82,7 @@ impl Decision {
 
 /// Whether targets that stay inside the Pod (loopback) are exempt from the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LoopbackPolicy {
     Allow,
     Check,

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use policy::admission::{Policy, Subjects};
-use policy::{Decision, LoopbackPolicy, Settings};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,12 +37,8 @@ struct Args {
     /// engine needs of each value is kept, never the value.
     #[arg(long, env = "VERIFYFULL_READ_SECRETS")]
     read_secrets: bool,
-    #[arg(long, value_enum, env = "VERIFYFULL_UNRESOLVED", default_value_t = Policy3::Warn)]
-    unresolved: Policy3,
-    #[arg(long, value_enum, env = "VERIFYFULL_UNVERIFIABLE", default_value_t = Policy3::Warn)]
-    unverifiable: Policy3,
-    #[arg(long, value_enum, env = "VERIFYFULL_LOOPBACK", default_value_t = Loopback::Allow)]
-    loopback: Loopback,
+    #[command(flatten)]
+    settings: policy::args::SettingsArgs,
     /// Users allowed to add or change exemption annotations.
     #[arg(long, env = "VERIFYFULL_EXEMPTION_USERS", value_delimiter = ',')]
     exemption_users: Vec<String>,
@@ -78,30 +73,9 @@ struct Args {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
-enum Policy3 {
-    Deny,
-    Warn,
-    Allow,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum Loopback {
-    Allow,
-    Check,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
 enum LogFormat {
     Json,
     Text,
-}
-
-fn decision(p: Policy3) -> Decision {
-    match p {
-        Policy3::Deny => Decision::Deny,
-        Policy3::Warn => Decision::Warn,
-        Policy3::Allow => Decision::Allow,
-    }
 }
 
 #[tokio::main]
@@ -151,15 +125,7 @@ async fn main() -> ExitCode {
         shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
         drain_timeout: Duration::from_secs(25),
         request_timeout: Duration::from_secs(10),
-        settings: Settings {
-            unresolved: decision(args.unresolved),
-            unverifiable: decision(args.unverifiable),
-            loopback: match args.loopback {
-                Loopback::Allow => LoopbackPolicy::Allow,
-                Loopback::Check => LoopbackPolicy::Check,
-            },
-            ..Settings::default()
-        },
+        settings: args.settings.settings(),
         policy: Policy {
             exemption_subjects: Subjects {
                 users: args.exemption_users,
