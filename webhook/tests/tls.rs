@@ -106,14 +106,28 @@ struct Conn {
     subject: String,
 }
 
-async fn connect(pki: &Pki, addr: std::net::SocketAddr) -> Conn {
+/// A TLS connection to the webhook as `webhook.verifyfull.svc`.
+async fn tls_stream(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("webhook.verifyfull.svc").expect("name");
-    let tls = pki
-        .client()
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// HTTP/1.1 over a new TLS connection, with request bodies of type `B`; also returns the
+/// serving certificate the handshake saw.
+async fn open<B>(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+) -> (hyper::client::conn::http1::SendRequest<B>, String)
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tls = tls_stream(connector, addr).await;
     let subject = tls
         .get_ref()
         .1
@@ -125,6 +139,11 @@ async fn connect(pki: &Pki, addr: std::net::SocketAddr) -> Conn {
         .await
         .expect("HTTP handshake");
     tokio::spawn(conn);
+    (sender, subject)
+}
+
+async fn connect(pki: &Pki, addr: std::net::SocketAddr) -> Conn {
+    let (sender, subject) = open(&pki.client(), addr).await;
     Conn { sender, subject }
 }
 
@@ -452,14 +471,7 @@ async fn certificate_rotation_under_load_and_graceful_shutdown() {
 
     // Graceful shutdown with requests in flight: a request whose body is still arriving
     // when shutdown begins completes; readiness goes off at once; then no more accepts.
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("webhook.verifyfull.svc").expect("name");
-    let tls = pki.client().connect(name, tcp).await.expect("TLS");
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(tls))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
+    let (mut sender, _) = open::<Channel<Bytes>>(&pki.client(), addr).await;
     let (mut body_tx, body) = Channel::<Bytes>::new(4);
     let req = hyper::Request::post("/validate/enforce")
         .body(body)
@@ -574,16 +586,8 @@ async fn rsa_keys_serve_too() {
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = TcpStream::connect(server.addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("webhook.verifyfull.svc").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake with RSA");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("HTTP");
-    tokio::spawn(conn);
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let (mut sender, _) = open::<Full<Bytes>>(&connector, server.addr).await;
     let body = pod_review(json!([])).to_string();
     let req = hyper::Request::post("/validate/enforce")
         .body(Full::new(Bytes::from(body)))
@@ -601,23 +605,14 @@ async fn a_slow_client_is_cut_off_and_others_are_served() {
     let pki = Pki::new("slow");
     let server = start(&pki).await;
     // Headers that never finish.
-    let tcp = TcpStream::connect(server.addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("webhook.verifyfull.svc").expect("name");
-    let mut slow = pki.client().connect(name, tcp).await.expect("TLS");
+    let mut slow = tls_stream(&pki.client(), server.addr).await;
     slow.write_all(b"POST /validate/enforce HTTP/1.1\r\nhost: x\r\n")
         .await
         .expect("partial headers");
     // A body that never finishes.
     let mut conn = connect(&pki, server.addr).await;
     let (mut stalled_tx, stalled) = Channel::<Bytes>::new(1);
-    let tcp = TcpStream::connect(server.addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("webhook.verifyfull.svc").expect("name");
-    let tls = pki.client().connect(name, tcp).await.expect("TLS");
-    let (mut sender, c) =
-        hyper::client::conn::http1::handshake::<_, Channel<Bytes>>(TokioIo::new(tls))
-            .await
-            .expect("handshake");
-    tokio::spawn(c);
+    let (mut sender, _) = open::<Channel<Bytes>>(&pki.client(), server.addr).await;
     stalled_tx
         .send_data(Bytes::from_static(b"{\"apiVersion\""))
         .await
