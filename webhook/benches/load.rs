@@ -319,7 +319,65 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf, rustls::pki_types::CertificateD
     (c, k, ca_cert.der().clone())
 }
 
+/// The webhook library with its ConfigMap cache holding 10,000 ConfigMaps, fed through the
+/// same path the watch uses (no API server here).
+async fn cached(cert: PathBuf, key: PathBuf, addr: SocketAddr) {
+    use kube::runtime::watcher::Event;
+    use webhook::cache::{Caches, Entry};
+    let caches = Arc::new(Caches::new(false));
+    let store = &caches.config_maps;
+    store.apply(policy::SourceKind::ConfigMap, Event::Init);
+    for i in 0..10_000 {
+        let data = [
+            ("PGHOST", format!("db-{i}.shop.svc")),
+            ("PGSSLMODE", "verify-full".to_string()),
+            ("PGSSLROOTCERT", "/etc/verifyfull/ca/ca.crt".to_string()),
+            ("LOG_LEVEL", "info".to_string()),
+            ("FEATURE_FLAGS", format!("checkout-v2,search-{i}")),
+        ];
+        let entry = Entry {
+            namespace: format!("team-{}", i % 100),
+            name: format!("app-{i}-env"),
+            data: data.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        };
+        store.apply(policy::SourceKind::ConfigMap, Event::InitApply(entry));
+    }
+    store.apply(policy::SourceKind::ConfigMap, Event::InitDone);
+    let config = webhook::Config {
+        listen: addr,
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
+        tls_cert_file: cert,
+        tls_key_file: key,
+        cert_reload_interval: Duration::from_secs(10),
+        shutdown_delay: Duration::ZERO,
+        drain_timeout: Duration::ZERO,
+        request_timeout: Duration::from_secs(10),
+        settings: policy::Settings::default(),
+        policy: policy::admission::Policy::default(),
+        mode_label_subjects: policy::admission::Subjects::default(),
+        caches: Some(caches),
+    };
+    webhook::start(config, provider())
+        .await
+        .expect("start")
+        .wait()
+        .await;
+}
+
 fn main() {
+    if let Ok(role) = std::env::var("VERIFYFULL_BENCH_CACHED") {
+        let parts: Vec<&str> = role.split('|').collect();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(cached(
+            parts[0].into(),
+            parts[1].into(),
+            parts[2].parse().expect("addr"),
+        ));
+        return;
+    }
     if let Ok(role) = std::env::var("VERIFYFULL_BENCH_BASELINE") {
         let parts: Vec<&str> = role.split('|').collect();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -428,6 +486,24 @@ fn main() {
             let rss = status_kib(server.child.id(), "VmHWM:");
             println!("peak RSS of {}: {:.1} MiB", server.name, rss as f64 / 1024.0);
         }
+        // The same server with 10,000 ConfigMaps in its cache, under the same load.
+        let cached_addr = free_port();
+        let cached = start_server(
+            "verifyfull-webhook, 10,000 ConfigMaps cached",
+            Command::new("taskset")
+                .args(["-c", "0"])
+                .arg(std::env::current_exe().expect("exe"))
+                .env("VERIFYFULL_BENCH_CACHED", format!("{cert_s}|{key_s}|{cached_addr}")),
+            cached_addr,
+        );
+        let (_, body, _) = &payloads[2];
+        let (rps, cpu) = saturate(&cached, &connector, body).await;
+        let rss = status_kib(cached.child.id(), "VmHWM:");
+        println!(
+            "{}: Deployment, allowed: {rps:.0} reviews/s, {cpu:.1} µs/review, peak RSS {:.1} MiB",
+            cached.name,
+            rss as f64 / 1024.0
+        );
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
