@@ -837,3 +837,47 @@ async fn not_ready_until_the_caches_sync_then_references_resolve() {
     assert_eq!(r["allowed"], true, "{r}");
     server.shutdown().await;
 }
+
+/// The kubelet updates a Secret volume by pointing the `..data` symlink at a new
+/// directory; `tls.crt` and `tls.key` are symlinks through it. Re-reading by path sees it.
+#[tokio::test]
+async fn kubelet_data_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let pki = Pki::new("symlink");
+    let volume = pki.dir.join("volume");
+    std::fs::create_dir_all(&volume).expect("volume");
+    let publish = |version: &str| {
+        let (c, k) = pki.issue(version);
+        let dir = volume.join(format!("..{version}"));
+        std::fs::create_dir_all(&dir).expect("version dir");
+        std::fs::copy(&c, dir.join("tls.crt")).expect("cert");
+        std::fs::copy(&k, dir.join("tls.key")).expect("key");
+        let tmp = volume.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        symlink(format!("..{version}"), &tmp).expect("symlink");
+        std::fs::rename(&tmp, volume.join("..data")).expect("swap ..data");
+    };
+    publish("v1");
+    for name in ["tls.crt", "tls.key"] {
+        symlink(format!("..data/{name}"), volume.join(name)).expect("file link");
+    }
+    let server = webhook::start(
+        config(&volume.join("tls.crt"), &volume.join("tls.key")),
+        provider(),
+    )
+    .await
+    .expect("start");
+    let before = connect(&pki, server.addr).await.subject;
+    publish("v2");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut conn = connect(&pki, server.addr).await;
+    assert_ne!(before, conn.subject, "the swapped certificate is served");
+    let (status, _) = conn
+        .post(
+            "/validate/enforce",
+            pod_review(json!([])).to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    server.shutdown().await;
+}
