@@ -148,6 +148,18 @@ async fn connect(pki: &Pki, addr: std::net::SocketAddr) -> Conn {
 }
 
 impl Conn {
+    /// Posts a review to `/validate/<mode>` and returns its `response`.
+    async fn review(&mut self, mode: &str, review: &Value) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/validate/{mode}"),
+                review.to_string().into_bytes(),
+            )
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        response(&body)
+    }
+
     async fn post(&mut self, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
         let req = hyper::Request::post(path)
             .header("content-type", "application/json")
@@ -217,12 +229,7 @@ async fn fixtures_modes_and_keep_alive() {
     // This one's Pod has an annotation whose value is a number, which the API server
     // rejects: an `invalid` answer naming the problem, not a verdict.
     let review = fixture("policy-server__tests_data_pod_sleep_100ms.json");
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(r["status"]["code"], 400);
     assert!(
         r["status"]["message"]
@@ -300,12 +307,7 @@ async fn updates_ratchet_and_controllers_get_their_pods() {
     review["request"]["operation"] = json!("UPDATE");
     review["request"]["oldObject"] = review["request"]["object"].clone();
     review["request"]["object"]["spec"]["containers"][0]["image"] = json!("busybox:1.37");
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(r["allowed"], true, "{r}");
     assert!(
         r["warnings"][0]
@@ -315,12 +317,7 @@ async fn updates_ratchet_and_controllers_get_their_pods() {
     // The ReplicaSet controller creating a Pod of an already-admitted template.
     let mut review = pod_review(bad);
     review["request"]["userInfo"] = json!({"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]});
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(r["allowed"], true, "{r}");
     // A user who is not an exemption subject cannot exempt a Pod.
     let mut review = pod_review(json!([]));
@@ -328,12 +325,7 @@ async fn updates_ratchet_and_controllers_get_their_pods() {
         json!({"username": "alice", "groups": ["system:authenticated"]});
     review["request"]["object"]["metadata"]["annotations"] =
         json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "because"});
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(r["allowed"], false, "{r}");
     server.shutdown().await;
 }
@@ -356,24 +348,14 @@ async fn bad_input_gets_a_clear_answer_and_the_server_keeps_serving() {
     // A review that can be answered, but wrongly formed: an `invalid` response with the uid.
     let mut review = pod_review(json!([]));
     review["apiVersion"] = json!("admission.k8s.io/v1beta1");
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(
         (r["allowed"].clone(), r["status"]["code"].clone()),
         (json!(false), json!(400))
     );
     let mut review = pod_review(json!([]));
     review["request"]["kind"]["kind"] = json!("Deployment");
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert!(
         r["status"]["message"]
             .as_str()
@@ -382,12 +364,7 @@ async fn bad_input_gets_a_clear_answer_and_the_server_keeps_serving() {
     );
     let mut review = pod_review(json!([{"name": "PGHOST", "value": 5432}]));
     review["request"]["uid"] = json!("u-1");
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(r["uid"], "u-1");
     assert!(
         r["status"]["message"]
@@ -688,12 +665,7 @@ async fn corpus_pod_specs_spliced_into_reviews() {
                 now: jiff::Timestamp::now(),
             };
             let expect_denied = policy::evaluate(w.view(), &ctx).denied();
-            let r = response(
-                &conn
-                    .post("/validate/enforce", review.to_string().into_bytes())
-                    .await
-                    .1,
-            );
+            let r = conn.review("enforce", &review).await;
             assert_eq!(r["allowed"], json!(!expect_denied), "{file}: {r}");
             judged += 1;
             denied += usize::from(expect_denied);
@@ -717,12 +689,7 @@ async fn kubectl_debug_and_namespace_mode_label() {
     review["request"]["subResource"] = json!("ephemeralcontainers");
     review["request"]["oldObject"] = review["request"]["object"].clone();
     review["request"]["object"]["spec"]["ephemeralContainers"] = json!([{"name": "debugger", "image": "postgres:17", "env": [{"name": "PGHOST", "value": "db.prod.svc"}]}]);
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(r["allowed"], false, "{r}");
     assert!(
         r["status"]["message"]
@@ -731,12 +698,7 @@ async fn kubectl_debug_and_namespace_mode_label() {
     );
     // dryRun is judged the same.
     review["request"]["dryRun"] = json!(true);
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(r["allowed"], false);
     // Turning a namespace's mode off takes an allowed subject (none configured here).
     let ns = |mode: &str| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"verifyfull.dev/mode": mode}}});
@@ -745,20 +707,10 @@ async fn kubectl_debug_and_namespace_mode_label() {
     review["request"]["operation"] = json!("UPDATE");
     review["request"]["object"] = ns("off");
     review["request"]["oldObject"] = ns("enforce");
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(r["allowed"], false, "{r}");
     review["request"]["object"] = ns("enforce");
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(r["allowed"], true, "{r}");
     server.shutdown().await;
 }
@@ -806,12 +758,7 @@ async fn not_ready_until_the_caches_sync_then_references_resolve() {
     review["request"]["object"]["spec"]["containers"][0]["envFrom"] =
         json!([{"configMapRef": {"name": "db-env"}}]);
     let mut conn = connect(&pki, server.addr).await;
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(r["allowed"], false, "{r}");
     assert!(
         r["status"]["message"]
@@ -828,12 +775,7 @@ async fn not_ready_until_the_caches_sync_then_references_resolve() {
             ("PGSSLROOTCERT", "/ca.crt"),
         ])),
     );
-    let r = response(
-        &conn
-            .post("/validate/enforce", review.to_string().into_bytes())
-            .await
-            .1,
-    );
+    let r = conn.review("enforce", &review).await;
     assert_eq!(r["allowed"], true, "{r}");
     server.shutdown().await;
 }
