@@ -265,6 +265,17 @@ pub async fn serve_https(
     let _ = tokio::time::timeout(timeouts.drain, graceful.shutdown()).await;
 }
 
+/// The log line of one review: names of kinds and results only, never an env value.
+pub fn log_review(reviewed: &review::Reviewed, mode: Mode) {
+    tracing::info!(
+        kind = reviewed.kind,
+        operation = reviewed.operation,
+        result = reviewed.result,
+        mode = metrics::mode_label(mode),
+        "review"
+    );
+}
+
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.ready() {
         (StatusCode::OK, "ready").into_response()
@@ -343,14 +354,7 @@ async fn validate(State(app): State<Arc<App>>, Path(mode): Path<String>, body: B
     };
     let reviewed = review::review(&bytes, mode, &decider);
     app.metrics.record(&reviewed, mode, start.elapsed());
-    // Names of kinds and results only: never an env value.
-    tracing::info!(
-        kind = reviewed.kind,
-        operation = reviewed.operation,
-        result = reviewed.result,
-        mode = metrics::mode_label(mode),
-        "review"
-    );
+    log_review(&reviewed, mode);
     let content_type = if reviewed.status == 200 {
         "application/json"
     } else {
