@@ -87,7 +87,7 @@ fn config(cert: &Path, key: &Path) -> webhook::Config {
         tls_cert_file: cert.to_path_buf(),
         tls_key_file: key.to_path_buf(),
         cert_reload_interval: Duration::from_millis(50),
-        shutdown_delay: Duration::from_millis(200),
+        shutdown_delay: Duration::from_millis(500),
         drain_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(2),
         settings: policy::Settings::default(),
