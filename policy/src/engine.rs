@@ -178,31 +178,12 @@ enum Recognised<'v> {
 const LIBPQ_DRIVERS: &[&str] = &["psycopg2", "psycopg", "psycopg2cffi", "pygresql"];
 
 fn recognise(value: &str) -> Option<Recognised<'_>> {
-    let prefix = libpq::uri_prefix_length(value);
-    if prefix > 0 {
+    if let Some(scheme) = libpq::uri_scheme(value) {
         return Some(Recognised::Libpq {
-            info: libpq::parse_uri_after_prefix(value, prefix),
+            info: libpq::parse_uri_after_prefix(value, scheme.start),
             uri: true,
-            driver: None,
+            driver: scheme.driver.filter(|d| !LIBPQ_DRIVERS.contains(d)),
         });
-    }
-    for scheme in ["postgresql+", "postgres+"] {
-        if let Some(rest) = value.strip_prefix(scheme) {
-            let end = rest.find("://")?;
-            let driver = &rest[..end];
-            if driver.is_empty()
-                || !driver
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'_')
-            {
-                return None;
-            }
-            return Some(Recognised::Libpq {
-                info: libpq::parse_uri_after_prefix(value, scheme.len() + end + 3),
-                uri: true,
-                driver: (!LIBPQ_DRIVERS.contains(&driver)).then_some(driver),
-            });
-        }
     }
     if jdbc::recognise(value).is_some() {
         return Some(Recognised::Jdbc(jdbc::parse(value)));
@@ -825,7 +806,7 @@ impl<'s> Scan<'s> {
                 "service" => scan.service = Some(value),
                 "gssencmode" => scan.gss = Some(value),
                 _ if driver && is_driver_tls_param(key) => scan.driver_tls = Some(key),
-                _ if !libpq::is_keyword(key) && key != "ssl" => scan.unknown += 1,
+                _ if libpq::is_unknown_keyword(key) => scan.unknown += 1,
                 _ => {}
             }
         }

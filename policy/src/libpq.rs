@@ -195,6 +195,45 @@ pub fn is_keyword(key: &str) -> bool {
     )
 }
 
+/// A key libpq does not know (`ssl` excepted: libpq reads a URI's `ssl=true`).
+pub fn is_unknown_keyword(key: &str) -> bool {
+    !is_keyword(key) && key != "ssl"
+}
+
+/// A PostgreSQL URI scheme: libpq's own, or SQLAlchemy's driver-qualified
+/// `postgresql+<driver>://`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UriScheme<'a> {
+    /// Where the text after `://` starts.
+    pub start: usize,
+    pub driver: Option<&'a str>,
+}
+
+/// Recognises a URI scheme by its prefix.
+pub fn uri_scheme(s: &str) -> Option<UriScheme<'_>> {
+    let prefix = uri_prefix_length(s);
+    if prefix > 0 {
+        return Some(UriScheme {
+            start: prefix,
+            driver: None,
+        });
+    }
+    let scheme = ["postgresql+", "postgres+"]
+        .into_iter()
+        .find(|scheme| s.starts_with(scheme))?;
+    let rest = &s[scheme.len()..];
+    let end = rest.find("://")?;
+    let driver = &rest[..end];
+    let valid = !driver.is_empty()
+        && driver
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_');
+    valid.then_some(UriScheme {
+        start: scheme.len() + end + 3,
+        driver: Some(driver),
+    })
+}
+
 /// Length of the URI prefix libpq recognises (`uri_prefix_length`), or 0.
 pub fn uri_prefix_length(s: &str) -> usize {
     if s.starts_with("postgresql://") {
@@ -230,7 +269,7 @@ impl<'a> Conninfo<'a> {
         self.params
             .iter()
             .map(|p| p.key.as_ref())
-            .filter(|k| !is_keyword(k) && *k != "ssl")
+            .filter(|k| is_unknown_keyword(k))
     }
 
     /// The same stores with every secret value dropped: what caches may keep.
@@ -264,20 +303,6 @@ impl<'a> Conninfo<'a> {
             out.push('\'');
         }
         out
-    }
-
-    pub fn into_owned(self) -> Conninfo<'static> {
-        Conninfo {
-            params: self
-                .params
-                .into_iter()
-                .map(|p| Param {
-                    key: Cow::Owned(p.key.into_owned()),
-                    value: Cow::Owned(p.value.into_owned()),
-                    place: p.place,
-                })
-                .collect(),
-        }
     }
 }
 

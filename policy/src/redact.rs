@@ -74,16 +74,8 @@ pub fn secret_value(value: &str) -> String {
     if is_switch(value) {
         return value.to_string();
     }
-    let prefix = libpq::uri_prefix_length(value);
-    if prefix > 0 {
-        return redact_uri(value, prefix);
-    }
-    if let Some(rest) = value
-        .strip_prefix("postgresql+")
-        .or_else(|| value.strip_prefix("postgres+"))
-        && let Some(i) = rest.find("://")
-    {
-        return redact_uri(value, value.len() - rest.len() + i + 3);
+    if let Some(scheme) = libpq::uri_scheme(value) {
+        return redact_uri(value, scheme.start);
     }
     if jdbc::recognise(value).is_some() {
         return redact_jdbc(value);
