@@ -69,15 +69,20 @@ impl Pki {
     }
 
     fn client(&self) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.clone()).expect("root");
-        let config = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        trusting(self.ca.clone())
     }
+}
+
+/// A TLS client that trusts `ca` only.
+fn trusting(ca: rustls::pki_types::CertificateDer<'static>) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 fn config(cert: &Path, key: &Path) -> webhook::Config {
@@ -556,15 +561,7 @@ async fn rsa_keys_serve_too() {
     .await
     .expect("start with an RSA key");
     let ca = rustls::pki_types::CertificateDer::from_pem_file(dir.join("ca.crt")).expect("CA");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).expect("root");
-    let client = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let (mut sender, _) = open::<Full<Bytes>>(&connector, server.addr).await;
+    let (mut sender, _) = open::<Full<Bytes>>(&trusting(ca), server.addr).await;
     let body = pod_review(json!([])).to_string();
     let req = hyper::Request::post("/validate/enforce")
         .body(Full::new(Bytes::from(body)))
