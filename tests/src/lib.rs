@@ -3,3 +3,4 @@
 
 pub mod pki;
 pub mod standin;
+pub mod harness;

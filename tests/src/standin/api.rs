@@ -275,14 +275,16 @@ impl Server {
         let mut n = 0;
         let mut next = None;
         out.extend_from_slice(b"{\"items\":[");
+        let mut last = None;
         for (id, o) in state.range(&def.key(), ns, after) {
             if !labels.matches(&o.value) || !fields_sel.matches(&o.value) {
                 continue;
             }
             if limit.is_some_and(|l| n >= l) {
-                next = Some(id.clone());
+                next = last.take();
                 break;
             }
+            last = Some(id.clone());
             if n > 0 {
                 out.push(b',');
             }

@@ -247,6 +247,13 @@ async fn body(req: Request<hyper::body::Incoming>) -> ApiResult<(Bytes, String)>
 }
 
 fn parse_object(bytes: &[u8], ct: &str) -> ApiResult<Value> {
+    if ct.contains("protobuf") || ct.contains("cbor") {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the stand-in reads JSON and YAML only, not {ct}"),
+        ));
+    }
     if ct.contains("yaml") {
         let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("the body is not UTF-8".into()))?;
         let opts = serde_saphyr::options! { with_snippet: false };

@@ -1,0 +1,267 @@
+//! What scenarios use: `kubectl` with a given kubeconfig, the real `verifyfull-webhook`
+//! binary as a process, in-process test webhooks, and plain-HTTP probes.
+
+use crate::pki::Pair;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The result of running a command.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `kubectl` bound to one kubeconfig; an ambient `KUBECONFIG` is never used.
+#[derive(Debug, Clone)]
+pub struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+impl Kubectl {
+    pub fn new(kubeconfig: &Path) -> Kubectl {
+        let cache = kubeconfig.with_extension("kubectl-cache");
+        Kubectl {
+            kubeconfig: kubeconfig.to_path_buf(),
+            cache,
+        }
+    }
+
+    /// Runs `kubectl ARGS`, with `stdin` piped in when given.
+    pub async fn run(&self, args: &[&str], stdin: Option<&str>) -> std::io::Result<Out> {
+        let mut cmd = tokio::process::Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()));
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes()).await?;
+        }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .map_err(|_| std::io::Error::other("kubectl took over 60 s"))??;
+        Ok(Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; used at once).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A plain-HTTP GET: status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Where a workspace binary was built: `VERIFYFULL_<NAME>_BIN`, or the target directory.
+pub fn binary(name: &str) -> Result<PathBuf, String> {
+    let var = format!("{}_BIN", name.to_ascii_uppercase().replace('-', "_"));
+    if let Ok(p) = std::env::var(&var) {
+        return Ok(PathBuf::from(p));
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug").join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is not built: run `cargo build -p {name}` first, or set {var}",
+            path.display()
+        ))
+    }
+}
+
+/// The real `verifyfull-webhook` binary, running as a process.
+#[derive(Debug)]
+pub struct WebhookProcess {
+    child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    dir: PathBuf,
+}
+
+impl WebhookProcess {
+    /// Starts the webhook with this serving pair; `kubeconfig: None` runs `--standalone`.
+    pub async fn start(dir: &Path, kubeconfig: Option<&Path>, pair: &Pair, extra: &[&str]) -> Result<WebhookProcess, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        write_pair(dir, pair).map_err(|e| e.to_string())?;
+        let port = free_port().map_err(|e| e.to_string())?;
+        let admin_port = free_port().map_err(|e| e.to_string())?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+        let log = std::fs::File::create(dir.join("webhook.log")).map_err(|e| e.to_string())?;
+        let mut cmd = tokio::process::Command::new(binary("verifyfull-webhook")?);
+        cmd.arg("--listen")
+            .arg(addr.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--tls-cert-file")
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key-file")
+            .arg(dir.join("tls.key"))
+            .arg("--cert-reload-seconds")
+            .arg("1")
+            .arg("--shutdown-delay-seconds")
+            .arg("0")
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        match kubeconfig {
+            Some(k) => cmd.env("KUBECONFIG", k),
+            None => cmd.arg("--standalone"),
+        };
+        let child = cmd.spawn().map_err(|e| e.to_string())?;
+        let p = WebhookProcess {
+            child,
+            addr,
+            admin,
+            dir: dir.to_path_buf(),
+        };
+        p.wait_ready(Duration::from_secs(30)).await?;
+        Ok(p)
+    }
+
+    pub async fn wait_ready(&self, within: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok((200, _)) = http_get(self.admin, "/readyz").await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("the webhook was not ready within {within:?}; log:\n{}", self.log()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Replaces the serving pair on disk, as the kubelet updates a mounted Secret.
+    pub fn rotate(&self, pair: &Pair) -> std::io::Result<()> {
+        write_pair(&self.dir, pair)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("webhook.log")).unwrap_or_default()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn write_pair(dir: &Path, pair: &Pair) -> std::io::Result<()> {
+    std::fs::write(dir.join("tls.key.new"), &pair.key)?;
+    std::fs::write(dir.join("tls.crt.new"), &pair.cert)?;
+    std::fs::rename(dir.join("tls.key.new"), dir.join("tls.key"))?;
+    std::fs::rename(dir.join("tls.crt.new"), dir.join("tls.crt"))
+}
+
+/// A handler for an in-process webhook: the AdmissionRequest in, the response fields out
+/// (`uid` is filled in).
+pub type Handler = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
+
+/// An in-process admission webhook over TLS, for testing the stand-in's admission chain.
+#[derive(Debug)]
+pub struct TestWebhook {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestWebhook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestWebhook {
+    pub async fn start(pair: &Pair, delay: Duration, handler: Handler) -> Result<TestWebhook, String> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pair.cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let key = PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).map_err(|e| e.to_string())?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| e.to_string())?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, handler) = (acceptor.clone(), handler.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let handler = handler.clone();
+                        async move {
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let review: Value = serde_json::from_slice(&body).unwrap_or_default();
+                            tokio::time::sleep(delay).await;
+                            let mut response = handler(&review["request"]);
+                            response["uid"] = review["request"]["uid"].clone();
+                            let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response});
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(out.to_string()))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Ok(TestWebhook { addr, task })
+    }
+}
+
+/// A JSON patch as a webhook response carries it.
+pub fn patch_response(ops: &Value) -> Value {
+    json!({"allowed": true, "patchType": "JSONPatch",
+           "patch": base64::engine::general_purpose::STANDARD.encode(ops.to_string())})
+}
+
+/// A `caBundle` value for a PEM CA.
+pub fn ca_bundle(pem: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(pem)
+}
