@@ -41,14 +41,20 @@ impl Kubectl {
 
     /// Runs `kubectl ARGS`, with `stdin` piped in when given.
     pub async fn run(&self, args: &[&str], stdin: Option<&str>) -> std::io::Result<Out> {
-        let mut cmd = tokio::process::Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()));
+        let mut cmd = tokio::process::Command::new(
+            std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()),
+        );
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
             .arg(&self.cache)
             .args(args)
             .env_remove("KUBECONFIG")
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -69,7 +75,9 @@ impl Kubectl {
 
 /// A free TCP port on 127.0.0.1 (bound and released; used at once).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A plain-HTTP GET: status and body.
@@ -85,7 +93,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -120,7 +131,12 @@ pub struct WebhookProcess {
 
 impl WebhookProcess {
     /// Starts the webhook with this serving pair; `kubeconfig: None` runs `--standalone`.
-    pub async fn start(dir: &Path, kubeconfig: Option<&Path>, pair: &Pair, extra: &[&str]) -> Result<WebhookProcess, String> {
+    pub async fn start(
+        dir: &Path,
+        kubeconfig: Option<&Path>,
+        pair: &Pair,
+        extra: &[&str],
+    ) -> Result<WebhookProcess, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         write_pair(dir, pair).map_err(|e| e.to_string())?;
         let port = free_port().map_err(|e| e.to_string())?;
@@ -168,7 +184,10 @@ impl WebhookProcess {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(format!("the webhook was not ready within {within:?}; log:\n{}", self.log()));
+                return Err(format!(
+                    "the webhook was not ready within {within:?}; log:\n{}",
+                    self.log()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -213,10 +232,15 @@ impl Drop for TestWebhook {
 }
 
 impl TestWebhook {
-    pub async fn start(pair: &Pair, delay: Duration, handler: Handler) -> Result<TestWebhook, String> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pair.cert.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+    pub async fn start(
+        pair: &Pair,
+        delay: Duration,
+        handler: Handler,
+    ) -> Result<TestWebhook, String> {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pair.cert.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
         let key = PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).map_err(|e| e.to_string())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -226,25 +250,39 @@ impl TestWebhook {
             .with_single_cert(chain, key)
             .map_err(|e| e.to_string())?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, handler) = (acceptor.clone(), handler.clone());
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let handler = handler.clone();
-                        async move {
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let review: Value = serde_json::from_slice(&body).unwrap_or_default();
-                            tokio::time::sleep(delay).await;
-                            let mut response = handler(&review["request"]);
-                            response["uid"] = review["request"]["uid"].clone();
-                            let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response});
-                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(out.to_string()))))
-                        }
-                    });
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let handler = handler.clone();
+                            async move {
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let review: Value =
+                                    serde_json::from_slice(&body).unwrap_or_default();
+                                tokio::time::sleep(delay).await;
+                                let mut response = handler(&review["request"]);
+                                response["uid"] = review["request"]["uid"].clone();
+                                let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response});
+                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                    Bytes::from(out.to_string()),
+                                )))
+                            }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
                         .await;

@@ -36,10 +36,12 @@ impl Ca {
     /// A serving certificate for these DNS names and IP addresses.
     pub fn issue(&self, names: &[&str]) -> Result<Pair, rcgen::Error> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("verifyfull"));
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("verifyfull"),
+        );
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Pair {
             cert: cert.pem(),

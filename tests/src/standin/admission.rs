@@ -125,7 +125,11 @@ fn rule_matches(rule: &Value, call: &Call) -> bool {
         rs.iter().filter_map(Value::as_str).any(|r| {
             let (rr, rs) = r.split_once('/').unwrap_or((r, ""));
             let res_ok = rr == "*" || rr == d.plural;
-            let sub_ok = if sub.is_empty() { rs.is_empty() } else { rs == "*" || rs == sub };
+            let sub_ok = if sub.is_empty() {
+                rs.is_empty()
+            } else {
+                rs == "*" || rs == sub
+            };
             res_ok && sub_ok
         })
     });
@@ -146,13 +150,20 @@ fn matches(
     old: Option<&Value>,
 ) -> ApiResult<bool> {
     let w = &hook.webhook;
-    if !w["rules"].as_array().is_some_and(|rs| rs.iter().any(|r| rule_matches(r, call))) {
+    if !w["rules"]
+        .as_array()
+        .is_some_and(|rs| rs.iter().any(|r| rule_matches(r, call)))
+    {
         return Ok(false);
     }
     let selector = |field: &str| -> ApiResult<Selector> {
         match w.get(field) {
             Some(s) if !s.is_null() => Selector::from_object(s).map_err(|e| {
-                ApiError::new(500, "InternalError", format!("webhook {:?}: {field}: {e}", hook.name))
+                ApiError::new(
+                    500,
+                    "InternalError",
+                    format!("webhook {:?}: {field}: {e}", hook.name),
+                )
             }),
             _ => Ok(Selector::default()),
         }
@@ -180,7 +191,8 @@ fn matches(
     }
     let obj_sel = selector("objectSelector")?;
     if !obj_sel.is_empty() {
-        let m = |o: Option<&Value>| o.is_some_and(|o| obj_sel.matches_labels(&o["metadata"]["labels"]));
+        let m =
+            |o: Option<&Value>| o.is_some_and(|o| obj_sel.matches_labels(&o["metadata"]["labels"]));
         if !m(obj) && !m(old) {
             return Ok(false);
         }
@@ -240,21 +252,23 @@ async fn run(
         return Ok(None);
     }
     let w = &hook.webhook;
-    if call.dry_run
-        && !matches!(w["sideEffects"].as_str(), Some("None" | "NoneOnDryRun"))
-    {
+    if call.dry_run && !matches!(w["sideEffects"].as_str(), Some("None" | "NoneOnDryRun")) {
         return Err(ApiError::bad_request(format!(
             "admission webhook {:?} does not support dry run",
             hook.name
         )));
     }
-    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request});
+    let review =
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request});
     match post(server, w, &review, &uid).await {
         Ok(a) => Ok(Some(a)),
         Err(e) if fails_closed(w) => Err(ApiError::new(
             500,
             "InternalError",
-            format!("Internal error occurred: failed calling webhook {:?}: {e}", hook.name),
+            format!(
+                "Internal error occurred: failed calling webhook {:?}: {e}",
+                hook.name
+            ),
         )),
         Err(_) => Ok(None),
     }
@@ -322,7 +336,12 @@ pub async fn mutate(
     Ok(warnings)
 }
 
-fn apply_answer(hook: &Hook, a: Answer, obj: &mut Value, warnings: &mut Vec<String>) -> ApiResult<()> {
+fn apply_answer(
+    hook: &Hook,
+    a: Answer,
+    obj: &mut Value,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
     warnings.extend(a.warnings);
     if !a.allowed {
         return Err(denied(hook, &a.status));
@@ -332,7 +351,14 @@ fn apply_answer(hook: &Hook, a: Answer, obj: &mut Value, warnings: &mut Vec<Stri
             ApiError::new(500, "InternalError", format!("Internal error occurred: admission webhook {:?} returned an invalid patch: {e}", hook.name))
         })?;
         json_patch::patch(obj, &ops).map_err(|e| {
-            ApiError::new(500, "InternalError", format!("Internal error occurred: admission webhook {:?} patch failed: {e}", hook.name))
+            ApiError::new(
+                500,
+                "InternalError",
+                format!(
+                    "Internal error occurred: admission webhook {:?} patch failed: {e}",
+                    hook.name
+                ),
+            )
         })?;
     }
     Ok(())
@@ -386,10 +412,17 @@ async fn post(server: &Server, w: &Value, review: &Value, uid: &str) -> Result<A
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&(ns.to_string(), name.to_string(), port))
                 .copied();
-            (format!("{name}.{ns}.svc"), port, path, route.map(|a| a.to_string()))
+            (
+                format!("{name}.{ns}.svc"),
+                port,
+                path,
+                route.map(|a| a.to_string()),
+            )
         }
         (_, Some(url)) => {
-            let rest = url.strip_prefix("https://").ok_or("webhook URL is not https")?;
+            let rest = url
+                .strip_prefix("https://")
+                .ok_or("webhook URL is not https")?;
             let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
             let (host, port) = match hostport.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p.parse().unwrap_or(443)),
@@ -411,9 +444,10 @@ async fn post(server: &Server, w: &Value, review: &Value, uid: &str) -> Result<A
     let body = serde_json::to_vec(review).map_err(|e| e.to_string())?;
     let exchange = async {
         let tls = connect(&addr, &host, cc["caBundle"].as_str().unwrap_or_default()).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let req = http::Request::post(format!("{path}?timeout={}s", timeout.as_secs()))
             .header("host", format!("{host}:{port}"))

@@ -43,7 +43,10 @@ impl User {
     pub fn controller(name: &str) -> User {
         User::new(
             &format!("system:serviceaccount:kube-system:{name}"),
-            &["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:kube-system",
+            ],
         )
     }
 }
@@ -74,8 +77,12 @@ impl ApiError {
     }
 
     pub fn not_found(def: &ResourceDef, name: &str) -> ApiError {
-        ApiError::new(404, "NotFound", format!("{} {name:?} not found", def.qualified()))
-            .with_details(json!({"name": name, "group": def.group, "kind": def.plural}))
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} {name:?} not found", def.qualified()),
+        )
+        .with_details(json!({"name": name, "group": def.group, "kind": def.plural}))
     }
 
     pub fn conflict(def: &ResourceDef, name: &str) -> ApiError {
@@ -110,8 +117,12 @@ impl ApiError {
             .iter()
             .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
             .collect();
-        ApiError::new(422, "Invalid", format!("{kind_group} {name:?} is invalid: {joined}"))
-            .with_details(json!({"name": name, "group": def.group, "kind": def.kind, "causes": causes}))
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{kind_group} {name:?} is invalid: {joined}"),
+        )
+        .with_details(json!({"name": name, "group": def.group, "kind": def.kind, "causes": causes}))
     }
 }
 
@@ -210,14 +221,18 @@ impl PatchType {
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/json-patch+json" => Some(PatchType::Json),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Some(PatchType::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
+                Some(PatchType::Apply)
+            }
             _ => None,
         }
     }
 }
 
 pub fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 impl Server {
@@ -323,11 +338,14 @@ impl Server {
         };
         let mut state = self.state();
         let since = if initial_events { None } else { since };
-        state.watch(filter, since, tx.clone()).map_err(|()| {
+        state.watch(filter, since, tx.clone()).map_err(|oldest| {
             ApiError::new(
                 410,
                 "Expired",
-                format!("too old resource version: {} ({})", since.unwrap_or_default(), state.compacted + 1),
+                format!(
+                    "too old resource version: {} ({oldest})",
+                    since.unwrap_or_default()
+                ),
             )
         })?;
         if initial_events {
@@ -337,7 +355,11 @@ impl Server {
     }
 
     /// Sends a bookmark into a watch stream, in order with its events.
-    pub fn send_bookmark(&self, def: &ResourceDef, tx: &tokio::sync::mpsc::UnboundedSender<Bytes>) -> bool {
+    pub fn send_bookmark(
+        &self,
+        def: &ResourceDef,
+        tx: &tokio::sync::mpsc::UnboundedSender<Bytes>,
+    ) -> bool {
         let state = self.state();
         tx.send(bookmark(def, state.rv, false)).is_ok()
     }
@@ -400,7 +422,9 @@ impl Server {
         managed: Option<Value>,
     ) -> ApiResult<Reply> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the body is not a JSON object".into()));
+            return Err(ApiError::bad_request(
+                "the body is not a JSON object".into(),
+            ));
         }
         let mut t = t.clone();
         let meta = obj
@@ -439,7 +463,12 @@ impl Server {
             m.insert("uid".into(), json!(self.uid()));
             m.insert("creationTimestamp".into(), json!(now()));
             m.insert("generation".into(), json!(1));
-            for f in ["resourceVersion", "deletionTimestamp", "selfLink", "managedFields"] {
+            for f in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "selfLink",
+                "managedFields",
+            ] {
                 m.remove(f);
             }
         }
@@ -468,7 +497,10 @@ impl Server {
         let call = Call::new(&t, "CREATE", o);
         let (obj, warnings) = self.admit(call, obj, None).await?;
         if o.dry_run {
-            return Ok(Reply { object: obj, warnings });
+            return Ok(Reply {
+                object: obj,
+                warnings,
+            });
         }
         self.write_delay().await;
         let stored = {
@@ -484,7 +516,10 @@ impl Server {
             state.commit(&t.def.key(), &t.namespace, &name, EventType::Added, obj)
         };
         self.after_commit(&t, &stored);
-        Ok(Reply { object: stored.value.clone(), warnings })
+        Ok(Reply {
+            object: stored.value.clone(),
+            warnings,
+        })
     }
 
     /// Defaulting and pruning on decode (custom resources).
@@ -520,11 +555,18 @@ impl Server {
         let precondition = body["metadata"]["resourceVersion"]
             .as_str()
             .map(str::to_string);
-        self.write(t, current, body, precondition, o, PatchType::Merge).await
+        self.write(t, current, body, precondition, o, PatchType::Merge)
+            .await
     }
 
     /// Patches an object; an apply patch creates it when absent.
-    pub async fn patch(&self, t: &Target, ty: PatchType, body: &[u8], o: &WriteOpts) -> ApiResult<Reply> {
+    pub async fn patch(
+        &self,
+        t: &Target,
+        ty: PatchType,
+        body: &[u8],
+        o: &WriteOpts,
+    ) -> ApiResult<Reply> {
         self.counters.patch.fetch_add(1, Ordering::Relaxed);
         let patch: Value = match ty {
             PatchType::Apply => parse_apply(body)?,
@@ -549,24 +591,45 @@ impl Server {
                 .as_str()
                 .map(str::to_string);
             let new = self.patched(t, &current.value, ty, &patch, o)?;
-            match self.write(t, current, new, precondition.clone(), o, ty).await {
-                Err(e) if e.code == 409 && precondition.is_none() && e.status["reason"] == "Conflict"
-                    && e.status["details"]["causes"].is_null() => continue,
+            match self
+                .write(t, current, new, precondition.clone(), o, ty)
+                .await
+            {
+                Err(e)
+                    if e.code == 409
+                        && precondition.is_none()
+                        && e.status["reason"] == "Conflict"
+                        && e.status["details"]["causes"].is_null() =>
+                {
+                    continue;
+                }
                 other => return other,
             }
         }
         Err(ApiError::conflict(&t.def, &t.name))
     }
 
-    fn patched(&self, t: &Target, cur: &Value, ty: PatchType, patch: &Value, o: &WriteOpts) -> ApiResult<Value> {
+    fn patched(
+        &self,
+        t: &Target,
+        cur: &Value,
+        ty: PatchType,
+        patch: &Value,
+        o: &WriteOpts,
+    ) -> ApiResult<Value> {
         let mut new = cur.clone();
         match ty {
             PatchType::Merge => json_patch::merge(&mut new, patch),
             PatchType::Json => {
                 let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                     .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-                json_patch::patch(&mut new, &ops)
-                    .map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
+                json_patch::patch(&mut new, &ops).map_err(|e| {
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!("the JSON patch could not be applied: {e}"),
+                    )
+                })?;
             }
             PatchType::Strategic => strategic(&mut new, patch, &mut Vec::new()),
             PatchType::Apply => {
@@ -644,11 +707,17 @@ impl Server {
                 n
             }
             other => {
-                return Err(ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({other})")));
+                return Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("the server could not find the requested resource ({other})"),
+                ));
             }
         };
         if !new.is_object() {
-            return Err(ApiError::bad_request("the body is not a JSON object".into()));
+            return Err(ApiError::bad_request(
+                "the body is not a JSON object".into(),
+            ));
         }
         if let Some(bm) = new["metadata"]["name"].as_str()
             && bm != t.name
@@ -658,7 +727,14 @@ impl Server {
                 t.name
             )));
         }
-        for f in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "generation"] {
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "generation",
+        ] {
             set_or_remove(&mut new["metadata"], f, cur["metadata"].get(f));
         }
         new["apiVersion"] = json!(t.def.api_version());
@@ -674,11 +750,22 @@ impl Server {
         if ty != PatchType::Apply {
             let shape = Self::shape(&t.def);
             let mut old_with_managed = cur.clone();
-            if !new["metadata"]["managedFields"].is_null() && new["metadata"]["managedFields"] != cur["metadata"]["managedFields"] {
+            if !new["metadata"]["managedFields"].is_null()
+                && new["metadata"]["managedFields"] != cur["metadata"]["managedFields"]
+            {
                 // A client that sends managedFields replaces them.
-                old_with_managed["metadata"]["managedFields"] = new["metadata"]["managedFields"].clone();
+                old_with_managed["metadata"]["managedFields"] =
+                    new["metadata"]["managedFields"].clone();
             }
-            fields::record_update(Some(&old_with_managed), &mut new, &o.field_manager, &t.def.api_version(), &t.subresource, &now(), &*shape);
+            fields::record_update(
+                Some(&old_with_managed),
+                &mut new,
+                &o.field_manager,
+                &t.def.api_version(),
+                &t.subresource,
+                &now(),
+                &*shape,
+            );
         }
         if same_ignoring_times(cur, &new) {
             // A write that changes nothing is not a write: no new resource version, no event.
@@ -687,11 +774,16 @@ impl Server {
         let call = Call::new(t, "UPDATE", o);
         let (new, warnings) = self.admit(call, new, Some(cur)).await?;
         if o.dry_run {
-            return Ok(Reply { object: new, warnings });
+            return Ok(Reply {
+                object: new,
+                warnings,
+            });
         }
         self.write_delay().await;
         let finalized = new["metadata"]["deletionTimestamp"].is_string()
-            && new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty)
+            && new["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
             && t.def.kind != "Namespace";
         let stored = {
             let mut state = self.state();
@@ -699,18 +791,30 @@ impl Server {
                 Some(now) if now.rv == current.rv => {}
                 _ => return Err(ApiError::conflict(&t.def, &t.name)),
             }
-            let typ = if finalized { EventType::Deleted } else { EventType::Modified };
+            let typ = if finalized {
+                EventType::Deleted
+            } else {
+                EventType::Modified
+            };
             state.commit(&t.def.key(), &t.namespace, &t.name, typ, new)
         };
         if finalized {
             self.after_delete(t, &stored);
         }
         self.after_commit(t, &stored);
-        Ok(Reply { object: stored.value.clone(), warnings })
+        Ok(Reply {
+            object: stored.value.clone(),
+            warnings,
+        })
     }
 
     /// Deletes an object; with finalizers it is only marked.
-    pub async fn delete(&self, t: &Target, o: &WriteOpts, preconditions: &Value) -> ApiResult<Reply> {
+    pub async fn delete(
+        &self,
+        t: &Target,
+        o: &WriteOpts,
+        preconditions: &Value,
+    ) -> ApiResult<Reply> {
         self.counters.delete.fetch_add(1, Ordering::Relaxed);
         let current = self.get(t)?;
         if let Some(uid) = preconditions["uid"].as_str()
@@ -751,7 +855,11 @@ impl Server {
                 Some(_) => return Err(ApiError::conflict(&t.def, &t.name)),
                 None => return Err(ApiError::not_found(&t.def, &t.name)),
             }
-            let typ = if has_finalizers { EventType::Modified } else { EventType::Deleted };
+            let typ = if has_finalizers {
+                EventType::Modified
+            } else {
+                EventType::Deleted
+            };
             state.commit(&t.def.key(), &t.namespace, &t.name, typ, marked)
         };
         if !has_finalizers {
@@ -770,14 +878,25 @@ impl Server {
         let gone = crd["metadata"]["deletionTimestamp"].is_string();
         let new_defs = super::resources::from_crd(crd);
         let mut state = self.state();
-        let group = crd["spec"]["group"].as_str().unwrap_or_default().to_string();
-        let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or_default().to_string();
-        state.defs.retain(|d| !(d.group == group && d.plural == plural && d.schema.is_some()));
+        let group = crd["spec"]["group"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let plural = crd["spec"]["names"]["plural"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        state
+            .defs
+            .retain(|d| !(d.group == group && d.plural == plural && d.schema.is_some()));
         if gone || state.get(&t.def.key(), "", &t.name).is_none() {
             return;
         }
         state.defs.extend(new_defs);
-        if crd["status"]["conditions"].as_array().is_none_or(Vec::is_empty) {
+        if crd["status"]["conditions"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
             let mut established = crd.clone();
             let now = now();
             established["status"] = json!({
@@ -797,7 +916,10 @@ impl Server {
 
     /// Background cascading deletion of dependents, and a CRD's objects with it.
     fn after_delete(&self, t: &Target, stored: &Arc<Stored>) {
-        let uid = stored.value["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+        let uid = stored.value["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let mut state = self.state();
         let keys: Vec<ResKey> = state.defs.iter().map(ResourceDef::key).collect();
         let mut doomed = Vec::new();
@@ -806,20 +928,32 @@ impl Server {
                 let owned = o.value["metadata"]["ownerReferences"]
                     .as_array()
                     .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()));
-                if owned && !doomed.iter().any(|(k, n, m): &(ResKey, String, String)| k == &key && n == ns && m == name) {
+                if owned
+                    && !doomed.iter().any(|(k, n, m): &(ResKey, String, String)| {
+                        k == &key && n == ns && m == name
+                    })
+                {
                     doomed.push((key.clone(), ns.clone(), name.clone()));
                 }
             }
         }
         if t.def.kind == "CustomResourceDefinition" {
             let key: ResKey = (
-                stored.value["spec"]["group"].as_str().unwrap_or_default().into(),
-                stored.value["spec"]["names"]["plural"].as_str().unwrap_or_default().into(),
+                stored.value["spec"]["group"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+                stored.value["spec"]["names"]["plural"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
             );
             for ((ns, name), _) in state.range(&key, None, None) {
                 doomed.push((key.clone(), ns.clone(), name.clone()));
             }
-            state.defs.retain(|d| !(d.group == key.0 && d.plural == key.1 && d.schema.is_some()));
+            state
+                .defs
+                .retain(|d| !(d.group == key.0 && d.plural == key.1 && d.schema.is_some()));
         }
         for (key, ns, name) in doomed {
             if let Some(o) = state.get(&key, &ns, &name) {
@@ -831,7 +965,14 @@ impl Server {
 
     /// Direct access for controllers and tests: commit without admission (the API
     /// server's own writes, such as a namespace's finalization).
-    pub fn commit_raw(&self, key: &ResKey, ns: &str, name: &str, typ: EventType, v: Value) -> Arc<Stored> {
+    pub fn commit_raw(
+        &self,
+        key: &ResKey,
+        ns: &str,
+        name: &str,
+        typ: EventType,
+        v: Value,
+    ) -> Arc<Stored> {
         self.state().commit(key, ns, name, typ, v)
     }
 }
@@ -918,9 +1059,11 @@ fn apply_conflict(c: &[fields::Conflict]) -> ApiError {
     };
     let causes: Vec<Value> = c
         .iter()
-        .map(|x| json!({"reason": "FieldManagerConflict",
+        .map(|x| {
+            json!({"reason": "FieldManagerConflict",
                         "message": format!("conflict with {:?} using {}", x.manager, x.api_version),
-                        "field": x.field}))
+                        "field": x.field})
+        })
         .collect();
     ApiError::new(409, "Conflict", message).with_details(json!({"causes": causes}))
 }
@@ -950,7 +1093,9 @@ fn strategic(target: &mut Value, patch: &Value, path: &mut Vec<String>) {
             match Builtin.list(&names) {
                 fields::ListKind::Map(keys) => {
                     for item in p {
-                        let found = t.iter_mut().find(|x| keys.iter().all(|k| x.get(k) == item.get(k)));
+                        let found = t
+                            .iter_mut()
+                            .find(|x| keys.iter().all(|k| x.get(k) == item.get(k)));
                         match found {
                             Some(x) => strategic(x, item, path),
                             None => t.push(item.clone()),
@@ -972,7 +1117,9 @@ fn encode_continue(ns: &str, name: &str) -> String {
 fn decode_continue(c: &str) -> ApiResult<(String, String)> {
     use base64::Engine;
     let bad = || ApiError::bad_request("continue key is not valid".into());
-    let raw = base64::engine::general_purpose::STANDARD.decode(c).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(c)
+        .map_err(|_| bad())?;
     let v: (String, String) = serde_json::from_slice(&raw).map_err(|_| bad())?;
     Ok(v)
 }

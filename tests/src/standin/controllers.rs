@@ -31,7 +31,10 @@ fn suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(1);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    encode(fnv(&n.to_le_bytes()) ^ jiff::Timestamp::now().as_nanosecond() as u64, 5)
+    encode(
+        fnv(&n.to_le_bytes()) ^ jiff::Timestamp::now().as_nanosecond() as u64,
+        5,
+    )
 }
 
 #[derive(Debug)]
@@ -63,7 +66,10 @@ fn owner_ref(obj: &Value) -> Value {
 fn owned_by(obj: &Value, owner_uid: &Value) -> bool {
     obj["metadata"]["ownerReferences"]
         .as_array()
-        .is_some_and(|r| r.iter().any(|o| &o["uid"] == owner_uid && o["controller"] == true))
+        .is_some_and(|r| {
+            r.iter()
+                .any(|o| &o["uid"] == owner_uid && o["controller"] == true)
+        })
 }
 
 fn target(def: &ResourceDef, ns: &str, name: &str) -> Target {
@@ -98,8 +104,12 @@ impl Controllers {
         let obj = &c.obj.value;
         match (c.key.0.as_str(), c.key.1.as_str()) {
             ("apps", "deployments") if c.typ != EventType::Deleted => self.deployment(obj).await,
-            ("apps", "replicasets") if c.typ != EventType::Deleted => self.replicas(obj, "replicaset-controller").await,
-            ("batch", "jobs") if c.typ != EventType::Deleted => self.replicas(obj, "job-controller").await,
+            ("apps", "replicasets") if c.typ != EventType::Deleted => {
+                self.replicas(obj, "replicaset-controller").await
+            }
+            ("batch", "jobs") if c.typ != EventType::Deleted => {
+                self.replicas(obj, "job-controller").await
+            }
             ("", "pods") if c.typ == EventType::Deleted => self.pod_gone(obj).await,
             ("", "namespaces") if obj["metadata"]["deletionTimestamp"].is_string() => {
                 self.terminate(&c.namespace_or_name()).await
@@ -113,13 +123,21 @@ impl Controllers {
 
     /// Retries failed Pod creations, as the controllers' work queues do.
     async fn resync(&self) {
-        for (group, plural, who) in [("apps", "replicasets", "replicaset-controller"), ("batch", "jobs", "job-controller")] {
+        for (group, plural, who) in [
+            ("apps", "replicasets", "replicaset-controller"),
+            ("batch", "jobs", "job-controller"),
+        ] {
             let key: ResKey = (group.into(), plural.into());
             let pending: Vec<Value> = self
                 .server
                 .state()
                 .range(&key, None, None)
-                .filter(|(_, o)| o.value["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "ReplicaFailure" || c["type"] == "FailedCreate")))
+                .filter(|(_, o)| {
+                    o.value["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "ReplicaFailure" || c["type"] == "FailedCreate")
+                    })
+                })
                 .map(|(_, o)| o.value.clone())
                 .collect();
             for o in pending {
@@ -129,7 +147,10 @@ impl Controllers {
     }
 
     async fn deployment(&self, d: &Value) {
-        let (Some(rs_def), Some(d_def)) = (def(&self.server, "apps", "replicasets"), def(&self.server, "apps", "deployments")) else {
+        let (Some(rs_def), Some(d_def)) = (
+            def(&self.server, "apps", "replicasets"),
+            def(&self.server, "apps", "deployments"),
+        ) else {
             return;
         };
         if d["metadata"]["deletionTimestamp"].is_string() {
@@ -151,20 +172,32 @@ impl Controllers {
             .map(|(_, o)| o.value.clone())
             .collect();
         let o = opts("deployment-controller");
-        for old in existing.iter().filter(|r| r["metadata"]["name"] != rs_name.as_str()) {
+        for old in existing
+            .iter()
+            .filter(|r| r["metadata"]["name"] != rs_name.as_str())
+        {
             if old["spec"]["replicas"] != 0 {
                 let mut scaled = old.clone();
                 scaled["spec"]["replicas"] = json!(0);
                 let n = old["metadata"]["name"].as_str().unwrap_or_default();
-                let _ = self.server.update(&target(&rs_def, ns, n), scaled, &o).await;
+                let _ = self
+                    .server
+                    .update(&target(&rs_def, ns, n), scaled, &o)
+                    .await;
             }
         }
-        match existing.iter().find(|r| r["metadata"]["name"] == rs_name.as_str()) {
+        match existing
+            .iter()
+            .find(|r| r["metadata"]["name"] == rs_name.as_str())
+        {
             Some(cur) if cur["spec"]["replicas"] == replicas => {}
             Some(cur) => {
                 let mut scaled = cur.clone();
                 scaled["spec"]["replicas"] = json!(replicas);
-                let _ = self.server.update(&target(&rs_def, ns, &rs_name), scaled, &o).await;
+                let _ = self
+                    .server
+                    .update(&target(&rs_def, ns, &rs_name), scaled, &o)
+                    .await;
             }
             None => {
                 let mut labels = template["metadata"]["labels"].clone();
@@ -188,7 +221,8 @@ impl Controllers {
                 let _ = self.server.create(&target(&rs_def, ns, ""), rs, &o).await;
             }
         }
-        let status = json!({"observedGeneration": d["metadata"]["generation"], "replicas": replicas});
+        let status =
+            json!({"observedGeneration": d["metadata"]["generation"], "replicas": replicas});
         if d["status"]["observedGeneration"] != status["observedGeneration"] {
             let mut t = target(&d_def, ns, name);
             t.subresource = "status".into();
@@ -207,18 +241,30 @@ impl Controllers {
         let is_job = owner["kind"] == "Job";
         let want = if is_job {
             let done = owner["status"]["succeeded"].as_i64().unwrap_or(0);
-            if done > 0 { 0 } else { owner["spec"]["parallelism"].as_i64().unwrap_or(1) }
+            if done > 0 {
+                0
+            } else {
+                owner["spec"]["parallelism"].as_i64().unwrap_or(1)
+            }
         } else {
             owner["spec"]["replicas"].as_i64().unwrap_or(1)
         };
-        let ns = owner["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-        let name = owner["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let ns = owner["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = owner["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let uid = owner["metadata"]["uid"].clone();
         let pods: Vec<String> = self
             .server
             .state()
             .range(&pod_def.key(), Some(&ns), None)
-            .filter(|(_, p)| owned_by(&p.value, &uid) && !p.value["metadata"]["deletionTimestamp"].is_string())
+            .filter(|(_, p)| {
+                owned_by(&p.value, &uid) && !p.value["metadata"]["deletionTimestamp"].is_string()
+            })
             .map(|((_, n), _)| n.clone())
             .collect();
         let have = pods.len() as i64;
@@ -238,14 +284,22 @@ impl Controllers {
                 meta["labels"]["batch.kubernetes.io/job-name"] = json!(name);
                 meta["labels"]["controller-uid"] = uid.clone();
             }
-            let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": tpl["spec"]});
-            if let Err(e) = self.server.create(&target(&pod_def, &ns, ""), pod, &o).await {
+            let pod =
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": tpl["spec"]});
+            if let Err(e) = self
+                .server
+                .create(&target(&pod_def, &ns, ""), pod, &o)
+                .await
+            {
                 failure = Some(e.status["message"].as_str().unwrap_or_default().to_string());
                 break;
             }
         }
         for extra in pods.iter().skip(want.max(0) as usize) {
-            let _ = self.server.delete(&target(&pod_def, &ns, extra), &o, &Value::Null).await;
+            let _ = self
+                .server
+                .delete(&target(&pod_def, &ns, extra), &o, &Value::Null)
+                .await;
         }
         self.record_failure(owner, who, failure).await;
     }
@@ -255,14 +309,20 @@ impl Controllers {
     async fn record_failure(&self, owner: &Value, who: &str, failure: Option<String>) {
         let Some(owner_def) = owner["apiVersion"].as_str().and_then(|av| {
             let group = av.split_once('/').map_or("", |(g, _)| g);
-            let plural = if owner["kind"] == "Job" { "jobs" } else { "replicasets" };
+            let plural = if owner["kind"] == "Job" {
+                "jobs"
+            } else {
+                "replicasets"
+            };
             def(&self.server, group, plural)
         }) else {
             return;
         };
         let ns = owner["metadata"]["namespace"].as_str().unwrap_or_default();
         let name = owner["metadata"]["name"].as_str().unwrap_or_default();
-        let had = owner["status"]["conditions"].as_array().is_some_and(|c| !c.is_empty());
+        let had = owner["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty());
         let o = opts(who);
         let mut t = target(&owner_def, ns, name);
         t.subresource = "status".into();
@@ -281,18 +341,27 @@ impl Controllers {
                 }
                 if !had {
                     let cond = json!({"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": msg});
-                    let _ = self.server.update(&t, json!({"status": {"conditions": [cond]}}), &o).await;
+                    let _ = self
+                        .server
+                        .update(&t, json!({"status": {"conditions": [cond]}}), &o)
+                        .await;
                 }
             }
             None if had => {
-                let _ = self.server.update(&t, json!({"status": {"conditions": []}}), &o).await;
+                let _ = self
+                    .server
+                    .update(&t, json!({"status": {"conditions": []}}), &o)
+                    .await;
             }
             None => {}
         }
     }
 
     async fn pod_gone(&self, pod: &Value) {
-        let Some(owner) = pod["metadata"]["ownerReferences"].as_array().and_then(|r| r.iter().find(|o| o["controller"] == true)) else {
+        let Some(owner) = pod["metadata"]["ownerReferences"]
+            .as_array()
+            .and_then(|r| r.iter().find(|o| o["controller"] == true))
+        else {
             return;
         };
         let (group, plural, who) = match owner["kind"].as_str() {
@@ -300,7 +369,9 @@ impl Controllers {
             Some("Job") => ("batch", "jobs", "job-controller"),
             _ => return,
         };
-        let Some(d) = def(&self.server, group, plural) else { return };
+        let Some(d) = def(&self.server, group, plural) else {
+            return;
+        };
         let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
         let name = owner["name"].as_str().unwrap_or_default();
         if let Ok(o) = self.server.get(&target(&d, ns, name))
@@ -328,7 +399,8 @@ impl Controllers {
         }
         meta["name"] = json!(name);
         meta["ownerReferences"] = json!([owner_ref(cj)]);
-        let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": tpl["spec"]});
+        let job =
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": tpl["spec"]});
         server
             .create(&target(&job_def, ns, ""), job, &opts("cronjob-controller"))
             .await
@@ -344,10 +416,12 @@ impl Controllers {
             state
                 .defs
                 .iter()
-                .filter(|d| d.namespaced && {
-                    let fresh = !seen.contains(&d.key());
-                    seen.push(d.key());
-                    fresh
+                .filter(|d| {
+                    d.namespaced && {
+                        let fresh = !seen.contains(&d.key());
+                        seen.push(d.key());
+                        fresh
+                    }
                 })
                 .cloned()
                 .collect()
@@ -361,7 +435,10 @@ impl Controllers {
                 .map(|((_, n), _)| n.clone())
                 .collect();
             for n in names {
-                let _ = self.server.delete(&target(&d, ns, &n), &o, &Value::Null).await;
+                let _ = self
+                    .server
+                    .delete(&target(&d, ns, &n), &o, &Value::Null)
+                    .await;
             }
         }
         self.maybe_finish_namespace(ns).await;
@@ -392,7 +469,10 @@ impl Controllers {
 impl Change {
     fn namespace_or_name(&self) -> String {
         if self.namespace.is_empty() {
-            self.obj.value["metadata"]["name"].as_str().unwrap_or_default().to_string()
+            self.obj.value["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
         } else {
             self.namespace.clone()
         }

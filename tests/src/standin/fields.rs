@@ -27,8 +27,14 @@ impl Shape for Builtin {
         let keys = |k: &[&str]| ListKind::Map(k.iter().map(|s| s.to_string()).collect());
         let parent = path.len().checked_sub(2).map(|i| path[i]);
         match path.last().copied().unwrap_or_default() {
-            "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-            | "imagePullSecrets" | "webhooks" | "resourceClaims" => keys(&["name"]),
+            "containers"
+            | "initContainers"
+            | "ephemeralContainers"
+            | "env"
+            | "volumes"
+            | "imagePullSecrets"
+            | "webhooks"
+            | "resourceClaims" => keys(&["name"]),
             "volumeMounts" => keys(&["mountPath"]),
             "volumeDevices" => keys(&["devicePath"]),
             "conditions" => keys(&["type"]),
@@ -48,8 +54,10 @@ impl Shape for Builtin {
     }
 
     fn atomic_map(&self, path: &[&str]) -> bool {
-        matches!(path, [.., "spec", "selector"] | [.., "namespaceSelector"] | [.., "objectSelector"])
-            && path.first() != Some(&"metadata")
+        matches!(
+            path,
+            [.., "spec", "selector"] | [.., "namespaceSelector"] | [.., "objectSelector"]
+        ) && path.first() != Some(&"metadata")
     }
 }
 
@@ -83,7 +91,9 @@ impl Shape for Schema<'_> {
             return ListKind::Atomic;
         };
         match s["x-kubernetes-list-type"].as_str() {
-            Some("map") => ListKind::Map(super::resources::strings(&s["x-kubernetes-list-map-keys"])),
+            Some("map") => {
+                ListKind::Map(super::resources::strings(&s["x-kubernetes-list-map-keys"]))
+            }
             Some("set") => ListKind::Set,
             _ => ListKind::Atomic,
         }
@@ -133,8 +143,10 @@ impl FieldSet {
                     if let Some(mm) = v.as_object() {
                         for (mk, mv) in mm {
                             if !SERVER_FIELDS.contains(&mk.as_str()) {
-                                meta.children
-                                    .insert(format!("f:{mk}"), of_value(mv, &["metadata", mk], shape));
+                                meta.children.insert(
+                                    format!("f:{mk}"),
+                                    of_value(mv, &["metadata", mk], shape),
+                                );
                             }
                         }
                     }
@@ -143,7 +155,8 @@ impl FieldSet {
                     }
                     continue;
                 }
-                set.children.insert(format!("f:{k}"), of_value(v, &[k], shape));
+                set.children
+                    .insert(format!("f:{k}"), of_value(v, &[k], shape));
             }
         }
         set
@@ -243,7 +256,8 @@ fn of_value(v: &Value, path: &[&str], shape: &dyn Shape) -> FieldSet {
             for (k, c) in m {
                 let mut p = path.to_vec();
                 p.push(k);
-                set.children.insert(format!("f:{k}"), of_value(c, &p, shape));
+                set.children
+                    .insert(format!("f:{k}"), of_value(c, &p, shape));
             }
             // Maps and structs alike: the node itself is a member, so that removing the
             // last owned child can remove the map a manager created.
@@ -366,7 +380,9 @@ pub fn display(path: &[String]) -> String {
 /// item by item, sets union, everything else is replaced whole.
 pub fn merge(live: &mut Value, applied: &Value, path: &mut Vec<String>, shape: &dyn Shape) {
     match (live, applied) {
-        (Value::Object(l), Value::Object(a)) if !shape.atomic_map(&names(path)) || path.is_empty() => {
+        (Value::Object(l), Value::Object(a))
+            if !shape.atomic_map(&names(path)) || path.is_empty() =>
+        {
             for (k, av) in a {
                 path.push(k.clone());
                 match l.get_mut(k) {
@@ -663,28 +679,55 @@ mod tests {
 
     #[test]
     fn two_managers_merge_env_by_name_and_removal_is_exact() {
-        let user = apply(&json!({"metadata": {"name": "d"}}), &deploy(json!([{"name": "A", "value": "1"}])), &req("user", false)).unwrap();
+        let user = apply(
+            &json!({"metadata": {"name": "d"}}),
+            &deploy(json!([{"name": "A", "value": "1"}])),
+            &req("user", false),
+        )
+        .unwrap();
         let injector_cfg = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
             "spec": {"template": {"spec": {"containers": [{"name": "app", "env": [{"name": "B", "value": "2"}]}]}}}});
         let both = apply(&user, &injector_cfg, &req("injector", false)).unwrap();
         let env = &both["spec"]["template"]["spec"]["containers"][0]["env"];
         assert_eq!(env.as_array().unwrap().len(), 2);
         // The injector withdraws: only its variable goes, the user's container stays.
-        let empty = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
+        let empty =
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
         let after = apply(&both, &empty, &req("injector", false)).unwrap();
-        assert_eq!(after["spec"]["template"]["spec"]["containers"][0]["env"], json!([{"name": "A", "value": "1"}]));
-        assert_eq!(after["spec"]["template"]["spec"]["containers"][0]["image"], "app:1");
-        let managers: Vec<String> = read_managed(&after).into_iter().map(|m| m.manager).collect();
+        assert_eq!(
+            after["spec"]["template"]["spec"]["containers"][0]["env"],
+            json!([{"name": "A", "value": "1"}])
+        );
+        assert_eq!(
+            after["spec"]["template"]["spec"]["containers"][0]["image"],
+            "app:1"
+        );
+        let managers: Vec<String> = read_managed(&after)
+            .into_iter()
+            .map(|m| m.manager)
+            .collect();
         assert_eq!(managers, ["user"]);
     }
 
     #[test]
     fn conflicting_value_is_reported_then_forced() {
-        let user = apply(&json!({"metadata": {"name": "d"}}), &deploy(json!([])), &req("user", false)).unwrap();
+        let user = apply(
+            &json!({"metadata": {"name": "d"}}),
+            &deploy(json!([])),
+            &req("user", false),
+        )
+        .unwrap();
         let mut other = deploy(json!([]));
         other["spec"]["replicas"] = json!(3);
         let err = apply(&user, &other, &req("other", false)).unwrap_err();
-        assert_eq!(err, [Conflict { manager: "user".into(), api_version: "apps/v1".into(), field: ".spec.replicas".into() }]);
+        assert_eq!(
+            err,
+            [Conflict {
+                manager: "user".into(),
+                api_version: "apps/v1".into(),
+                field: ".spec.replicas".into()
+            }]
+        );
         let forced = apply(&user, &other, &req("other", true)).unwrap();
         assert_eq!(forced["spec"]["replicas"], 3);
         let m = read_managed(&forced);
@@ -696,19 +739,47 @@ mod tests {
 
     #[test]
     fn update_takes_ownership_of_changed_fields() {
-        let user = apply(&json!({"metadata": {"name": "d"}}), &deploy(json!([])), &req("user", false)).unwrap();
+        let user = apply(
+            &json!({"metadata": {"name": "d"}}),
+            &deploy(json!([])),
+            &req("user", false),
+        )
+        .unwrap();
         let mut new = user.clone();
         new["spec"]["replicas"] = json!(5);
-        record_update(Some(&user), &mut new, "kubectl-edit", "apps/v1", "", "t", &Builtin);
+        record_update(
+            Some(&user),
+            &mut new,
+            "kubectl-edit",
+            "apps/v1",
+            "",
+            "t",
+            &Builtin,
+        );
         let m = read_managed(&new);
         let path: Vec<String> = vec!["f:spec".into(), "f:replicas".into()];
-        assert!(m.iter().find(|m| m.manager == "kubectl-edit").unwrap().set.contains(&path));
-        assert!(!m.iter().find(|m| m.manager == "user").unwrap().set.contains(&path));
+        assert!(
+            m.iter()
+                .find(|m| m.manager == "kubectl-edit")
+                .unwrap()
+                .set
+                .contains(&path)
+        );
+        assert!(
+            !m.iter()
+                .find(|m| m.manager == "user")
+                .unwrap()
+                .set
+                .contains(&path)
+        );
     }
 
     #[test]
     fn display_matches_the_api_server() {
-        let p: Vec<String> = ["f:spec", "k:{\"name\":\"app\"}", "f:image"].iter().map(|s| s.to_string()).collect();
+        let p: Vec<String> = ["f:spec", "k:{\"name\":\"app\"}", "f:image"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(display(&p), ".spec[name=\"app\"].image");
     }
 }

@@ -66,7 +66,8 @@ fn decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
                     Ok(x) => {
                         out.push(x);
                         i += 2;
@@ -82,7 +83,11 @@ fn decode(s: &str) -> String {
 }
 
 /// Serves one request.
-pub async fn handle(server: Arc<Server>, auth: Arc<Auth>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+pub async fn handle(
+    server: Arc<Server>,
+    auth: Arc<Auth>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let user = match authenticate(&auth, &req) {
         Ok(u) => u,
         Err(e) => return error(&e),
@@ -91,13 +96,21 @@ pub async fn handle(server: Arc<Server>, auth: Arc<Auth>, req: Request<hyper::bo
     let q = query(req.uri().query());
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let result = match segs.as_slice() {
-        ["version"] => Ok(full(200, json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-verifyfull-standin",
-            "platform": "linux/amd64", "goVersion": "go1.24", "compiler": "gc"}).to_string())),
+        ["version"] => Ok(full(
+            200,
+            json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-verifyfull-standin",
+            "platform": "linux/amd64", "goVersion": "go1.24", "compiler": "gc"})
+            .to_string(),
+        )),
         ["healthz" | "livez" | "readyz"] => Ok(full(200, "ok")),
         ["api"] => {
             let addr = server.address.lock().map(|a| a.clone()).unwrap_or_default();
-            Ok(full(200, json!({"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": addr}]}).to_string()))
+            Ok(full(
+                200,
+                json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": addr}]})
+                .to_string(),
+            ))
         }
         ["apis"] => Ok(full(200, group_list(&server).to_string())),
         ["apis", g] => group_list(&server)["groups"]
@@ -122,7 +135,11 @@ pub async fn handle(server: Arc<Server>, auth: Arc<Auth>, req: Request<hyper::bo
 }
 
 fn not_found(path: &str) -> ApiError {
-    ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+    ApiError::new(
+        404,
+        "NotFound",
+        format!("the server could not find the requested resource ({path})"),
+    )
 }
 
 fn authenticate(auth: &Auth, req: &Request<hyper::body::Incoming>) -> ApiResult<User> {
@@ -145,7 +162,10 @@ fn authenticate(auth: &Auth, req: &Request<hyper::body::Incoming>) -> ApiResult<
         return Err(ApiError::new(
             403,
             "Forbidden",
-            format!("users {as_user:?} is forbidden: User {:?} cannot impersonate resource \"users\" in API group \"\" at the cluster scope", user.name),
+            format!(
+                "users {as_user:?} is forbidden: User {:?} cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+                user.name
+            ),
         ));
     }
     let groups: Vec<&str> = h
@@ -188,23 +208,49 @@ fn resource_list(server: &Server, group: &str, version: &str) -> ApiResult<Respo
     if defs.is_empty() {
         return Err(not_found(&format!("{group}/{version}")));
     }
-    let verbs = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+    let verbs = [
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ];
     let mut resources = Vec::new();
     for d in defs {
-        resources.push(json!({"name": d.plural, "singularName": d.singular, "namespaced": d.namespaced,
-            "kind": d.kind, "verbs": verbs, "shortNames": d.short_names}));
+        resources.push(
+            json!({"name": d.plural, "singularName": d.singular, "namespaced": d.namespaced,
+            "kind": d.kind, "verbs": verbs, "shortNames": d.short_names}),
+        );
         for s in &d.subresources {
-            resources.push(json!({"name": format!("{}/{s}", d.plural), "singularName": "",
-                "namespaced": d.namespaced, "kind": d.kind, "verbs": ["get", "patch", "update"]}));
+            resources.push(
+                json!({"name": format!("{}/{s}", d.plural), "singularName": "",
+                "namespaced": d.namespaced, "kind": d.kind, "verbs": ["get", "patch", "update"]}),
+            );
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Ok(full(200, json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
-        "resources": resources}).to_string()))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Ok(full(
+        200,
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+        "resources": resources})
+        .to_string(),
+    ))
 }
 
 /// `[namespaces/{ns}/]{plural}[/{name}[/{sub}]]`
-fn target(server: &Server, group: &str, version: &str, rest: &[&str]) -> ApiResult<(ResourceDef, Option<String>, String, String)> {
+fn target(
+    server: &Server,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> ApiResult<(ResourceDef, Option<String>, String, String)> {
     let (ns, rest) = match rest {
         ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => {
             (Some(ns.to_string()), [&[*plural][..], tail].concat())
@@ -226,7 +272,10 @@ fn target(server: &Server, group: &str, version: &str, rest: &[&str]) -> ApiResu
         return Err(not_found(&format!("{plural}/{sub}")));
     }
     if ns.is_some() && !def.namespaced {
-        return Err(not_found(&format!("namespaces/{}/{plural}", ns.unwrap_or_default())));
+        return Err(not_found(&format!(
+            "namespaces/{}/{plural}",
+            ns.unwrap_or_default()
+        )));
     }
     Ok((def, ns, name.to_string(), sub.to_string()))
 }
@@ -241,7 +290,13 @@ async fn body(req: Request<hyper::body::Incoming>) -> ApiResult<(Bytes, String)>
     let bytes = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
-        .map_err(|_| ApiError::new(413, "RequestEntityTooLarge", "the request body is too large".into()))?
+        .map_err(|_| {
+            ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                "the request body is too large".into(),
+            )
+        })?
         .to_bytes();
     Ok((bytes, ct))
 }
@@ -255,12 +310,14 @@ fn parse_object(bytes: &[u8], ct: &str) -> ApiResult<Value> {
         ));
     }
     if ct.contains("yaml") {
-        let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("the body is not UTF-8".into()))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| ApiError::bad_request("the body is not UTF-8".into()))?;
         let opts = serde_saphyr::options! { with_snippet: false };
         return serde_saphyr::from_str_with_options(text, opts)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -296,8 +353,10 @@ async fn resource(
         subresource: sub,
     };
     let method = req.method().clone();
-    let labels = Selector::labels(q.get("labelSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
-    let fields = Selector::fields(q.get("fieldSelector").map_or("", String::as_str)).map_err(ApiError::bad_request)?;
+    let labels = Selector::labels(q.get("labelSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request)?;
+    let fields = Selector::fields(q.get("fieldSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request)?;
     match (method, name.is_empty()) {
         (Method::GET, true) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             server.counters.watch.fetch_add(1, Ordering::Relaxed);
@@ -305,8 +364,18 @@ async fn resource(
         }
         (Method::GET, true) => {
             server.counters.list.fetch_add(1, Ordering::Relaxed);
-            let limit = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
-            let list = server.list(&def, ns.as_deref(), &labels, &fields, limit, q.get("continue").map(String::as_str))?;
+            let limit = q
+                .get("limit")
+                .and_then(|l| l.parse().ok())
+                .filter(|l| *l > 0);
+            let list = server.list(
+                &def,
+                ns.as_deref(),
+                &labels,
+                &fields,
+                limit,
+                q.get("continue").map(String::as_str),
+            )?;
             Ok(full(200, list))
         }
         (Method::GET, false) => {
@@ -339,15 +408,34 @@ async fn resource(
         }
         (Method::DELETE, false) => {
             let (b, _) = body(req).await?;
-            let delete_opts: Value = if b.is_empty() { json!({}) } else { serde_json::from_slice(&b).unwrap_or(json!({})) };
-            if delete_opts["dryRun"].as_array().is_some_and(|d| d.iter().any(|x| x == "All")) {
+            let delete_opts: Value = if b.is_empty() {
+                json!({})
+            } else {
+                serde_json::from_slice(&b).unwrap_or(json!({}))
+            };
+            if delete_opts["dryRun"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|x| x == "All"))
+            {
                 opts.dry_run = true;
             }
-            let r = server.delete(&t, &opts, &delete_opts["preconditions"]).await?;
-            let code = if r.object["metadata"]["deletionTimestamp"].is_string() && server.get(&t).is_ok() { 202 } else { 200 };
+            let r = server
+                .delete(&t, &opts, &delete_opts["preconditions"])
+                .await?;
+            let code = if r.object["metadata"]["deletionTimestamp"].is_string()
+                && server.get(&t).is_ok()
+            {
+                202
+            } else {
+                200
+            };
             Ok(reply(code, r))
         }
-        (m, _) => Err(ApiError::new(405, "MethodNotAllowed", format!("{m} is not supported here"))),
+        (m, _) => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{m} is not supported here"),
+        )),
     }
 }
 
@@ -362,7 +450,10 @@ fn watch(
     let since = q
         .get("resourceVersion")
         .filter(|rv| !rv.is_empty() && *rv != "0")
-        .map(|rv| rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}"))))
+        .map(|rv| {
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))
+        })
         .transpose()?;
     let initial = q.get("sendInitialEvents").is_some_and(|s| s == "true");
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|s| s == "true");

@@ -86,9 +86,10 @@ impl StandIn {
         let ca = Ca::new("verifyfull stand-in CA")?;
         let pair = ca.issue(&["127.0.0.1", "localhost"])?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pair.cert.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pair.cert.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         let key = PrivateKeyDer::from_pem_slice(pair.key.as_bytes())
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -126,7 +127,9 @@ impl StandIn {
                     };
                     let service = hyper::service::service_fn(move |req| {
                         let (srv, au) = (srv.clone(), au.clone());
-                        async move { Ok::<_, std::convert::Infallible>(http::handle(srv, au, req).await) }
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::handle(srv, au, req).await)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .keep_alive(true)
@@ -154,7 +157,10 @@ impl StandIn {
     pub fn kubeconfig(&self, user: &User) -> std::io::Result<PathBuf> {
         static N: AtomicU64 = AtomicU64::new(1);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let token = format!("{:016x}{n:08x}", jiff::Timestamp::now().as_nanosecond() as u64);
+        let token = format!(
+            "{:016x}{n:08x}",
+            jiff::Timestamp::now().as_nanosecond() as u64
+        );
         if let Ok(mut t) = self.auth.tokens.lock() {
             t.insert(token.clone(), user.clone());
         }
@@ -174,7 +180,9 @@ impl StandIn {
 
     /// A `kube` client for `user`.
     pub async fn client(&self, user: &User) -> Result<kube::Client, kube::Error> {
-        let path = self.kubeconfig(user).map_err(|e| kube::Error::Service(Box::new(e)))?;
+        let path = self
+            .kubeconfig(user)
+            .map_err(|e| kube::Error::Service(Box::new(e)))?;
         client_from(&path).await
     }
 
@@ -200,10 +208,12 @@ impl StandIn {
 
 /// A `kube` client from a kubeconfig file.
 pub async fn client_from(path: &std::path::Path) -> Result<kube::Client, kube::Error> {
-    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| kube::Error::Service(Box::new(e)))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .map_err(|e| kube::Error::Service(Box::new(e)))?;
+    let kc =
+        kube::config::Kubeconfig::read_from(path).map_err(|e| kube::Error::Service(Box::new(e)))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| kube::Error::Service(Box::new(e)))?;
     kube::Client::try_from(config)
 }
 

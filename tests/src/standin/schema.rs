@@ -80,8 +80,13 @@ pub struct FieldError {
 /// Validates a whole custom resource; `old` is the stored object on update (for
 /// transition rules with `oldSelf`).
 pub fn validate(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    // Rules run only on an object that passed the structural checks, so that a rule
+    // never reports a missing field the schema already names.
     let mut errs = Vec::new();
-    walk(schema, obj, old, "", &mut errs, true);
+    walk(schema, obj, old, "", &mut errs, Pass::Structure);
+    if errs.is_empty() {
+        walk(schema, obj, old, "", &mut errs, Pass::Rules);
+    }
     errs
 }
 
@@ -101,14 +106,21 @@ fn short(v: &Value) -> String {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pass {
+    Structure,
+    Rules,
+}
+
 fn walk(
     schema: &Value,
     v: &Value,
     old: Option<&Value>,
     path: &str,
     errs: &mut Vec<FieldError>,
-    root: bool,
+    pass: Pass,
 ) {
+    let root = path.is_empty();
     let invalid = |errs: &mut Vec<FieldError>, msg: String| {
         errs.push(FieldError {
             field: path.to_string(),
@@ -118,7 +130,13 @@ fn walk(
     };
     if v.is_null() {
         if schema["nullable"] != true && !root {
-            invalid(errs, format!("{path} in body must be of type {}: \"null\"", type_name(schema)));
+            invalid(
+                errs,
+                format!(
+                    "{path} in body must be of type {}: \"null\"",
+                    type_name(schema)
+                ),
+            );
         }
         return;
     }
@@ -144,7 +162,10 @@ fn walk(
             Value::Bool(_) => "boolean",
             Value::Null => "null",
         };
-        invalid(errs, format!("{path} in body must be of type {ty}: \"{got}\""));
+        invalid(
+            errs,
+            format!("{path} in body must be of type {ty}: \"{got}\""),
+        );
         return;
     }
     if let Some(allowed) = schema["enum"].as_array()
@@ -154,12 +175,16 @@ fn walk(
         errs.push(FieldError {
             field: path.to_string(),
             reason: "FieldValueNotSupported",
-            message: format!("Unsupported value: {}: supported values: {}", v, list.join(", ")),
+            message: format!(
+                "Unsupported value: {}: supported values: {}",
+                v,
+                list.join(", ")
+            ),
         });
     }
     match v {
-        Value::Object(m) => object(schema, m, old, path, errs, root),
-        Value::Array(items) => array(schema, items, old, path, errs),
+        Value::Object(m) => object(schema, m, old, path, errs, pass),
+        Value::Array(items) => array(schema, items, old, path, errs, pass),
         Value::String(s) => {
             let len = s.chars().count() as u64;
             if let Some(max) = schema["maxLength"].as_u64()
@@ -174,7 +199,10 @@ fn walk(
             if let Some(min) = schema["minLength"].as_u64()
                 && len < min
             {
-                invalid(errs, format!("{path} in body should be at least {min} chars long"));
+                invalid(
+                    errs,
+                    format!("{path} in body should be at least {min} chars long"),
+                );
             }
             if let Some(p) = schema["pattern"].as_str() {
                 match regex::Regex::new(p) {
@@ -191,17 +219,25 @@ fn walk(
             if let Some(max) = schema["maximum"].as_f64()
                 && (x > max || (schema["exclusiveMaximum"] == true && x >= max))
             {
-                invalid(errs, format!("{path} in body should be less than or equal to {max}"));
+                invalid(
+                    errs,
+                    format!("{path} in body should be less than or equal to {max}"),
+                );
             }
             if let Some(min) = schema["minimum"].as_f64()
                 && (x < min || (schema["exclusiveMinimum"] == true && x <= min))
             {
-                invalid(errs, format!("{path} in body should be greater than or equal to {min}"));
+                invalid(
+                    errs,
+                    format!("{path} in body should be greater than or equal to {min}"),
+                );
             }
         }
         _ => {}
     }
-    rules(schema, v, old, path, errs);
+    if pass == Pass::Rules {
+        rules(schema, v, old, path, errs);
+    }
 }
 
 fn type_name(schema: &Value) -> &str {
@@ -214,8 +250,9 @@ fn object(
     old: Option<&Value>,
     path: &str,
     errs: &mut Vec<FieldError>,
-    root: bool,
+    pass: Pass,
 ) {
+    let root = path.is_empty();
     for r in super::resources::strings(&schema["required"]) {
         if !m.contains_key(&r) {
             errs.push(FieldError {
@@ -233,7 +270,7 @@ fn object(
         }
         if let Some(s) = props.and_then(|p| p.get(k)).or(additional) {
             let old_child = old.and_then(|o| o.get(k));
-            walk(s, child, old_child, &join(path, k), errs, false);
+            walk(s, child, old_child, &join(path, k), errs, pass);
         }
     }
 }
@@ -244,6 +281,7 @@ fn array(
     old: Option<&Value>,
     path: &str,
     errs: &mut Vec<FieldError>,
+    pass: Pass,
 ) {
     let n = items.len() as u64;
     if let Some(max) = schema["maxItems"].as_u64()
@@ -270,7 +308,11 @@ fn array(
     let mut seen: Vec<Value> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let id = if is_map {
-            Value::Array(keys.iter().map(|k| item.get(k).cloned().unwrap_or(Value::Null)).collect())
+            Value::Array(
+                keys.iter()
+                    .map(|k| item.get(k).cloned().unwrap_or(Value::Null))
+                    .collect(),
+            )
         } else {
             item.clone()
         };
@@ -278,7 +320,10 @@ fn array(
             errs.push(FieldError {
                 field: format!("{path}[{i}]"),
                 reason: "FieldValueDuplicate",
-                message: format!("Duplicate value: {}", if is_map { id.to_string() } else { short(item) }),
+                message: format!(
+                    "Duplicate value: {}",
+                    if is_map { id.to_string() } else { short(item) }
+                ),
             });
         }
         seen.push(id);
@@ -286,12 +331,13 @@ fn array(
             // Transition rules of items need a stable identity; list-map items pair by key.
             let old_item = old.and_then(Value::as_array).and_then(|o| {
                 if is_map {
-                    o.iter().find(|x| keys.iter().all(|k| x.get(k) == item.get(k)))
+                    o.iter()
+                        .find(|x| keys.iter().all(|k| x.get(k) == item.get(k)))
                 } else {
                     None
                 }
             });
-            walk(s, item, old_item, &format!("{path}[{i}]"), errs, false);
+            walk(s, item, old_item, &format!("{path}[{i}]"), errs, pass);
         }
     }
 }
@@ -344,17 +390,17 @@ mod tests {
 
     fn schema() -> Value {
         json!({"type": "object", "properties": {
-            "spec": {"type": "object", "required": ["mode"],
-                "x-kubernetes-validations": [{"rule": "self.replicas <= 10", "message": "at most ten"}],
-                "properties": {
-                    "mode": {"type": "string", "enum": ["inject", "fix"]},
-                    "replicas": {"type": "integer", "default": 1, "minimum": 0},
-                    "name": {"type": "string", "pattern": "^[a-z]+$",
-                             "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "immutable"}]},
-                    "items": {"type": "array", "x-kubernetes-list-type": "map",
-                              "x-kubernetes-list-map-keys": ["type"],
-                              "items": {"type": "object", "properties": {"type": {"type": "string"}}}}
-                }}}})
+        "spec": {"type": "object", "required": ["mode"],
+            "x-kubernetes-validations": [{"rule": "self.replicas <= 10", "message": "at most ten"}],
+            "properties": {
+                "mode": {"type": "string", "enum": ["inject", "fix"]},
+                "replicas": {"type": "integer", "default": 1, "minimum": 0},
+                "name": {"type": "string", "pattern": "^[a-z]+$",
+                         "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "immutable"}]},
+                "items": {"type": "array", "x-kubernetes-list-type": "map",
+                          "x-kubernetes-list-map-keys": ["type"],
+                          "items": {"type": "object", "properties": {"type": {"type": "string"}}}}
+            }}}})
     }
 
     #[test]
@@ -374,9 +420,21 @@ mod tests {
                                   "items": [{"type": "a"}, {"type": "a"}]}});
         let errs = validate(&s, &obj, None);
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["spec.items[1]", "spec.mode", "spec.name", "spec"], "{errs:?}");
-        assert!(errs[1].message.contains("supported values: \"inject\", \"fix\""));
-        assert!(errs[3].message.ends_with("at most ten"));
+        // Rules wait for the structure to be right.
+        assert_eq!(
+            fields,
+            ["spec.items[1]", "spec.mode", "spec.name"],
+            "{errs:?}"
+        );
+        assert!(
+            errs[1]
+                .message
+                .contains("supported values: \"inject\", \"fix\"")
+        );
+        let rule = validate(&s, &json!({"spec": {"mode": "fix", "replicas": 11}}), None);
+        assert_eq!(rule.len(), 1);
+        assert_eq!(rule[0].field, "spec");
+        assert!(rule[0].message.ends_with("at most ten"));
         let missing = validate(&s, &json!({"spec": {}}), None);
         assert_eq!(missing[0].field, "spec.mode");
         assert_eq!(missing[0].message, "Required value");

@@ -196,9 +196,18 @@ mod tests {
 
     #[test]
     fn field_selector_reads_paths() {
-        let obj = json!({"metadata": {"name": "a", "namespace": "n"}, "status": {"phase": "Running"}});
-        assert!(Selector::fields("metadata.name=a,metadata.namespace!=x").unwrap().matches(&obj));
-        assert!(!Selector::fields("status.phase=Pending").unwrap().matches(&obj));
+        let obj =
+            json!({"metadata": {"name": "a", "namespace": "n"}, "status": {"phase": "Running"}});
+        assert!(
+            Selector::fields("metadata.name=a,metadata.namespace!=x")
+                .unwrap()
+                .matches(&obj)
+        );
+        assert!(
+            !Selector::fields("status.phase=Pending")
+                .unwrap()
+                .matches(&obj)
+        );
         assert!(Selector::fields("metadata.name").is_err());
     }
 
@@ -211,6 +220,9 @@ mod tests {
         .unwrap();
         assert!(sel.matches_labels(&json!({"a": "1", "m": "x"})));
         assert!(!sel.matches_labels(&json!({"a": "1", "m": "y"})));
-        assert!(Selector::from_object(&json!({"matchExpressions": [{"key": "m", "operator": "Is"}]})).is_err());
+        assert!(
+            Selector::from_object(&json!({"matchExpressions": [{"key": "m", "operator": "Is"}]}))
+                .is_err()
+        );
     }
 }

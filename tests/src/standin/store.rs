@@ -179,8 +179,7 @@ impl State {
     ) -> Arc<Stored> {
         self.rv += 1;
         let rv = self.rv;
-        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
-        {
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
         let stored = Stored::new(value, rv);
@@ -212,16 +211,17 @@ impl State {
         stored
     }
 
-    /// Starts a watch from `since`: replays newer changes, then follows. `Err` when `since`
-    /// is older than the retained log (the client must list again).
+    /// Starts a watch from `since`: replays newer changes, then follows. `Err` carries the
+    /// oldest resource version still retained when `since` is older (the client must list
+    /// again).
     pub fn watch(
         &mut self,
         filter: Filter,
         since: Option<u64>,
         tx: mpsc::UnboundedSender<Bytes>,
-    ) -> Result<(), ()> {
+    ) -> Result<(), u64> {
         match since {
-            Some(rv) if rv < self.compacted => return Err(()),
+            Some(rv) if rv < self.compacted => return Err(self.compacted + 1),
             Some(rv) => {
                 for c in self.log.iter().filter(|c| c.obj.rv > rv) {
                     if let Some(t) = filter.event(c) {
