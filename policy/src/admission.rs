@@ -271,6 +271,11 @@ pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>)
         answer.audit.push(text);
     }
 
+    // Audit records silently (log, metric, audit annotation); only warn talks back.
+    if mode == Mode::Audit {
+        answer.warnings.clear();
+    }
+
     if !denials.is_empty() {
         answer.allowed = false;
         let kind = req.object.kind;

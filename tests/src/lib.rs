@@ -3,4 +3,5 @@
 
 pub mod harness;
 pub mod pki;
+pub mod scenario;
 pub mod standin;

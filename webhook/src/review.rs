@@ -309,10 +309,12 @@ fn decide_review<O: IntoObject>(
     let answer = admission::decide(&request, mode, decider.policy, &decider.context);
     let result = if !answer.allowed {
         "denied"
-    } else if answer.warnings.is_empty() {
-        "allowed"
-    } else {
+    } else if !answer.warnings.is_empty() {
         "warned"
+    } else if mode == Mode::Audit && !answer.audit.is_empty() {
+        "audited"
+    } else {
+        "allowed"
     };
     let exempted = answer.exempted;
     respond(response(&req.uid, answer, mode), result, exempted)

@@ -273,6 +273,7 @@ async fn fixtures_modes_and_keep_alive() {
     );
     let r = response(&conn.post("/validate/audit", body).await.1);
     assert_eq!(r["allowed"], true);
+    assert!(r["warnings"].is_null(), "audit does not warn: {r}");
     assert!(
         r["auditAnnotations"]["findings"]
             .as_str()

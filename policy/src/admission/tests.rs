@@ -89,6 +89,7 @@ fn modes() {
     let a = create(user("alice"), &bad, Mode::Audit);
     assert!(a.allowed);
     assert_eq!(a.audit.len(), 1);
+    assert!(a.warnings.is_empty(), "audit does not warn the requester");
 
     let good = pod(json!({}), app(GOOD), json!(null));
     let a = create(user("alice"), &good, Mode::Enforce);

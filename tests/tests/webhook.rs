@@ -1,0 +1,387 @@
+//! End-to-end scenarios: the real `verifyfull-webhook` registered with a
+//! ValidatingWebhookConfiguration, exercised through the API with `kube` and `kubectl`.
+//! On the stand-in by default; on a real cluster when `VERIFYFULL_E2E_KUBECONFIG` is set
+//! (scenarios that start or stop local processes run on the stand-in only).
+#![allow(clippy::unwrap_used)] // test helpers too: a panic is the failure report
+
+use e2e::scenario::Env;
+use e2e::standin::api::User;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::ApiResource;
+use policy::admission::{Mode, Operation, Policy, Request, decide};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const PASSWORD: &str = "s3cr3t-Pa55word-e2e";
+
+async fn env(name: &str) -> Env {
+    match Env::start(name).await {
+        Ok(e) => e,
+        Err(e) => panic!("environment for {name}: {e}"),
+    }
+}
+
+fn pod(name: &str, env: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"containers": [{"name": "app", "image": "example.com/app:1", "env": env}]}})
+}
+
+fn compliant_env() -> Value {
+    json!([{"name": "DATABASE_URL", "value": format!("postgresql://app:{PASSWORD}@db.example.net:5432/app?sslmode=verify-full&sslrootcert=/etc/ca/ca.crt")}])
+}
+
+fn weak_env() -> Value {
+    json!([{"name": "DATABASE_URL", "value": format!("postgresql://app:{PASSWORD}@db.example.net:5432/app?sslmode=require")}])
+}
+
+fn deployment(name: &str, env: Value) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+           "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}},
+                                 "spec": {"containers": [{"name": "app", "image": "example.com/app:1", "env": env}]}}}})
+}
+
+/// What the engine says about `manifest`, as the enforce entry's denial carries it.
+fn expected_denial(manifest: &Value) -> String {
+    let policy::Object::Workload(w) = serde_json::from_value(manifest.clone()).unwrap() else {
+        panic!("not a workload")
+    };
+    let groups = vec![
+        "system:masters".to_string(),
+        "system:authenticated".to_string(),
+    ];
+    let req = Request {
+        operation: Operation::Create,
+        subresource: None,
+        user: policy::admission::User {
+            username: "kubernetes-admin",
+            groups: &groups,
+        },
+        object: &w,
+        old_object: None,
+    };
+    let settings = policy::Settings::default();
+    let ctx = policy::Context {
+        settings: &settings,
+        sources: &policy::NoSources,
+        now: jiff::Timestamp::now(),
+    };
+    let answer = decide(&req, Mode::Enforce, &Policy::default(), &ctx);
+    format!(
+        "admission webhook \"enforce.verifyfull.dev\" denied the request: {}",
+        answer.message.unwrap()
+    )
+}
+
+fn api(env: &Env, ns: &str, manifest: &Value) -> Api<DynamicObject> {
+    let (group, version) = match manifest["apiVersion"].as_str().unwrap().split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (
+            String::new(),
+            manifest["apiVersion"].as_str().unwrap().to_string(),
+        ),
+    };
+    let kind = manifest["kind"].as_str().unwrap();
+    let plural = format!("{}s", kind.to_ascii_lowercase());
+    let ar = ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk(&group, &version, kind),
+        &plural,
+    );
+    Api::namespaced_with(env.client.clone(), ns, &ar)
+}
+
+async fn create(
+    env: &Env,
+    ns: &str,
+    manifest: &Value,
+) -> Result<DynamicObject, kube::core::Status> {
+    let obj: DynamicObject = serde_json::from_value(manifest.clone()).unwrap();
+    api(env, ns, manifest)
+        .create(&PostParams::default(), &obj)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) => *s,
+            other => panic!("expected an API answer, got {other:?}"),
+        })
+}
+
+#[tokio::test]
+async fn compliant_pod_is_created_and_violations_are_denied_with_the_engine_message() {
+    let mut env = env("enforce").await;
+    let ns = env.namespace("enforce", None).await.unwrap();
+    create(&env, &ns, &pod("good", compliant_env()))
+        .await
+        .unwrap();
+
+    let bad = pod("bad", weak_env());
+    let e = create(&env, &ns, &bad).await.unwrap_err();
+    assert_eq!(e.code, 403);
+    assert_eq!(e.message, expected_denial(&bad));
+    assert!(
+        !e.message.contains(PASSWORD),
+        "the denial leaks the password"
+    );
+
+    let bad_deploy = deployment("bad", weak_env());
+    let e = create(&env, &ns, &bad_deploy).await.unwrap_err();
+    assert_eq!(e.message, expected_denial(&bad_deploy));
+
+    // The same through kubectl: the denial is what the user reads.
+    let out = env
+        .kubectl
+        .run(
+            &[
+                "apply",
+                "--server-side",
+                "--validate=false",
+                "-n",
+                &ns,
+                "-f",
+                "-",
+            ],
+            Some(&bad_deploy.to_string()),
+        )
+        .await
+        .unwrap();
+    assert!(!out.ok);
+    assert!(out.stderr.contains("admission webhook \"enforce.verifyfull.dev\" denied the request: verifyfull denied Deployment bad"), "{}", out.stderr);
+    assert!(!out.stderr.contains(PASSWORD));
+    let good_deploy = deployment("good", compliant_env());
+    let out = env
+        .kubectl
+        .run(
+            &[
+                "apply",
+                "--server-side",
+                "--validate=false",
+                "-n",
+                &ns,
+                "-f",
+                "-",
+            ],
+            Some(&good_deploy.to_string()),
+        )
+        .await
+        .unwrap();
+    assert!(out.ok, "{}", out.stderr);
+    // Its Pods come from the ReplicaSet controller, through the webhook.
+    wait_for_pods(&env, &ns, "app=good", 1).await;
+    env.finish().await;
+}
+
+async fn wait_for_pods(env: &Env, ns: &str, selector: &str, n: usize) {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let have = pods
+            .list(&kube::api::ListParams::default().labels(selector))
+            .await
+            .unwrap()
+            .items
+            .len();
+        if have >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{have} of {n} pods for {selector}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn warn_and_audit_namespaces_allow_and_say_so() {
+    let mut env = env("modes").await;
+    let warn = env.namespace("warn", Some("warn")).await.unwrap();
+    let audit = env.namespace("audit", Some("audit")).await.unwrap();
+    let off = env.namespace("off", Some("off")).await.unwrap();
+    let bad = pod("bad", weak_env());
+    let out = env
+        .kubectl
+        .run(
+            &["create", "--validate=false", "-n", &warn, "-f", "-"],
+            Some(&bad.to_string()),
+        )
+        .await
+        .unwrap();
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stderr.contains("Warning: "), "{}", out.stderr);
+    assert!(out.stderr.contains("verify-full"), "{}", out.stderr);
+    assert!(!out.stderr.contains(PASSWORD));
+    let out = env
+        .kubectl
+        .run(
+            &["create", "--validate=false", "-n", &audit, "-f", "-"],
+            Some(&bad.to_string()),
+        )
+        .await
+        .unwrap();
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("Warning"),
+        "audit mode records, it does not warn: {}",
+        out.stderr
+    );
+    create(&env, &off, &bad).await.unwrap();
+    if let Some(w) = &env.webhook {
+        // The audit review was recorded: the webhook's metrics count it.
+        let (_, metrics) = e2e::harness::http_get(w.admin, "/metrics").await.unwrap();
+        let line = metrics.lines().find(|l| {
+            l.starts_with("verifyfull_webhook_reviews_total")
+                && l.contains("mode=\"audit\"")
+                && l.contains("result=\"audited\"")
+        });
+        assert!(line.is_some(), "{metrics}");
+    }
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn exemptions_need_an_allowed_author() {
+    let mut env = env("exempt").await;
+    let ns = env.namespace("exempt", None).await.unwrap();
+    let mut exempt = pod("legacy", weak_env());
+    exempt["metadata"]["annotations"] = json!({
+        "verifyfull.dev/exempt": "true",
+        "verifyfull.dev/exempt-reason": "vendor DB has no TLS until INC-4211",
+    });
+    // A developer may not exempt their own Pod…
+    let dev = env
+        .client_as(&User::new("dev@example.com", &["developers"]))
+        .await
+        .unwrap();
+    let obj: DynamicObject = serde_json::from_value(exempt.clone()).unwrap();
+    let pods: Api<DynamicObject> = Api::namespaced_with(dev, &ns, &ApiResource::erase::<Pod>(&()));
+    let e = match pods.create(&PostParams::default(), &obj).await {
+        Err(kube::Error::Api(s)) => s,
+        other => panic!("expected a denial, got {other:?}"),
+    };
+    assert!(e.message.contains("exempt"), "{}", e.message);
+    // …a cluster admin may, and the warning names the reason.
+    let out = env
+        .kubectl
+        .run(
+            &["create", "--validate=false", "-n", &ns, "-f", "-"],
+            Some(&exempt.to_string()),
+        )
+        .await
+        .unwrap();
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stderr.contains("INC-4211"), "{}", out.stderr);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn config_map_references_resolve_from_the_cluster() {
+    let mut env = env("refs").await;
+    let ns = env.namespace("refs", None).await.unwrap();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db"},
+                    "data": {"PGHOST": "db.example.net", "PGSSLMODE": "require"}});
+    create(&env, &ns, &cm).await.unwrap();
+    let mut p = pod("from-cm", json!([]));
+    p["spec"]["containers"][0]["envFrom"] = json!([{"configMapRef": {"name": "db"}}]);
+    // The webhook's cache follows the API by watch; dry runs until it has seen the ConfigMap.
+    let obj: DynamicObject = serde_json::from_value(p.clone()).unwrap();
+    let pods = api(&env, &ns, &p);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let message = loop {
+        match pods
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &obj,
+            )
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.message.contains("ConfigMap db") => break s.message,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "never denied from the ConfigMap: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        message.contains("PGSSLMODE=require (ConfigMap db/PGSSLMODE via envFrom)"),
+        "{message}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_webhook_that_is_down_fails_closed_in_enforce_and_open_in_warn() {
+    let mut env = env("down").await;
+    if !env.is_standin() {
+        eprintln!("stand-in only: this scenario stops the webhook process");
+        return env.finish().await;
+    }
+    let enforce = env.namespace("down-enforce", None).await.unwrap();
+    let warn = env.namespace("down-warn", Some("warn")).await.unwrap();
+    env.stop_webhook().await;
+    let good = pod("good", compliant_env());
+    let e = create(&env, &enforce, &good).await.unwrap_err();
+    assert_eq!(e.code, 500);
+    assert!(e.message.starts_with("Internal error occurred: failed calling webhook \"enforce.verifyfull.dev\": failed to call webhook: Post \"https://verifyfull-webhook.verifyfull.svc:443/validate/enforce?timeout=5s\""), "{}", e.message);
+    create(&env, &warn, &pod("bad", weak_env())).await.unwrap();
+    // Back up: enforce works again.
+    env.start_webhook().await.unwrap();
+    create(&env, &enforce, &good).await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn certificate_rotation_while_pods_are_created() {
+    let mut env = env("rotate").await;
+    if !env.is_standin() {
+        eprintln!("stand-in only: this scenario rewrites the webhook's certificate files");
+        return env.finish().await;
+    }
+    let ns = env.namespace("rotate", None).await.unwrap();
+    let old_ca = env.ca.take().unwrap();
+    let new_ca = e2e::pki::Ca::new("verifyfull e2e CA, next").unwrap();
+    let creator = {
+        let client = env.client.clone();
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            let pods: Api<Pod> = Api::namespaced(client, &ns);
+            let mut failures = Vec::new();
+            for i in 0..60 {
+                let p: Pod =
+                    serde_json::from_value(pod(&format!("p{i}"), compliant_env())).unwrap();
+                if let Err(e) = pods.create(&PostParams::default(), &p).await {
+                    failures.push(e.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            failures
+        })
+    };
+    let webhook = env.webhook.as_ref().unwrap();
+    // A new serving certificate from the same CA, then a CA rotation: both CAs published,
+    // the webhook switched to the new one, the old one withdrawn.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    webhook.rotate(&env.serving_pair(&old_ca).unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    env.set_ca_bundle(&format!("{}{}", old_ca.pem(), new_ca.pem()))
+        .await
+        .unwrap();
+    webhook.rotate(&env.serving_pair(&new_ca).unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    env.set_ca_bundle(new_ca.pem()).await.unwrap();
+    let failures = creator.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of 60 creates failed: {failures:?}",
+        failures.len()
+    );
+    // The old CA is no longer trusted, and the webhook no longer serves it.
+    let e = create(&env, &ns, &pod("bad", weak_env()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 403);
+    env.finish().await;
+}
