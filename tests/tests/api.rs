@@ -513,3 +513,40 @@ async fn kubectl_get_create_apply_delete() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn kube_runtime_watchers_list_watch_and_stream() {
+    use kube::runtime::watcher::{self, Event};
+    let s = standin().await;
+    let client = s.client(&User::admin()).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("before", json!({}))).await.unwrap();
+    for config in [watcher::Config::default(), watcher::Config::default().streaming_lists()] {
+        let mut w = watcher::watcher(cms.clone(), config).boxed();
+        let mut initial = Vec::new();
+        loop {
+            match w.try_next().await.unwrap().unwrap() {
+                Event::InitApply(c) => initial.push(c.metadata.name.unwrap()),
+                Event::InitDone => break,
+                _ => {}
+            }
+        }
+        assert!(initial.contains(&"before".to_string()), "{initial:?}");
+        let name = format!("after-{}", initial.len());
+        cms.create(&PostParams::default(), &cm(&name, json!({}))).await.unwrap();
+        loop {
+            if let Event::Apply(c) = w.try_next().await.unwrap().unwrap() {
+                assert_eq!(c.metadata.name.as_deref(), Some(name.as_str()));
+                break;
+            }
+        }
+    }
+    // Leases, as leader election uses them: create, then a conditional update.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "default");
+    let lease = serde_json::from_value(json!({"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})).unwrap();
+    let mut l = leases.create(&PostParams::default(), &lease).await.unwrap();
+    l.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    leases.replace("leader", &PostParams::default(), &l).await.unwrap();
+    l.spec.as_mut().unwrap().holder_identity = Some("c".into());
+    assert_eq!(status_of(leases.replace("leader", &PostParams::default(), &l).await.unwrap_err()).code, 409);
+}
