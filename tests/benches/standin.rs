@@ -9,7 +9,9 @@ use e2e::standin::api::User;
 use e2e::standin::{Options, StandIn};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, ListParams, ObjectList, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, ListParams, ObjectList, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -35,16 +37,27 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn rss_mib() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0.0);
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
     pages * 4096.0 / (1024.0 * 1024.0)
 }
 
 #[tokio::main]
 async fn main() {
-    let s = StandIn::start(Options { controllers: false, ..Options::default() }).await.unwrap();
+    let s = StandIn::start(Options {
+        controllers: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
     let client = s.client(&User::admin()).await.unwrap();
     let api: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    println!("stand-in load, {N} Deployments, {CONCURRENCY} concurrent requests, one process (client and server share 2 cores)\n");
+    println!(
+        "stand-in load, {N} Deployments, {CONCURRENCY} concurrent requests, one process (client and server share 2 cores)\n"
+    );
     println!("| operation | result |");
     println!("|---|---|");
 
@@ -52,14 +65,22 @@ async fn main() {
     stream::iter(0..N)
         .map(|i| {
             let api = api.clone();
-            async move { api.create(&PostParams::default(), &deployment(i)).await.map(|_| ()) }
+            async move {
+                api.create(&PostParams::default(), &deployment(i))
+                    .await
+                    .map(|_| ())
+            }
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await
         .unwrap();
     let took = t.elapsed();
-    println!("| create {N} | {:.2} s, {:.0} creates/s |", took.as_secs_f64(), N as f64 / took.as_secs_f64());
+    println!(
+        "| create {N} | {:.2} s, {:.0} creates/s |",
+        took.as_secs_f64(),
+        N as f64 / took.as_secs_f64()
+    );
     println!("| process RSS holding {N} | {:.0} MiB |", rss_mib());
 
     // A full list: over HTTPS and decoded (what a client's initial list costs), against
@@ -80,8 +101,13 @@ async fn main() {
         assert_eq!(again.items.len(), N);
     }
     let (f, d) = (median(full), median(decode));
-    println!("| list all {N} ({:.1} MB) | {:.0} ms; client decode alone {:.0} ms; server+transport {:.0} ms |",
-        bytes as f64 / 1e6, f.as_secs_f64() * 1e3, d.as_secs_f64() * 1e3, (f - d.min(f)).as_secs_f64() * 1e3);
+    println!(
+        "| list all {N} ({:.1} MB) | {:.0} ms; client decode alone {:.0} ms; server+transport {:.0} ms |",
+        bytes as f64 / 1e6,
+        f.as_secs_f64() * 1e3,
+        d.as_secs_f64() * 1e3,
+        (f - d.min(f)).as_secs_f64() * 1e3
+    );
     let mut paged = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
@@ -98,14 +124,34 @@ async fn main() {
         assert_eq!(n, N);
         paged.push(t.elapsed());
     }
-    println!("| list all in pages of 500 | {:.0} ms |", median(paged).as_secs_f64() * 1e3);
+    println!(
+        "| list all in pages of 500 | {:.0} ms |",
+        median(paged).as_secs_f64() * 1e3
+    );
     let t = Instant::now();
-    let sel = api.list(&ListParams::default().labels("team=t7")).await.unwrap();
-    println!("| label-selected list ({} of {N}) | {:.0} ms |", sel.items.len(), t.elapsed().as_secs_f64() * 1e3);
+    let sel = api
+        .list(&ListParams::default().labels("team=t7"))
+        .await
+        .unwrap();
+    println!(
+        "| label-selected list ({} of {N}) | {:.0} ms |",
+        sel.items.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
 
     // Watch fan-out: every patch reaches a watcher.
-    let rv = api.list(&ListParams::default().limit(1)).await.unwrap().metadata.resource_version.unwrap();
-    let mut watch = api.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+    let rv = api
+        .list(&ListParams::default().limit(1))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut watch = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
     let t = Instant::now();
     let patcher = {
         let api = api.clone();
@@ -115,7 +161,9 @@ async fn main() {
                     let api = api.clone();
                     async move {
                         let p = Patch::Merge(json!({"metadata": {"annotations": {"bench": "1"}}}));
-                        api.patch(&format!("app-{i:05}"), &PatchParams::default(), &p).await.map(|_| ())
+                        api.patch(&format!("app-{i:05}"), &PatchParams::default(), &p)
+                            .await
+                            .map(|_| ())
                     }
                 })
                 .buffer_unordered(CONCURRENCY)
@@ -131,7 +179,11 @@ async fn main() {
     }
     let all_seen = t.elapsed();
     patcher.await.unwrap().unwrap();
-    println!("| {N} patches, all seen by a watcher | {:.2} s, {:.0} events/s |", all_seen.as_secs_f64(), N as f64 / all_seen.as_secs_f64());
+    println!(
+        "| {N} patches, all seen by a watcher | {:.2} s, {:.0} events/s |",
+        all_seen.as_secs_f64(),
+        N as f64 / all_seen.as_secs_f64()
+    );
 
     // An added write latency holds: 1,000 patches at 1 ms each, 32 in flight.
     s.set_write_latency(Duration::from_millis(1));
@@ -142,7 +194,9 @@ async fn main() {
             let api = api.clone();
             async move {
                 let p = Patch::Merge(json!({"metadata": {"annotations": {"bench": "2"}}}));
-                api.patch(&format!("app-{i:05}"), &PatchParams::default(), &p).await.map(|_| ())
+                api.patch(&format!("app-{i:05}"), &PatchParams::default(), &p)
+                    .await
+                    .map(|_| ())
             }
         })
         .buffer_unordered(CONCURRENCY)
@@ -150,8 +204,18 @@ async fn main() {
         .await
         .unwrap();
     let took = t.elapsed();
-    println!("| 1,000 patches with 1 ms write latency | {:.2} s ({:.0} writes/s; {} writes counted) |",
-        took.as_secs_f64(), 1000.0 / took.as_secs_f64(), s.server.counters.writes() - before);
-    let counts: Vec<String> = s.server.counters.snapshot().iter().map(|(v, n)| format!("{v} {n}")).collect();
+    println!(
+        "| 1,000 patches with 1 ms write latency | {:.2} s ({:.0} writes/s; {} writes counted) |",
+        took.as_secs_f64(),
+        1000.0 / took.as_secs_f64(),
+        s.server.counters.writes() - before
+    );
+    let counts: Vec<String> = s
+        .server
+        .counters
+        .snapshot()
+        .iter()
+        .map(|(v, n)| format!("{v} {n}"))
+        .collect();
     println!("\nrequests by verb: {}", counts.join(", "));
 }

@@ -520,8 +520,13 @@ async fn kube_runtime_watchers_list_watch_and_stream() {
     let s = standin().await;
     let client = s.client(&User::admin()).await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    cms.create(&PostParams::default(), &cm("before", json!({}))).await.unwrap();
-    for config in [watcher::Config::default(), watcher::Config::default().streaming_lists()] {
+    cms.create(&PostParams::default(), &cm("before", json!({})))
+        .await
+        .unwrap();
+    for config in [
+        watcher::Config::default(),
+        watcher::Config::default().streaming_lists(),
+    ] {
         let mut w = watcher::watcher(cms.clone(), config).boxed();
         let mut initial = Vec::new();
         loop {
@@ -533,7 +538,9 @@ async fn kube_runtime_watchers_list_watch_and_stream() {
         }
         assert!(initial.contains(&"before".to_string()), "{initial:?}");
         let name = format!("after-{}", initial.len());
-        cms.create(&PostParams::default(), &cm(&name, json!({}))).await.unwrap();
+        cms.create(&PostParams::default(), &cm(&name, json!({})))
+            .await
+            .unwrap();
         loop {
             if let Event::Apply(c) = w.try_next().await.unwrap().unwrap() {
                 assert_eq!(c.metadata.name.as_deref(), Some(name.as_str()));
@@ -546,7 +553,19 @@ async fn kube_runtime_watchers_list_watch_and_stream() {
     let lease = serde_json::from_value(json!({"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})).unwrap();
     let mut l = leases.create(&PostParams::default(), &lease).await.unwrap();
     l.spec.as_mut().unwrap().holder_identity = Some("b".into());
-    leases.replace("leader", &PostParams::default(), &l).await.unwrap();
+    leases
+        .replace("leader", &PostParams::default(), &l)
+        .await
+        .unwrap();
     l.spec.as_mut().unwrap().holder_identity = Some("c".into());
-    assert_eq!(status_of(leases.replace("leader", &PostParams::default(), &l).await.unwrap_err()).code, 409);
+    assert_eq!(
+        status_of(
+            leases
+                .replace("leader", &PostParams::default(), &l)
+                .await
+                .unwrap_err()
+        )
+        .code,
+        409
+    );
 }

@@ -385,3 +385,44 @@ async fn certificate_rotation_while_pods_are_created() {
     assert_eq!(e.code, 403);
     env.finish().await;
 }
+
+#[tokio::test]
+async fn only_allowed_subjects_change_a_namespace_mode() {
+    let mut env = env("modelabel").await;
+    let ns = env.namespace("modelabel", None).await.unwrap();
+    let label = |mode: &str| {
+        kube::api::Patch::Merge(json!({"metadata": {"labels": {"verifyfull.dev/mode": mode}}}))
+    };
+    let dev = env
+        .client_as(&User::new("dev@example.com", &["developers"]))
+        .await
+        .unwrap();
+    let as_dev: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(dev);
+    let e = match as_dev
+        .patch(&ns, &kube::api::PatchParams::default(), &label("off"))
+        .await
+    {
+        Err(kube::Error::Api(s)) => s,
+        other => panic!("expected a denial, got {other:?}"),
+    };
+    assert!(
+        e.message
+            .starts_with("admission webhook \"mode-label.verifyfull.dev\" denied the request"),
+        "{}",
+        e.message
+    );
+    // Other label changes by the same user are not the webhook's business.
+    let other = kube::api::Patch::Merge(json!({"metadata": {"labels": {"team": "payments"}}}));
+    as_dev
+        .patch(&ns, &kube::api::PatchParams::default(), &other)
+        .await
+        .unwrap();
+    // A cluster admin may switch the namespace to warn; then a weak Pod is admitted.
+    let admin: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client.clone());
+    admin
+        .patch(&ns, &kube::api::PatchParams::default(), &label("warn"))
+        .await
+        .unwrap();
+    create(&env, &ns, &pod("weak", weak_env())).await.unwrap();
+    env.finish().await;
+}
