@@ -30,6 +30,34 @@ fn deployment(i: usize) -> Deployment {
     .unwrap()
 }
 
+/// Runs `op(i)` for every `i` in `range`, `CONCURRENCY` at a time; panics on the first error.
+async fn run_all<F, Fut>(range: std::ops::Range<usize>, op: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    stream::iter(range)
+        .map(op)
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+}
+
+/// Annotates the first `n` Deployments, one merge patch each.
+async fn annotate_all(api: &Api<Deployment>, n: usize, value: &'static str) {
+    run_all(0..n, |i| {
+        let api = api.clone();
+        async move {
+            let p = Patch::Merge(json!({"metadata": {"annotations": {"bench": value}}}));
+            api.patch(&format!("app-{i:05}"), &PatchParams::default(), &p)
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -62,19 +90,15 @@ async fn main() {
     println!("|---|---|");
 
     let t = Instant::now();
-    stream::iter(0..N)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                api.create(&PostParams::default(), &deployment(i))
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await
-        .unwrap();
+    run_all(0..N, |i| {
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &deployment(i))
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
     let took = t.elapsed();
     println!(
         "| create {N} | {:.2} s, {:.0} creates/s |",
@@ -155,21 +179,7 @@ async fn main() {
     let t = Instant::now();
     let patcher = {
         let api = api.clone();
-        tokio::spawn(async move {
-            stream::iter(0..N)
-                .map(|i| {
-                    let api = api.clone();
-                    async move {
-                        let p = Patch::Merge(json!({"metadata": {"annotations": {"bench": "1"}}}));
-                        api.patch(&format!("app-{i:05}"), &PatchParams::default(), &p)
-                            .await
-                            .map(|_| ())
-                    }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .try_collect::<Vec<()>>()
-                .await
-        })
+        tokio::spawn(async move { annotate_all(&api, N, "1").await })
     };
     let mut seen = 0;
     while seen < N {
@@ -178,7 +188,7 @@ async fn main() {
         }
     }
     let all_seen = t.elapsed();
-    patcher.await.unwrap().unwrap();
+    patcher.await.unwrap();
     println!(
         "| {N} patches, all seen by a watcher | {:.2} s, {:.0} events/s |",
         all_seen.as_secs_f64(),
@@ -189,20 +199,7 @@ async fn main() {
     s.set_write_latency(Duration::from_millis(1));
     let before = s.server.counters.writes();
     let t = Instant::now();
-    stream::iter(0..1000)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let p = Patch::Merge(json!({"metadata": {"annotations": {"bench": "2"}}}));
-                api.patch(&format!("app-{i:05}"), &PatchParams::default(), &p)
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await
-        .unwrap();
+    annotate_all(&api, 1000, "2").await;
     let took = t.elapsed();
     println!(
         "| 1,000 patches with 1 ms write latency | {:.2} s ({:.0} writes/s; {} writes counted) |",

@@ -73,6 +73,29 @@ impl Kubectl {
     }
 }
 
+impl Kubectl {
+    /// `kubectl apply --server-side` of one manifest (no OpenAPI validation: see
+    /// STANDIN.md), into `ns`.
+    pub async fn apply(&self, ns: &str, manifest: &Value) -> std::io::Result<Out> {
+        let args = [
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-n",
+            ns,
+            "-f",
+            "-",
+        ];
+        self.run(&args, Some(&manifest.to_string())).await
+    }
+
+    /// `kubectl create` of one manifest into `ns`.
+    pub async fn create(&self, ns: &str, manifest: &Value) -> std::io::Result<Out> {
+        let args = ["create", "--validate=false", "-n", ns, "-f", "-"];
+        self.run(&args, Some(&manifest.to_string())).await
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; used at once).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

@@ -428,22 +428,7 @@ async fn kubectl_get_create_apply_delete() {
         .await
         .unwrap();
     assert!(ns.ok, "{}", ns.stderr);
-    let manifest = serde_json::to_string(&deployment("web", 0)).unwrap();
-    let out = kubectl
-        .run(
-            &[
-                "apply",
-                "--server-side",
-                "--validate=false",
-                "-n",
-                "team",
-                "-f",
-                "-",
-            ],
-            Some(&manifest),
-        )
-        .await
-        .unwrap();
+    let out = kubectl.apply("team", &deployment("web", 0)).await.unwrap();
     assert!(out.ok, "{}", out.stderr);
     assert!(
         out.stdout

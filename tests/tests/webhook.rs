@@ -128,42 +128,12 @@ async fn compliant_pod_is_created_and_violations_are_denied_with_the_engine_mess
     assert_eq!(e.message, expected_denial(&bad_deploy));
 
     // The same through kubectl: the denial is what the user reads.
-    let out = env
-        .kubectl
-        .run(
-            &[
-                "apply",
-                "--server-side",
-                "--validate=false",
-                "-n",
-                &ns,
-                "-f",
-                "-",
-            ],
-            Some(&bad_deploy.to_string()),
-        )
-        .await
-        .unwrap();
+    let out = env.kubectl.apply(&ns, &bad_deploy).await.unwrap();
     assert!(!out.ok);
     assert!(out.stderr.contains("admission webhook \"enforce.verifyfull.dev\" denied the request: verifyfull denied Deployment bad"), "{}", out.stderr);
     assert!(!out.stderr.contains(PASSWORD));
     let good_deploy = deployment("good", compliant_env());
-    let out = env
-        .kubectl
-        .run(
-            &[
-                "apply",
-                "--server-side",
-                "--validate=false",
-                "-n",
-                &ns,
-                "-f",
-                "-",
-            ],
-            Some(&good_deploy.to_string()),
-        )
-        .await
-        .unwrap();
+    let out = env.kubectl.apply(&ns, &good_deploy).await.unwrap();
     assert!(out.ok, "{}", out.stderr);
     // Its Pods come from the ReplicaSet controller, through the webhook.
     wait_for_pods(&env, &ns, "app=good", 1).await;
@@ -198,26 +168,12 @@ async fn warn_and_audit_namespaces_allow_and_say_so() {
     let audit = env.namespace("audit", Some("audit")).await.unwrap();
     let off = env.namespace("off", Some("off")).await.unwrap();
     let bad = pod("bad", weak_env());
-    let out = env
-        .kubectl
-        .run(
-            &["create", "--validate=false", "-n", &warn, "-f", "-"],
-            Some(&bad.to_string()),
-        )
-        .await
-        .unwrap();
+    let out = env.kubectl.create(&warn, &bad).await.unwrap();
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stderr.contains("Warning: "), "{}", out.stderr);
     assert!(out.stderr.contains("verify-full"), "{}", out.stderr);
     assert!(!out.stderr.contains(PASSWORD));
-    let out = env
-        .kubectl
-        .run(
-            &["create", "--validate=false", "-n", &audit, "-f", "-"],
-            Some(&bad.to_string()),
-        )
-        .await
-        .unwrap();
+    let out = env.kubectl.create(&audit, &bad).await.unwrap();
     assert!(out.ok, "{}", out.stderr);
     assert!(
         !out.stderr.contains("Warning"),
@@ -260,14 +216,7 @@ async fn exemptions_need_an_allowed_author() {
     };
     assert!(e.message.contains("exempt"), "{}", e.message);
     // …a cluster admin may, and the warning names the reason.
-    let out = env
-        .kubectl
-        .run(
-            &["create", "--validate=false", "-n", &ns, "-f", "-"],
-            Some(&exempt.to_string()),
-        )
-        .await
-        .unwrap();
+    let out = env.kubectl.create(&ns, &exempt).await.unwrap();
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stderr.contains("INC-4211"), "{}", out.stderr);
     env.finish().await;

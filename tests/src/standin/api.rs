@@ -632,41 +632,17 @@ impl Server {
                 })?;
             }
             PatchType::Strategic => strategic(&mut new, patch, &mut Vec::new()),
-            PatchType::Apply => {
-                let shape = Self::shape(&t.def);
-                let av = t.def.api_version();
-                let now = now();
-                let req = fields::Apply {
-                    manager: &o.field_manager,
-                    api_version: &av,
-                    subresource: &t.subresource,
-                    force: o.force,
-                    now: &now,
-                    shape: &*shape,
-                };
-                new = fields::apply(cur, patch, &req).map_err(|c| apply_conflict(&c))?;
-            }
+            PatchType::Apply => new = apply(t, cur, patch, o)?,
         }
         Ok(new)
     }
 
     async fn apply_create(&self, t: &Target, patch: Value, o: &WriteOpts) -> ApiResult<Reply> {
-        let shape = Self::shape(&t.def);
-        let av = t.def.api_version();
-        let now = now();
-        let req = fields::Apply {
-            manager: &o.field_manager,
-            api_version: &av,
-            subresource: "",
-            force: o.force,
-            now: &now,
-            shape: &*shape,
-        };
         let mut skeleton = json!({"metadata": {"name": t.name}});
         if t.def.namespaced {
             skeleton["metadata"]["namespace"] = json!(t.namespace);
         }
-        let obj = fields::apply(&skeleton, &patch, &req).map_err(|c| apply_conflict(&c))?;
+        let obj = apply(t, &skeleton, &patch, o)?;
         let managed = obj["metadata"]["managedFields"].clone();
         self.create_with(t, obj, o, Some(managed)).await
     }
@@ -785,19 +761,12 @@ impl Server {
                 .as_array()
                 .is_none_or(Vec::is_empty)
             && t.def.kind != "Namespace";
-        let stored = {
-            let mut state = self.state();
-            match state.get(&t.def.key(), &t.namespace, &t.name) {
-                Some(now) if now.rv == current.rv => {}
-                _ => return Err(ApiError::conflict(&t.def, &t.name)),
-            }
-            let typ = if finalized {
-                EventType::Deleted
-            } else {
-                EventType::Modified
-            };
-            state.commit(&t.def.key(), &t.namespace, &t.name, typ, new)
+        let typ = if finalized {
+            EventType::Deleted
+        } else {
+            EventType::Modified
         };
+        let stored = self.commit_if_unchanged(t, current.rv, typ, new)?;
         if finalized {
             self.after_delete(t, &stored);
         }
@@ -848,25 +817,35 @@ impl Server {
             }
         }
         self.write_delay().await;
-        let stored = {
-            let mut state = self.state();
-            match state.get(&t.def.key(), &t.namespace, &t.name) {
-                Some(now) if now.rv == current.rv => {}
-                Some(_) => return Err(ApiError::conflict(&t.def, &t.name)),
-                None => return Err(ApiError::not_found(&t.def, &t.name)),
-            }
-            let typ = if has_finalizers {
-                EventType::Modified
-            } else {
-                EventType::Deleted
-            };
-            state.commit(&t.def.key(), &t.namespace, &t.name, typ, marked)
+        let typ = if has_finalizers {
+            EventType::Modified
+        } else {
+            EventType::Deleted
         };
+        let stored = self.commit_if_unchanged(t, current.rv, typ, marked)?;
         if !has_finalizers {
             self.after_delete(t, &stored);
         }
         self.after_commit(t, &stored);
         Ok(Reply::of(stored.value.clone()))
+    }
+
+    /// Commits only if the object is still at resource version `rv` (the API server's
+    /// guaranteed update): a concurrent write in between is a conflict.
+    fn commit_if_unchanged(
+        &self,
+        t: &Target,
+        rv: u64,
+        typ: EventType,
+        value: Value,
+    ) -> ApiResult<Arc<Stored>> {
+        let mut state = self.state();
+        match state.get(&t.def.key(), &t.namespace, &t.name) {
+            Some(now) if now.rv == rv => {}
+            Some(_) => return Err(ApiError::conflict(&t.def, &t.name)),
+            None => return Err(ApiError::not_found(&t.def, &t.name)),
+        }
+        Ok(state.commit(&t.def.key(), &t.namespace, &t.name, typ, value))
     }
 
     /// CRDs become served resources once stored.
@@ -1038,6 +1017,22 @@ fn parse_apply(body: &[u8]) -> ApiResult<Value> {
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
         }
     }
+}
+
+/// Server-side apply of `patch` onto `cur` by the request's field manager.
+fn apply(t: &Target, cur: &Value, patch: &Value, o: &WriteOpts) -> ApiResult<Value> {
+    let shape = Server::shape(&t.def);
+    let av = t.def.api_version();
+    let now = now();
+    let req = fields::Apply {
+        manager: &o.field_manager,
+        api_version: &av,
+        subresource: &t.subresource,
+        force: o.force,
+        now: &now,
+        shape: &*shape,
+    };
+    fields::apply(cur, patch, &req).map_err(|c| apply_conflict(&c))
 }
 
 fn apply_conflict(c: &[fields::Conflict]) -> ApiError {

@@ -74,172 +74,45 @@ fn def(
     }
 }
 
-/// The built-in resources verifyfull, its chart and its tests use.
+const NS: bool = true;
+const CLUSTER: bool = false;
+
+/// The built-in resources verifyfull, its chart and its tests use:
+/// group, version, kind, plural, namespaced, short names, subresources.
+#[rustfmt::skip]
+#[allow(clippy::type_complexity)]
+const BUILTINS: &[(&str, &str, &str, &str, bool, &[&str], &[&str])] = &[
+    ("", "v1", "Namespace", "namespaces", CLUSTER, &["ns"], &["status"]),
+    ("", "v1", "Pod", "pods", NS, &["po"], &["status", "ephemeralcontainers"]),
+    ("", "v1", "ConfigMap", "configmaps", NS, &["cm"], &[]),
+    ("", "v1", "Secret", "secrets", NS, &[], &[]),
+    ("", "v1", "Service", "services", NS, &["svc"], &["status"]),
+    ("", "v1", "ServiceAccount", "serviceaccounts", NS, &["sa"], &[]),
+    ("", "v1", "Event", "events", NS, &["ev"], &[]),
+    ("events.k8s.io", "v1", "Event", "events", NS, &["ev"], &[]),
+    ("apps", "v1", "Deployment", "deployments", NS, &["deploy"], &["status"]),
+    ("apps", "v1", "StatefulSet", "statefulsets", NS, &["sts"], &["status"]),
+    ("apps", "v1", "DaemonSet", "daemonsets", NS, &["ds"], &["status"]),
+    ("apps", "v1", "ReplicaSet", "replicasets", NS, &["rs"], &["status"]),
+    ("batch", "v1", "Job", "jobs", NS, &[], &["status"]),
+    ("batch", "v1", "CronJob", "cronjobs", NS, &["cj"], &["status"]),
+    ("coordination.k8s.io", "v1", "Lease", "leases", NS, &[], &[]),
+    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", NS, &["pdb"], &["status"]),
+    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", NS, &["netpol"], &[]),
+    ("rbac.authorization.k8s.io", "v1", "Role", "roles", NS, &[], &[]),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", NS, &[], &[]),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", CLUSTER, &[], &[]),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", CLUSTER, &[], &[]),
+    ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", CLUSTER, &[], &[]),
+    ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", CLUSTER, &[], &[]),
+    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", CLUSTER, &["crd", "crds"], &["status"]),
+];
+
 pub fn builtins() -> Vec<ResourceDef> {
-    const NS: bool = true;
-    const CLUSTER: bool = false;
-    vec![
-        def(
-            "",
-            "v1",
-            "Namespace",
-            "namespaces",
-            CLUSTER,
-            &["ns"],
-            &["status"],
-        ),
-        def(
-            "",
-            "v1",
-            "Pod",
-            "pods",
-            NS,
-            &["po"],
-            &["status", "ephemeralcontainers"],
-        ),
-        def("", "v1", "ConfigMap", "configmaps", NS, &["cm"], &[]),
-        def("", "v1", "Secret", "secrets", NS, &[], &[]),
-        def("", "v1", "Service", "services", NS, &["svc"], &["status"]),
-        def(
-            "",
-            "v1",
-            "ServiceAccount",
-            "serviceaccounts",
-            NS,
-            &["sa"],
-            &[],
-        ),
-        def("", "v1", "Event", "events", NS, &["ev"], &[]),
-        def("events.k8s.io", "v1", "Event", "events", NS, &["ev"], &[]),
-        def(
-            "apps",
-            "v1",
-            "Deployment",
-            "deployments",
-            NS,
-            &["deploy"],
-            &["status"],
-        ),
-        def(
-            "apps",
-            "v1",
-            "StatefulSet",
-            "statefulsets",
-            NS,
-            &["sts"],
-            &["status"],
-        ),
-        def(
-            "apps",
-            "v1",
-            "DaemonSet",
-            "daemonsets",
-            NS,
-            &["ds"],
-            &["status"],
-        ),
-        def(
-            "apps",
-            "v1",
-            "ReplicaSet",
-            "replicasets",
-            NS,
-            &["rs"],
-            &["status"],
-        ),
-        def("batch", "v1", "Job", "jobs", NS, &[], &["status"]),
-        def(
-            "batch",
-            "v1",
-            "CronJob",
-            "cronjobs",
-            NS,
-            &["cj"],
-            &["status"],
-        ),
-        def("coordination.k8s.io", "v1", "Lease", "leases", NS, &[], &[]),
-        def(
-            "policy",
-            "v1",
-            "PodDisruptionBudget",
-            "poddisruptionbudgets",
-            NS,
-            &["pdb"],
-            &["status"],
-        ),
-        def(
-            "networking.k8s.io",
-            "v1",
-            "NetworkPolicy",
-            "networkpolicies",
-            NS,
-            &["netpol"],
-            &[],
-        ),
-        def(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "Role",
-            "roles",
-            NS,
-            &[],
-            &[],
-        ),
-        def(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "RoleBinding",
-            "rolebindings",
-            NS,
-            &[],
-            &[],
-        ),
-        def(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRole",
-            "clusterroles",
-            CLUSTER,
-            &[],
-            &[],
-        ),
-        def(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRoleBinding",
-            "clusterrolebindings",
-            CLUSTER,
-            &[],
-            &[],
-        ),
-        def(
-            "admissionregistration.k8s.io",
-            "v1",
-            "ValidatingWebhookConfiguration",
-            "validatingwebhookconfigurations",
-            CLUSTER,
-            &[],
-            &[],
-        ),
-        def(
-            "admissionregistration.k8s.io",
-            "v1",
-            "MutatingWebhookConfiguration",
-            "mutatingwebhookconfigurations",
-            CLUSTER,
-            &[],
-            &[],
-        ),
-        def(
-            "apiextensions.k8s.io",
-            "v1",
-            "CustomResourceDefinition",
-            "customresourcedefinitions",
-            CLUSTER,
-            &["crd", "crds"],
-            &["status"],
-        ),
-    ]
+    BUILTINS
+        .iter()
+        .map(|(g, v, k, p, ns, short, sub)| def(g, v, k, p, *ns, short, sub))
+        .collect()
 }
 
 /// The resource definitions a CRD object declares, one per served version.
