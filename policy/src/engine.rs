@@ -120,6 +120,7 @@ pub fn evaluate_container<'a>(
         loopback_allowed: ctx.settings.loopback == LoopbackPolicy::Allow && !host_network,
         client: false,
         system_root: false,
+        libpq: LibpqTargets::default(),
         findings: Vec::new(),
         notes: Vec::new(),
     };
@@ -143,10 +144,12 @@ pub fn evaluate_container<'a>(
             }
         }
     }
+    let t = judge.libpq;
     ContainerReport {
         name: c.name,
         list: c.list,
         client: judge.client,
+        fixable: t.count > 0 && !t.not_remote && !t.sets_mode,
         exempt: false,
         findings: judge.findings,
         notes: judge.notes,
@@ -253,12 +256,23 @@ enum Outcome<'a> {
     },
 }
 
+/// What the libpq targets of a container look like, for the operator's "fix" mode.
+#[derive(Debug, Default, Clone, Copy)]
+struct LibpqTargets {
+    count: u32,
+    /// Some target is not (known to be) non-loopback TCP.
+    not_remote: bool,
+    /// Some connection string sets its own sslmode.
+    sets_mode: bool,
+}
+
 struct Judge<'e, 'a> {
     env: &'e Env<'a>,
     settings: &'e Settings,
     loopback_allowed: bool,
     client: bool,
     system_root: bool,
+    libpq: LibpqTargets,
     findings: Vec<Finding<'a>>,
     notes: Vec<Note<'a>>,
 }
@@ -479,6 +493,11 @@ impl<'e, 'a> Judge<'e, 'a> {
             _ => self.libpq_nets(&scan, var),
         };
 
+        if driver.is_none() {
+            self.libpq.count += 1;
+            self.libpq.not_remote |= !nets.iter().all(|n| matches!(n, Net::Remote));
+            self.libpq.sets_mode |= !scan.modes.is_empty();
+        }
         if let Some(by) = gss {
             if !nets.iter().all(|n| matches!(n, Net::Socket)) {
                 self.client = true;

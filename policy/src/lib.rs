@@ -8,10 +8,12 @@
 pub mod admission;
 #[cfg(feature = "clap")]
 pub mod args;
+pub mod crd;
 pub mod engine;
 pub mod env;
 pub mod exemptions;
 pub mod hosts;
+pub mod inject;
 pub mod jdbc;
 pub mod libpq;
 pub mod message;

@@ -427,6 +427,9 @@ pub struct ContainerReport<'a> {
     pub list: ContainerList,
     /// A PostgreSQL client: at least one network target (or one that may be).
     pub client: bool,
+    /// It has libpq targets, all of them non-loopback TCP, and no connection string sets
+    /// its own sslmode: setting `PGSSLMODE` decides for all of them (the operator's fix).
+    pub fixable: bool,
     /// An exemption covers this container.
     pub exempt: bool,
     pub findings: Vec<Finding<'a>>,

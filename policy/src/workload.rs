@@ -157,6 +157,30 @@ pub struct PodSpec {
     /// The deprecated alias of `serviceAccountName`.
     pub service_account: Option<String>,
     pub enable_service_links: Option<bool>,
+    /// Volume names (and a ConfigMap volume's source), for the injection plan.
+    pub volumes: Option<Vec<Volume>>,
+}
+
+/// A volume, reduced to what the injection plan reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    pub name: String,
+    pub config_map: Option<NameRef>,
+}
+
+/// `{name: …}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct NameRef {
+    pub name: Option<String>,
+}
+
+/// A volume mount, reduced to what the injection plan reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeMount {
+    pub name: String,
+    pub mount_path: String,
 }
 
 /// The parts of a container (of any of the three lists) the engine reads.
@@ -166,6 +190,18 @@ pub struct Container {
     pub name: String,
     pub env: Option<Vec<EnvVar>>,
     pub env_from: Option<Vec<EnvFromSource>>,
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+}
+
+fn mounts(m: &Option<Vec<k8s_openapi::api::core::v1::VolumeMount>>) -> Option<Vec<VolumeMount>> {
+    m.as_ref().map(|v| {
+        v.iter()
+            .map(|m| VolumeMount {
+                name: m.name.clone(),
+                mount_path: m.mount_path.clone(),
+            })
+            .collect()
+    })
 }
 
 impl From<&k8s_openapi::api::core::v1::Container> for Container {
@@ -174,6 +210,7 @@ impl From<&k8s_openapi::api::core::v1::Container> for Container {
             name: c.name.clone(),
             env: c.env.clone(),
             env_from: c.env_from.clone(),
+            volume_mounts: mounts(&c.volume_mounts),
         }
     }
 }
@@ -193,6 +230,7 @@ impl From<&k8s_openapi::api::core::v1::PodSpec> for PodSpec {
                         name: c.name.clone(),
                         env: c.env.clone(),
                         env_from: c.env_from.clone(),
+                        volume_mounts: mounts(&c.volume_mounts),
                     })
                     .collect()
             }),
@@ -200,6 +238,16 @@ impl From<&k8s_openapi::api::core::v1::PodSpec> for PodSpec {
             service_account_name: s.service_account_name.clone(),
             service_account: s.service_account.clone(),
             enable_service_links: s.enable_service_links,
+            volumes: s.volumes.as_ref().map(|v| {
+                v.iter()
+                    .map(|v| Volume {
+                        name: v.name.clone(),
+                        config_map: v.config_map.as_ref().map(|c| NameRef {
+                            name: Some(c.name.clone()),
+                        }),
+                    })
+                    .collect()
+            }),
         }
     }
 }
