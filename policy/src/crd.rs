@@ -97,7 +97,7 @@ pub struct Injection {
         regex(pattern = r"^/[^:]*$"),
         length(max = 1024),
         extend("x-kubernetes-validations" = [
-            {"rule": "!self.split('/').exists(p, p == '..')", "message": "mountPath may not contain '..'"},
+            {"rule": "!self.contains('/../') && !self.endsWith('/..')", "message": "mountPath may not contain '..'"},
             {"rule": "self != '/'", "message": "mountPath may not be /"}
         ])
     )]
@@ -183,10 +183,11 @@ pub struct Rotation {
     pub restart: bool,
 }
 
+/// Every field is always written (a merge patch of the status removes what is gone).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresTlsPolicyStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Degraded`.
     #[serde(default)]
@@ -205,13 +206,13 @@ pub struct PostgresTlsPolicyStatus {
     #[serde(default)]
     pub violations: i64,
     /// The first 20 violating workloads, `Kind namespace/name`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub violating: Vec<String>,
     /// Namespaces holding a copy of the CA.
     #[serde(default)]
     pub namespaces: i64,
     /// Hash of the CA bundle in force.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ca_hash: Option<String>,
 }
 

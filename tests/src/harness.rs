@@ -148,58 +148,93 @@ pub fn binary(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// The real `verifyfull-webhook` binary, running as a process.
+/// A verifyfull binary running as a process, with its admin port.
 #[derive(Debug)]
-pub struct WebhookProcess {
+pub struct Process {
     child: tokio::process::Child,
+    /// The HTTPS address (the webhook's); the admin address for the operator.
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     dir: PathBuf,
+    name: &'static str,
 }
 
-impl WebhookProcess {
-    /// Starts the webhook with this serving pair; `kubeconfig: None` runs `--standalone`.
+/// The webhook process.
+pub type WebhookProcess = Process;
+
+impl Process {
+    /// Starts `verifyfull-webhook` with this serving pair; `kubeconfig: None` runs
+    /// `--standalone`.
     pub async fn start(
         dir: &Path,
         kubeconfig: Option<&Path>,
         pair: &Pair,
         extra: &[&str],
-    ) -> Result<WebhookProcess, String> {
+    ) -> Result<Process, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         write_pair(dir, pair).map_err(|e| e.to_string())?;
-        let port = free_port().map_err(|e| e.to_string())?;
-        let admin_port = free_port().map_err(|e| e.to_string())?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
-        let log = std::fs::File::create(dir.join("webhook.log")).map_err(|e| e.to_string())?;
-        let mut cmd = tokio::process::Command::new(binary("verifyfull-webhook")?);
-        cmd.arg("--listen")
-            .arg(addr.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
-            .arg("--tls-cert-file")
-            .arg(dir.join("tls.crt"))
-            .arg("--tls-key-file")
-            .arg(dir.join("tls.key"))
-            .arg("--cert-reload-seconds")
-            .arg("1")
-            .arg("--shutdown-delay-seconds")
-            .arg("0")
-            .args(extra)
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port().map_err(|e| e.to_string())?).into();
+        let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let mut args: Vec<String> = vec![
+            format!("--listen={addr}"),
+            format!("--tls-cert-file={}", crt.display()),
+            format!("--tls-key-file={}", key.display()),
+            "--cert-reload-seconds=1".into(),
+            "--shutdown-delay-seconds=0".into(),
+        ];
+        if kubeconfig.is_none() {
+            args.push("--standalone".into());
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Process::spawn("verifyfull-webhook", dir, kubeconfig, addr, &args).await
+    }
+
+    /// Starts `verifyfull-operator` (its readiness waits for the CRD).
+    pub async fn operator(
+        dir: &Path,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Result<Process, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        Process::spawn(
+            "verifyfull-operator",
+            dir,
+            Some(kubeconfig),
+            ([127, 0, 0, 1], 0).into(),
+            &args,
+        )
+        .await
+    }
+
+    async fn spawn(
+        name: &'static str,
+        dir: &Path,
+        kubeconfig: Option<&Path>,
+        addr: SocketAddr,
+        args: &[String],
+    ) -> Result<Process, String> {
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port().map_err(|e| e.to_string())?).into();
+        let log =
+            std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+        let mut cmd = tokio::process::Command::new(binary(name)?);
+        cmd.arg(format!("--admin-listen={admin}"))
+            .args(args)
             .env_remove("KUBECONFIG")
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
-        match kubeconfig {
-            Some(k) => cmd.env("KUBECONFIG", k),
-            None => cmd.arg("--standalone"),
-        };
-        let child = cmd.spawn().map_err(|e| e.to_string())?;
-        let p = WebhookProcess {
+        if let Some(k) = kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
+        let child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
+        let addr = if addr.port() == 0 { admin } else { addr };
+        let p = Process {
             child,
             addr,
             admin,
             dir: dir.to_path_buf(),
+            name,
         };
         p.wait_ready(Duration::from_secs(30)).await?;
         Ok(p)
@@ -213,12 +248,26 @@ impl WebhookProcess {
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(format!(
-                    "the webhook was not ready within {within:?}; log:\n{}",
+                    "{} was not ready within {within:?}; log:\n{}",
+                    self.name,
                     self.log()
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A metric's value from `/metrics` (the sum over its label sets matching `labels`).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let Ok((_, text)) = http_get(self.admin, "/metrics").await else {
+            return 0.0;
+        };
+        text.lines()
+            .filter(|l| {
+                l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// Replaces the serving pair on disk, as the kubelet updates a mounted Secret.
@@ -227,11 +276,16 @@ impl WebhookProcess {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("webhook.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default()
     }
 
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
+    }
+
+    /// SIGKILL without waiting for anything: a crash.
+    pub fn kill_now(&mut self) {
+        let _ = self.child.start_kill();
     }
 }
 

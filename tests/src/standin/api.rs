@@ -172,6 +172,9 @@ pub struct Counters {
     pub update: AtomicU64,
     pub patch: AtomicU64,
     pub delete: AtomicU64,
+    /// Writes by resource plural (subresources as `plural/sub`), and by user.
+    by_resource: Mutex<HashMap<String, u64>>,
+    by_user: Mutex<HashMap<(String, String), u64>>,
 }
 
 impl Counters {
@@ -190,6 +193,45 @@ impl Counters {
 
     pub fn writes(&self) -> u64 {
         self.snapshot()[3..].iter().map(|(_, n)| n).sum()
+    }
+
+    fn write(&self, verb: &AtomicU64, t: &Target, user: &User) {
+        verb.fetch_add(1, Ordering::Relaxed);
+        let key = if t.subresource.is_empty() {
+            t.def.plural.clone()
+        } else {
+            format!("{}/{}", t.def.plural, t.subresource)
+        };
+        *self
+            .by_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((user.name.clone(), key.clone()))
+            .or_default() += 1;
+        *self
+            .by_resource
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    /// Writes by one user so far, by resource.
+    pub fn writes_of(&self, user: &str) -> HashMap<String, u64> {
+        let by_user = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        by_user
+            .iter()
+            .filter(|((u, _), _)| u == user)
+            .map(|((_, r), n)| (r.clone(), *n))
+            .collect()
+    }
+
+    /// Writes by resource so far, e.g. `deployments`, `postgrestlspolicies/status`.
+    pub fn writes_by_resource(&self) -> HashMap<String, u64> {
+        self.by_resource
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -408,7 +450,7 @@ impl Server {
 
     /// Creates an object.
     pub async fn create(&self, t: &Target, obj: Value, o: &WriteOpts) -> ApiResult<Reply> {
-        self.counters.create.fetch_add(1, Ordering::Relaxed);
+        self.counters.write(&self.counters.create, t, &o.user);
         self.create_with(t, obj, o, None).await
     }
 
@@ -550,7 +592,7 @@ impl Server {
 
     /// Replaces an object (PUT), or its status or ephemeral containers.
     pub async fn update(&self, t: &Target, body: Value, o: &WriteOpts) -> ApiResult<Reply> {
-        self.counters.update.fetch_add(1, Ordering::Relaxed);
+        self.counters.write(&self.counters.update, t, &o.user);
         let current = self.get(t)?;
         let precondition = body["metadata"]["resourceVersion"]
             .as_str()
@@ -567,7 +609,7 @@ impl Server {
         body: &[u8],
         o: &WriteOpts,
     ) -> ApiResult<Reply> {
-        self.counters.patch.fetch_add(1, Ordering::Relaxed);
+        self.counters.write(&self.counters.patch, t, &o.user);
         let patch: Value = match ty {
             PatchType::Apply => parse_apply(body)?,
             _ => serde_json::from_slice(body)
@@ -784,7 +826,7 @@ impl Server {
         o: &WriteOpts,
         preconditions: &Value,
     ) -> ApiResult<Reply> {
-        self.counters.delete.fetch_add(1, Ordering::Relaxed);
+        self.counters.write(&self.counters.delete, t, &o.user);
         let current = self.get(t)?;
         if let Some(uid) = preconditions["uid"].as_str()
             && current.value["metadata"]["uid"].as_str() != Some(uid)

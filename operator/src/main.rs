@@ -1,0 +1,125 @@
+//! `verifyfull-operator`: flags (each also an environment variable), logging, the crypto
+//! provider, the admin port, signals. The work is in the library.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "verifyfull-operator",
+    version,
+    about = "verifyfull's operator: CA bundle distribution and injection"
+)]
+struct Args {
+    /// verifyfull's own namespace (holds the Lease; never injected).
+    #[arg(long, env = "VERIFYFULL_NAMESPACE", default_value = "verifyfull")]
+    namespace: String,
+    /// More namespaces never touched (kube-system and the own namespace always are).
+    #[arg(long, env = "VERIFYFULL_EXCLUDED_NAMESPACES", value_delimiter = ',')]
+    excluded_namespaces: Vec<String>,
+    /// Workload patches per second; 0 turns the limit off.
+    #[arg(long, env = "VERIFYFULL_WRITES_PER_SECOND", default_value_t = 50.0)]
+    writes_per_second: f64,
+    #[arg(long, env = "VERIFYFULL_WRITE_BURST", default_value_t = 100)]
+    write_burst: u32,
+    /// Rollouts in progress at once; 0 turns the cap off.
+    #[arg(long, env = "VERIFYFULL_MAX_CONCURRENT_ROLLOUTS", default_value_t = 10)]
+    max_concurrent_rollouts: usize,
+    /// A rollout that takes longer than this no longer holds its slot (seconds).
+    #[arg(
+        long,
+        env = "VERIFYFULL_ROLLOUT_TIMEOUT_SECONDS",
+        default_value_t = 600
+    )]
+    rollout_timeout_seconds: u64,
+    /// Workloads reconciled in parallel.
+    #[arg(long, env = "VERIFYFULL_CONCURRENCY", default_value_t = 32)]
+    concurrency: u16,
+    /// How often each policy's source is re-read and its status recomputed (seconds).
+    #[arg(long, env = "VERIFYFULL_RESYNC_SECONDS", default_value_t = 60)]
+    resync_seconds: u64,
+    #[arg(
+        long,
+        env = "VERIFYFULL_LEASE_NAME",
+        default_value = "verifyfull-operator"
+    )]
+    lease_name: String,
+    #[arg(long, env = "VERIFYFULL_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+    /// This replica's identity in the Lease (default: the host name, i.e. the Pod name).
+    #[arg(long, env = "VERIFYFULL_IDENTITY")]
+    identity: Option<String>,
+    /// Plain-HTTP admin address (/livez, /readyz, /metrics).
+    #[arg(long, env = "VERIFYFULL_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    admin_listen: SocketAddr,
+    #[command(flatten)]
+    settings: policy::args::SettingsArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    // One crypto provider, chosen explicitly: with two in the dependency tree rustls has no default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let metrics = operator::metrics::Metrics::default();
+    match operator::serve_admin(args.admin_listen, metrics.clone()).await {
+        Ok(addr) => tracing::info!(admin = %addr, "admin port"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the admin port");
+            return ExitCode::from(1);
+        }
+    }
+    let client = match kube::Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no Kubernetes client (in-cluster config or KUBECONFIG)");
+            return ExitCode::from(1);
+        }
+    };
+    let identity = args.identity.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| format!("verifyfull-operator-{}", std::process::id()))
+    });
+    let config = operator::Config {
+        namespace: args.namespace,
+        excluded_namespaces: args.excluded_namespaces,
+        writes_per_second: args.writes_per_second,
+        burst: args.write_burst,
+        max_rollouts: args.max_concurrent_rollouts,
+        rollout_timeout: Duration::from_secs(args.rollout_timeout_seconds),
+        concurrency: args.concurrency.max(1),
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        lease_name: args.lease_name,
+        identity,
+        lease_duration: Duration::from_secs(args.lease_seconds.max(3)),
+        engine: args.settings.settings(),
+    };
+    tokio::select! {
+        r = operator::run(client, config, metrics) => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "stepping down");
+            }
+            ExitCode::from(1)
+        }
+        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        _ = terminate() => ExitCode::SUCCESS,
+    }
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,96 @@
+//! Prometheus metrics with bounded labels (kinds and results from fixed sets).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reconciled {
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Written {
+    kind: &'static str,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    reconciles: Family<Reconciled, Counter>,
+    writes: Family<Written, Counter>,
+    leader: Gauge,
+    ready: Gauge,
+}
+
+/// Cheap to clone; all clones count into one registry.
+#[derive(Debug, Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("verifyfull_operator");
+        let reconciles = Family::<Reconciled, Counter>::default();
+        let writes = Family::<Written, Counter>::default();
+        let leader = Gauge::default();
+        let ready = Gauge::default();
+        registry.register(
+            "reconciles",
+            "Workload reconciles by kind and result",
+            reconciles.clone(),
+        );
+        registry.register("writes", "Writes to the API by kind", writes.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the lease",
+            leader.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 once the CRD is served and caches are synced",
+            ready.clone(),
+        );
+        Metrics(Arc::new(Inner {
+            registry,
+            reconciles,
+            writes,
+            leader,
+            ready,
+        }))
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, kind: &'static str, result: &'static str) {
+        self.0
+            .reconciles
+            .get_or_create(&Reconciled { kind, result })
+            .inc();
+    }
+
+    pub fn write(&self, kind: &'static str) {
+        self.0.writes.get_or_create(&Written { kind }).inc();
+    }
+
+    pub fn set_leader(&self, on: bool) {
+        self.0.leader.set(i64::from(on));
+    }
+
+    pub fn set_ready(&self, on: bool) {
+        self.0.ready.set(i64::from(on));
+    }
+
+    pub fn ready(&self) -> bool {
+        self.0.ready.get() == 1
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.0.registry)?;
+        Ok(out)
+    }
+}
