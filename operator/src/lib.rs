@@ -31,6 +31,7 @@ use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use policy::crd::PostgresTLSPolicy;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How the operator runs.
@@ -127,6 +128,15 @@ fn changes(rx: tokio::sync::watch::Receiver<u64>) -> impl Stream<Item = ()> + Se
     })
 }
 
+/// Sets `flag` once a watch's first list is complete.
+fn on_listed<K>(flag: Arc<AtomicBool>) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) {
+    move |e| {
+        if matches!(e, Ok(watcher::Event::InitDone)) {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Whether a Secret (`secret`) or ConfigMap is some policy's CA source.
 fn is_source(
     policies: &reflector::Store<PostgresTLSPolicy>,
@@ -166,13 +176,29 @@ pub async fn run(
 
     let wc = watcher::Config::default();
     let strip = |m: &mut kube::api::ObjectMeta| m.managed_fields = None;
-    let policy_ctrl = Controller::new(Api::<PostgresTLSPolicy>::all(client.clone()), wc.clone());
+    let mut listed: Vec<Arc<AtomicBool>> = Vec::new();
+    let mut listed_flag = || {
+        let flag = Arc::new(AtomicBool::new(false));
+        listed.push(flag.clone());
+        flag
+    };
+
+    let (policy_store, policy_writer) = reflector::store();
+    let on_list = on_listed(listed_flag());
+    let policy_stream = watcher(Api::<PostgresTLSPolicy>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .inspect(on_list)
+        .reflect(policy_writer)
+        .touched_objects();
+    let policy_ctrl = Controller::for_stream(policy_stream, policy_store.clone());
     let (ns_store, ns_writer) = reflector::store();
+    let on_list = on_listed(listed_flag());
     let namespaces = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         wc.clone(),
     )
     .default_backoff()
+    .inspect(on_list)
     .modify(move |n| strip(&mut n.metadata))
     .reflect(ns_writer)
     .touched_objects()
@@ -183,11 +209,13 @@ pub async fn run(
         reconcile::MANAGED_BY.0,
         reconcile::MANAGED_BY.1
     ));
+    let on_list = on_listed(listed_flag());
     let copies = watcher(
         Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
         copies_wc,
     )
     .default_backoff()
+    .inspect(on_list)
     .modify(move |c| strip(&mut c.metadata))
     .reflect(copy_writer)
     .touched_objects()
@@ -197,9 +225,17 @@ pub async fn run(
     let mut stores = Vec::new();
     for kind in workload::Kind::ALL {
         let api = Api::<workload::Workload>::all_with(client.clone(), &kind.resource());
-        let ctrl = Controller::new_with(api, wc.clone(), kind.resource())
+        let writer = reflector::store::Writer::new(kind.resource());
+        let store = writer.as_reader();
+        let on_list = on_listed(listed_flag());
+        let stream = watcher(api, wc.clone())
+            .default_backoff()
+            .inspect(on_list)
+            .reflect(writer)
+            .touched_objects();
+        let ctrl = Controller::for_stream_with(stream, store.clone(), kind.resource())
             .with_config(controller::Config::default().concurrency(config.concurrency));
-        stores.push((kind, ctrl.store()));
+        stores.push((kind, store));
         workload_ctrls.push((kind, ctrl));
     }
     let mut excluded = vec!["kube-system".to_string(), config.namespace.clone()];
@@ -220,8 +256,7 @@ pub async fn run(
         limits::RateLimit::new(config.writes_per_second, config.burst),
         limits::Rollouts::new(config.max_rollouts, config.rollout_timeout),
     );
-    let policy_store = policy_ctrl.store();
-    let ctx = Arc::new(reconcile::Ctx::new(
+    let mut ctx = reconcile::Ctx::new(
         client.clone(),
         settings,
         (policy_store.clone(), ns_store, copy_store),
@@ -229,7 +264,9 @@ pub async fn run(
         pacing,
         recorder,
         metrics.clone(),
-    ));
+    );
+    ctx.caches_listed = listed;
+    let ctx = Arc::new(ctx);
 
     // A changed CA source re-runs the policies (their sources are few; their copies and
     // status are compared, not rewritten).

@@ -63,6 +63,8 @@ pub struct Ctx {
     seen: Mutex<HashMap<String, String>>,
     /// Per workload: the last problem reported in an Event, so each is reported once.
     reported: Mutex<HashMap<String, String>>,
+    /// One flag per cache, set when its first list is complete.
+    pub caches_listed: Vec<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -146,20 +148,16 @@ impl Ctx {
             metrics,
             seen: Mutex::new(HashMap::new()),
             reported: Mutex::new(HashMap::new()),
+            caches_listed: Vec::new(),
         }
     }
 
-    /// Waits for the caches reconciling reads: deciding on a partial cache could remove an
+    /// Whether every cache has listed once: deciding on a partial cache could remove an
     /// injection that a policy not yet seen asks for.
-    async fn synced(&self, workloads: bool) {
-        let _ = self.policies.wait_until_ready().await;
-        let _ = self.namespaces.wait_until_ready().await;
-        let _ = self.copies.wait_until_ready().await;
-        if workloads {
-            for (_, s) in &self.workloads {
-                let _ = s.wait_until_ready().await;
-            }
-        }
+    fn synced(&self) -> bool {
+        self.caches_listed
+            .iter()
+            .all(|f| f.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     fn excluded(&self, ns: &str) -> bool {
@@ -373,7 +371,9 @@ impl Ctx {
 
 /// Reconciles one workload: inject, keep, or remove what the operator owns.
 pub async fn workload(kind: Kind, w: Arc<Workload>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.synced(false).await;
+    if !ctx.synced() {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let ns = w.metadata.namespace.clone().unwrap_or_default();
     let name = w.name_any();
     let key = format!("{}/{ns}/{name}", kind.as_str());
@@ -553,7 +553,9 @@ fn condition(
 
 /// Reconciles one policy: finalizer, CA copies, status.
 pub async fn policy(p: Arc<PostgresTLSPolicy>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.synced(true).await;
+    if !ctx.synced() {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let name = p.name_any();
     let api: Api<PostgresTLSPolicy> = Api::all(ctx.client.clone());
     let has_finalizer = p.finalizers().iter().any(|f| f == FINALIZER);

@@ -5,11 +5,13 @@
 //! the operator (server-side apply of workloads), the mutating webhook (JSON patches of
 //! Pods) and the validating webhook (judging a workload as it will run).
 
-use crate::crd::{Containers, InjectMode, Injection};
+use crate::crd::{Containers, InjectMode, Injection, PostgresTLSPolicy};
 use crate::verdict::{ContainerList, Report};
-use crate::workload::{Container, NameRef, PodSpec, Volume, VolumeMount};
+use crate::workload::{Container, NameRef, PodSpec, Volume, VolumeMount, Workload};
+use crate::{Context, evaluate};
 use k8s_openapi::api::core::v1::EnvVar;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// The volume verifyfull adds.
 pub const VOLUME: &str = "verifyfull-ca";
@@ -342,6 +344,80 @@ impl Plan {
         }
         ops
     }
+}
+
+/// The one policy that selects `w` in a namespace with these labels: none when no policy
+/// or several do (overlapping policies inject nothing, SPEC 8). Selection reads the
+/// object's own labels and its Pod template's `inject-ca` annotation.
+pub fn selecting<'p>(
+    policies: &'p [PostgresTLSPolicy],
+    namespace_labels: Option<&BTreeMap<String, String>>,
+    w: &Workload,
+) -> Option<&'p PostgresTLSPolicy> {
+    let pod = w.view().pod;
+    let mut it = policies.iter().filter(|p| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.selects(
+                namespace_labels,
+                w.metadata.labels.as_ref(),
+                pod.annotations.as_ref(),
+            )
+    });
+    let first = it.next()?;
+    it.next().is_none().then_some(first)
+}
+
+/// The plan of `p` for `w`, judged with `ctx`.
+pub fn plan_for(p: &PostgresTLSPolicy, w: &Workload, ctx: &Context<'_>) -> (Plan, String) {
+    let copy = p.copy_name();
+    let report = evaluate(w.view(), ctx);
+    let want = Want {
+        injection: &p.spec.injection,
+        config_map: &copy,
+        restart_hash: None,
+    };
+    let plan = plan(&w.spec, &report, &want);
+    (plan, copy)
+}
+
+/// `w` as it will run once the selecting policy's injection is in (by the operator for
+/// workloads, at admission for Pods): what the validating webhook judges (SPEC 6).
+pub fn as_it_will_run(
+    policies: &[PostgresTLSPolicy],
+    namespace_labels: Option<&BTreeMap<String, String>>,
+    w: &mut Workload,
+    ctx: &Context<'_>,
+) {
+    let Some(p) = selecting(policies, namespace_labels, w) else {
+        return;
+    };
+    let (plan, copy) = plan_for(p, w, ctx);
+    let want = Want {
+        injection: &p.spec.injection,
+        config_map: &copy,
+        restart_hash: None,
+    };
+    plan.apply_to(&mut w.spec, &want);
+}
+
+/// The JSON patch the mutating webhook returns for a Pod (`raw` is the Pod as sent).
+pub fn pod_patch(
+    policies: &[PostgresTLSPolicy],
+    namespace_labels: Option<&BTreeMap<String, String>>,
+    pod: &Workload,
+    raw: &Value,
+    ctx: &Context<'_>,
+) -> Vec<Value> {
+    let Some(p) = selecting(policies, namespace_labels, pod) else {
+        return Vec::new();
+    };
+    let (plan, copy) = plan_for(p, pod, ctx);
+    let want = Want {
+        injection: &p.spec.injection,
+        config_map: &copy,
+        restart_hash: None,
+    };
+    plan.json_patch(raw, &want)
 }
 
 /// Adds `item` to the array at `path` unless an element matching `present` is there.

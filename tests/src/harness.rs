@@ -218,10 +218,11 @@ impl Process {
         let log =
             std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
         let mut cmd = tokio::process::Command::new(binary(name)?);
+        let out = log.try_clone().map_err(|e| e.to_string())?;
         cmd.arg(format!("--admin-listen={admin}"))
             .args(args)
             .env_remove("KUBECONFIG")
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(log)
             .kill_on_drop(true);
         if let Some(k) = kubeconfig {

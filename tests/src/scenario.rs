@@ -79,6 +79,26 @@ pub fn webhook_configuration(ca_pem: &str) -> Value {
     })
 }
 
+/// The MutatingWebhookConfiguration that injects the CA into Pods at admission (SPEC 8):
+/// Pods only, `failurePolicy: Fail`, re-invoked when later webhooks add containers.
+pub fn mutating_configuration(ca_pem: &str) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": CONFIGURATION},
+        "webhooks": [{
+            "name": "inject.verifyfull.dev",
+            "admissionReviewVersions": ["v1"], "sideEffects": "None", "timeoutSeconds": 5,
+            "failurePolicy": "Fail", "reinvocationPolicy": "IfNeeded", "matchPolicy": "Equivalent",
+            "clientConfig": {"service": {"namespace": NAMESPACE, "name": SERVICE, "port": 443, "path": "/mutate"},
+                             "caBundle": ca_bundle(ca_pem)},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]},
+                {"key": "verifyfull.dev/mode", "operator": "NotIn", "values": ["off"]}]},
+        }],
+    })
+}
+
 /// A scenario's environment.
 pub struct Env {
     /// An admin client.

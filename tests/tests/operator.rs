@@ -108,6 +108,45 @@ impl Setup {
             .unwrap()
     }
 
+    /// The webhook with `--watch-policies`, registered as validating and mutating webhook.
+    async fn webhook(&self) -> Process {
+        let serving_ca = Ca::new("webhook CA").unwrap();
+        let pair = serving_ca
+            .issue(&["verifyfull-webhook.verifyfull.svc"])
+            .unwrap();
+        let sa = User::new(
+            "system:serviceaccount:verifyfull:verifyfull-webhook",
+            &["system:serviceaccounts"],
+        );
+        let kubeconfig = self.standin.kubeconfig(&sa).unwrap();
+        let own = format!("--own-service-accounts={OPERATOR}");
+        let p = Process::start(
+            &self.dir.join("webhook"),
+            Some(&kubeconfig),
+            &pair,
+            &["--watch-policies", &own],
+        )
+        .await
+        .unwrap();
+        self.standin
+            .route_service("verifyfull", "verifyfull-webhook", 443, p.addr);
+        create_dyn(
+            &self.client,
+            None,
+            e2e::scenario::webhook_configuration(serving_ca.pem()),
+        )
+        .await
+        .unwrap();
+        create_dyn(
+            &self.client,
+            None,
+            e2e::scenario::mutating_configuration(serving_ca.pem()),
+        )
+        .await
+        .unwrap();
+        p
+    }
+
     async fn policy(&self, name: &str, spec: Value) -> Result<DynamicObject, kube::Error> {
         create_dyn(
             &self.client,
@@ -372,5 +411,295 @@ async fn bad_policies_are_refused_at_apply_time() {
             }
             other => panic!("case {i} accepted: {other:?}"),
         }
+    }
+}
+
+fn pod_has_ca(p: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let spec = p.spec.as_ref().unwrap();
+    spec.volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == "verifyfull-ca")
+        && spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "PGSSLROOTCERT")
+}
+
+#[tokio::test]
+async fn a_policy_makes_workloads_compliant_and_pods_get_the_ca_at_admission() {
+    use k8s_openapi::api::core::v1::Pod;
+    let s = Setup::new("together").await;
+    let _webhook = s.webhook().await;
+    let team = s.deployments("team");
+    // No policy yet: a client without a root certificate is denied.
+    let e = team
+        .create(&PostParams::default(), &app("api", libpq_env()))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("denied the request"), "{e}");
+
+    let _op = s.operator("op-1", &[]).await;
+    s.policy("corp", corp_policy()).await.unwrap();
+    let copies: Api<ConfigMap> = Api::namespaced(s.client.clone(), "team");
+    eventually("the CA copy in team", Duration::from_secs(20), || async {
+        copies
+            .get_opt("verifyfull-ca-corp")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    // Now the same Deployment is judged as it will run: with the CA the operator adds.
+    let webhook_sees_policy = || async {
+        team.create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &app("api", libpq_env()),
+        )
+        .await
+        .is_ok()
+    };
+    eventually(
+        "the webhook judges with the policy",
+        Duration::from_secs(20),
+        webhook_sees_policy,
+    )
+    .await;
+    team.create(&PostParams::default(), &app("api", libpq_env()))
+        .await
+        .unwrap();
+    eventually(
+        "the operator injects it",
+        Duration::from_secs(20),
+        || async { injected(&team.get("api").await.unwrap()) },
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "team");
+    eventually(
+        "its Pods run with the CA",
+        Duration::from_secs(20),
+        || async {
+            let list = pods
+                .list(&kube::api::ListParams::default().labels("app=api"))
+                .await
+                .unwrap();
+            !list.items.is_empty() && list.items.iter().all(pod_has_ca)
+        },
+    )
+    .await;
+
+    // A CronJob's Jobs, and a bare Pod, get the CA at admission (the mutating webhook).
+    let cj = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "app", "image": "example.com/job:1", "env": libpq_env()}]}}}}}});
+    create_dyn(&s.client, Some("team"), cj).await.unwrap();
+    let job = s.standin.trigger_cronjob("team", "nightly").await.unwrap();
+    eventually(
+        "the Job's Pod carries the CA",
+        Duration::from_secs(20),
+        || async {
+            let list = pods
+                .list(&kube::api::ListParams::default().labels(&format!("job-name={job}")))
+                .await
+                .unwrap();
+            list.items.len() == 1 && pod_has_ca(&list.items[0])
+        },
+    )
+    .await;
+    let bare: Pod = serde_json::from_value(json!({"metadata": {"name": "bare"},
+        "spec": {"containers": [{"name": "app", "image": "example.com/app:1", "env": libpq_env()}]}})).unwrap();
+    let created = pods.create(&PostParams::default(), &bare).await.unwrap();
+    assert!(pod_has_ca(&created));
+    // A namespace no policy selects: untouched (and denied, having no root certificate).
+    let other: Api<Pod> = Api::namespaced(s.client.clone(), "other");
+    assert!(other.create(&PostParams::default(), &bare).await.is_err());
+}
+
+#[tokio::test]
+async fn a_rotated_ca_reaches_copies_and_rolls_workloads_that_ask_for_it() {
+    let s = Setup::new("rotation").await;
+    let _op = s
+        .operator(
+            "op-1",
+            &["--writes-per-second=0", "--max-concurrent-rollouts=0"],
+        )
+        .await;
+    let mut spec = corp_policy();
+    spec["rotation"] = json!({"restart": true});
+    s.policy("corp", spec).await.unwrap();
+    let team = s.deployments("team");
+    team.create(&PostParams::default(), &app("api", libpq_env()))
+        .await
+        .unwrap();
+    eventually("injected", Duration::from_secs(20), || async {
+        injected(&team.get("api").await.unwrap())
+    })
+    .await;
+    let hash_of = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("verifyfull.dev/ca-hash").cloned())
+    };
+    let before = team.get("api").await.unwrap();
+    let old_hash = hash_of(&before).expect("the template carries the CA hash");
+
+    let next = Ca::new("corp database CA, 2027").unwrap();
+    let bundle = format!("{}{}", s.ca.pem(), next.pem());
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), "verifyfull");
+    secrets
+        .patch(
+            "corp-ca",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"ca.crt": base64(&bundle)}})),
+        )
+        .await
+        .unwrap();
+    let copies: Api<ConfigMap> = Api::namespaced(s.client.clone(), "team");
+    eventually(
+        "the copy holds both CAs",
+        Duration::from_secs(20),
+        || async {
+            copies
+                .get("verifyfull-ca-corp")
+                .await
+                .unwrap()
+                .data
+                .unwrap()["ca.crt"]
+                == bundle
+        },
+    )
+    .await;
+    eventually("the workload rolled", Duration::from_secs(20), || async {
+        let d = team.get("api").await.unwrap();
+        hash_of(&d).is_some_and(|h| h != old_hash)
+            && d.metadata.generation > before.metadata.generation
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_replicas_do_not_fight_and_the_standby_takes_over() {
+    let s = Setup::new("replicas").await;
+    let mut a = s
+        .operator(
+            "op-a",
+            &["--writes-per-second=0", "--max-concurrent-rollouts=0"],
+        )
+        .await;
+    let b = s
+        .operator(
+            "op-b",
+            &["--writes-per-second=0", "--max-concurrent-rollouts=0"],
+        )
+        .await;
+    s.policy("corp", corp_policy()).await.unwrap();
+    let team = s.deployments("team");
+    for i in 0..5 {
+        team.create(
+            &PostParams::default(),
+            &app(&format!("api-{i}"), libpq_env()),
+        )
+        .await
+        .unwrap();
+    }
+    eventually("all five injected", Duration::from_secs(20), || async {
+        let mut all = true;
+        for i in 0..5 {
+            all &= injected(&team.get(&format!("api-{i}")).await.unwrap());
+        }
+        all
+    })
+    .await;
+    let leaders = a.metric("verifyfull_operator_leader", "").await
+        + b.metric("verifyfull_operator_leader", "").await;
+    assert_eq!(leaders, 1.0, "exactly one leader");
+    assert_eq!(
+        s.operator_writes().get("deployments").copied(),
+        Some(5),
+        "one write per workload: {:?}",
+        s.operator_writes()
+    );
+    // The leader dies; the standby takes the lease and carries on.
+    let (leader, standby) = if a.metric("verifyfull_operator_leader", "").await == 1.0 {
+        (&mut a, &b)
+    } else {
+        panic!("op-a started first and should lead")
+    };
+    leader.kill_now();
+    eventually("the standby leads", Duration::from_secs(15), || async {
+        standby.metric("verifyfull_operator_leader", "").await == 1.0
+    })
+    .await;
+    team.create(&PostParams::default(), &app("late", libpq_env()))
+        .await
+        .unwrap();
+    eventually(
+        "a new workload injected by the new leader",
+        Duration::from_secs(20),
+        || async { injected(&team.get("late").await.unwrap()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_operator_restarted_mid_reconcile_converges() {
+    let s = Setup::new("restart").await;
+    let team = s.deployments("team");
+    for i in 0..30 {
+        team.create(
+            &PostParams::default(),
+            &app(&format!("api-{i}"), libpq_env()),
+        )
+        .await
+        .unwrap();
+    }
+    s.policy("corp", corp_policy()).await.unwrap();
+    s.standin.set_write_latency(Duration::from_millis(30));
+    let mut first = s
+        .operator(
+            "op-1",
+            &[
+                "--writes-per-second=0",
+                "--max-concurrent-rollouts=0",
+                "--concurrency=2",
+            ],
+        )
+        .await;
+    eventually("some injected", Duration::from_secs(20), || async {
+        s.operator_writes().get("deployments").copied().unwrap_or(0) >= 3
+    })
+    .await;
+    first.kill_now();
+    let _second = s
+        .operator(
+            "op-2",
+            &["--writes-per-second=0", "--max-concurrent-rollouts=0"],
+        )
+        .await;
+    eventually("all thirty injected", Duration::from_secs(30), || async {
+        let list = team.list(&kube::api::ListParams::default()).await.unwrap();
+        list.items.len() == 30 && list.items.iter().all(injected)
+    })
+    .await;
+    for d in team
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        let env = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert_eq!(env.iter().filter(|e| e.name == "PGSSLROOTCERT").count(), 1);
     }
 }

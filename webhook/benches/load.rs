@@ -372,6 +372,7 @@ async fn cached(cert: PathBuf, key: PathBuf, addr: SocketAddr) {
         policy: policy::admission::Policy::default(),
         mode_label_subjects: policy::admission::Subjects::default(),
         caches: Some(caches),
+        policies: None,
     };
     webhook::start(config, provider())
         .await

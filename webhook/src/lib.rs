@@ -30,6 +30,7 @@ use tokio::sync::watch;
 
 pub mod cache;
 pub mod metrics;
+pub mod policies;
 pub mod review;
 pub mod tls;
 
@@ -54,6 +55,8 @@ pub struct Config {
     pub mode_label_subjects: Subjects,
     /// `None`: standalone. The server is not ready until the caches have synced.
     pub caches: Option<Arc<cache::Caches>>,
+    /// `Some` with `--watch-policies`: not ready until policies and namespaces have synced.
+    pub policies: Option<Arc<policies::Policies>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,12 +81,15 @@ struct App {
     /// Listening and not shutting down.
     ready: AtomicBool,
     caches: Option<Arc<cache::Caches>>,
+    policies: Option<Arc<policies::Policies>>,
     cert: Arc<tls::Reloading>,
 }
 
 impl App {
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && self.caches.as_ref().is_none_or(|c| c.synced())
+        self.ready.load(Ordering::SeqCst)
+            && self.caches.as_ref().is_none_or(|c| c.synced())
+            && self.policies.as_ref().is_none_or(|p| p.synced())
     }
 }
 
@@ -151,6 +157,7 @@ pub async fn start(
         metrics: metrics::Metrics::new(),
         ready: AtomicBool::new(false),
         caches: config.caches,
+        policies: config.policies,
         cert: resolver.clone(),
     });
     let (shutdown, stop) = watch::channel(false);
@@ -158,6 +165,7 @@ pub async fn start(
 
     let router = Router::new()
         .route("/validate/{mode}", post(validate))
+        .route("/mutate", post(mutate))
         .with_state(app.clone());
     let admin_router = Router::new()
         .route("/livez", get(|| async { "ok" }))
@@ -266,12 +274,12 @@ pub async fn serve_https(
 }
 
 /// The log line of one review: names of kinds and results only, never an env value.
-pub fn log_review(reviewed: &review::Reviewed, mode: Mode) {
+pub fn log_review(reviewed: &review::Reviewed, route: &'static str) {
     tracing::info!(
         kind = reviewed.kind,
         operation = reviewed.operation,
         result = reviewed.result,
-        mode = metrics::mode_label(mode),
+        mode = route,
         "review"
     );
 }
@@ -303,40 +311,30 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn validate(State(app): State<Arc<App>>, Path(mode): Path<String>, body: Body) -> Response {
-    let mode = match mode.as_str() {
-        "enforce" => Mode::Enforce,
-        "warn" => Mode::Warn,
-        "audit" => Mode::Audit,
-        _ => return (StatusCode::NOT_FOUND, "modes: enforce, warn, audit").into_response(),
-    };
-    let bytes =
-        match tokio::time::timeout(app.request_timeout, Limited::new(body, MAX_BODY).collect())
-            .await
-        {
-            Err(_) => {
-                return (
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request body did not arrive in time",
-                )
-                    .into_response();
-            }
-            Ok(Err(e)) if e.is::<LengthLimitError>() => {
-                return (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body is over {MAX_BODY} bytes"),
-                )
-                    .into_response();
-            }
-            Ok(Err(_)) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    "the request body could not be read",
-                )
-                    .into_response();
-            }
-            Ok(Ok(collected)) => collected.to_bytes(),
-        };
+/// The request body, within the size and time limits.
+async fn read_body(app: &App, body: Body) -> Result<axum::body::Bytes, Response> {
+    match tokio::time::timeout(app.request_timeout, Limited::new(body, MAX_BODY).collect()).await {
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        )
+            .into_response()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {MAX_BODY} bytes"),
+        )
+            .into_response()),
+        Ok(Err(_)) => Err((
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read",
+        )
+            .into_response()),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Decides one review on `route` (a mode, or `mutate`) and answers it.
+fn answer(app: &App, bytes: &[u8], route: Option<Mode>) -> Response {
     let start = Instant::now();
     let snapshot = app.caches.as_ref().map(|c| c.snapshot());
     let sources: &dyn policy::ValueSource = match &snapshot {
@@ -351,10 +349,17 @@ async fn validate(State(app): State<Arc<App>>, Path(mode): Path<String>, body: B
             sources,
             now: jiff::Timestamp::now(),
         },
+        policies: app.policies.as_ref().map(|p| p.snapshot()),
     };
-    let reviewed = review::review(&bytes, mode, &decider);
-    app.metrics.record(&reviewed, mode, start.elapsed());
-    log_review(&reviewed, mode);
+    let (reviewed, label) = match route {
+        Some(mode) => (
+            review::review(bytes, mode, &decider),
+            metrics::mode_label(mode),
+        ),
+        None => (review::mutate(bytes, &decider), "mutate"),
+    };
+    app.metrics.record(&reviewed, label, start.elapsed());
+    log_review(&reviewed, label);
     let content_type = if reviewed.status == 200 {
         "application/json"
     } else {
@@ -367,4 +372,25 @@ async fn validate(State(app): State<Arc<App>>, Path(mode): Path<String>, body: B
         reviewed.body,
     )
         .into_response()
+}
+
+async fn validate(State(app): State<Arc<App>>, Path(mode): Path<String>, body: Body) -> Response {
+    let mode = match mode.as_str() {
+        "enforce" => Mode::Enforce,
+        "warn" => Mode::Warn,
+        "audit" => Mode::Audit,
+        _ => return (StatusCode::NOT_FOUND, "modes: enforce, warn, audit").into_response(),
+    };
+    match read_body(&app, body).await {
+        Ok(bytes) => answer(&app, &bytes, Some(mode)),
+        Err(r) => r,
+    }
+}
+
+/// Admission-time injection into Pods (`--watch-policies`).
+async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
+    match read_body(&app, body).await {
+        Ok(bytes) => answer(&app, &bytes, None),
+        Err(r) => r,
+    }
 }

@@ -37,6 +37,10 @@ struct Args {
     /// engine needs of each value is kept, never the value.
     #[arg(long, env = "VERIFYFULL_READ_SECRETS")]
     read_secrets: bool,
+    /// Watch PostgresTLSPolicies and Namespace labels (the operator is installed): judge
+    /// workloads as they will run after injection, and serve `/mutate` for Pods.
+    #[arg(long, env = "VERIFYFULL_WATCH_POLICIES")]
+    watch_policies: bool,
     #[command(flatten)]
     settings: policy::args::SettingsArgs,
     /// Users allowed to add or change exemption annotations.
@@ -91,6 +95,7 @@ async fn main() -> ExitCode {
     // One crypto provider, chosen explicitly: with two in the dependency tree rustls has no default.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let _ = provider.as_ref().clone().install_default();
+    let mut policies = None;
     let caches = if args.standalone {
         None
     } else {
@@ -109,10 +114,15 @@ async fn main() -> ExitCode {
         ));
         if args.read_secrets {
             tokio::spawn(webhook::cache::watch(
-                kube::Api::<k8s_openapi::api::core::v1::Secret>::all(client),
+                kube::Api::<k8s_openapi::api::core::v1::Secret>::all(client.clone()),
                 caches.clone(),
                 policy::SourceKind::Secret,
             ));
+        }
+        if args.watch_policies {
+            let store = Arc::new(webhook::policies::Policies::default());
+            tokio::spawn(webhook::policies::watch(client, store.clone()));
+            policies = Some(store);
         }
         Some(caches)
     };
@@ -138,6 +148,7 @@ async fn main() -> ExitCode {
             groups: args.mode_label_groups,
         },
         caches,
+        policies,
     };
     let running = match webhook::start(config, provider).await {
         Ok(r) => r,

@@ -116,8 +116,8 @@ impl Metrics {
         }
     }
 
-    pub fn record(&self, r: &Reviewed, mode: Mode, took: Duration) {
-        let mode = mode_label(mode);
+    /// One review on a route: `enforce`, `warn`, `audit` ([`mode_label`]) or `mutate`.
+    pub fn record(&self, r: &Reviewed, mode: &'static str, took: Duration) {
         self.reviews
             .get_or_create(&ReviewLabels {
                 kind: r.kind,

@@ -16,6 +16,9 @@ pub struct Decider<'a> {
     pub policy: &'a Policy,
     pub mode_label_subjects: &'a admission::Subjects,
     pub context: Context<'a>,
+    /// With `--watch-policies`: workloads are judged as they will run after injection,
+    /// and `/mutate` injects Pods.
+    pub policies: Option<crate::policies::Snapshot>,
 }
 
 /// A review whose objects are read as `O`: straight into [`Object`] (one pass, the
@@ -52,6 +55,7 @@ struct RequestIn<'a, O> {
     #[serde(borrow, default)]
     kind: Gvk<'a>,
     sub_resource: Option<&'a str>,
+    namespace: Option<&'a str>,
     operation: Option<&'a str>,
     #[serde(default)]
     user_info: UserInfoIn,
@@ -95,6 +99,25 @@ struct ResponseOut<'a> {
     warnings: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     audit_annotations: BTreeMap<&'static str, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    /// Base64 of a JSON patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+}
+
+impl<'a> ResponseOut<'a> {
+    fn new(uid: &'a str, allowed: bool) -> ResponseOut<'a> {
+        ResponseOut {
+            uid,
+            allowed,
+            status: None,
+            warnings: Vec::new(),
+            audit_annotations: BTreeMap::new(),
+            patch_type: None,
+            patch: None,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -162,6 +185,89 @@ pub fn review(body: &[u8], mode: Mode, decider: &Decider<'_>) -> Reviewed {
     }
 }
 
+/// Handles one `/mutate` request: a Pod CREATE that exactly one policy selects gets the
+/// injection as a JSON patch; anything else is allowed unchanged. Re-invocation finds
+/// nothing left to add.
+pub fn mutate(body: &[u8], decider: &Decider<'_>) -> Reviewed {
+    let parsed = match serde_json::from_slice::<ReviewIn<'_, &RawValue>>(body) {
+        Ok(p) => p,
+        Err(e) => {
+            return plain(format!(
+                "malformed AdmissionReview at line {}, column {}: {}",
+                e.line(),
+                e.column(),
+                policy_free_message(&e)
+            ));
+        }
+    };
+    let Some(req) = parsed.request else {
+        return plain("the AdmissionReview has no request".to_string());
+    };
+    let reply = |response: ResponseOut<'_>, result: &'static str| Reviewed {
+        status: 200,
+        body: serde_json::to_vec(&ReviewOut {
+            api_version: API_VERSION,
+            kind: "AdmissionReview",
+            response,
+        })
+        .unwrap_or_default(),
+        kind: kind_label(req.kind.kind),
+        operation: operation_label(req.operation),
+        result,
+        exempted: false,
+    };
+    let unchanged = || reply(ResponseOut::new(&req.uid, true), "unchanged");
+    let (Some(p), Some("CREATE"), "Pod", None) = (
+        &decider.policies,
+        req.operation,
+        req.kind.kind,
+        req.sub_resource,
+    ) else {
+        return unchanged();
+    };
+    let Some(raw) = req.object else {
+        return unchanged();
+    };
+    let invalid = |message: String| {
+        let status = Some(StatusOut {
+            code: 400,
+            reason: "BadRequest",
+            message,
+        });
+        reply(
+            ResponseOut {
+                status,
+                ..ResponseOut::new(&req.uid, false)
+            },
+            "invalid",
+        )
+    };
+    let pod = match parse_object(raw) {
+        Ok(Object::Workload(w)) if w.kind == policy::WorkloadKind::Pod => w,
+        Ok(_) => return invalid("the object is not a Pod".to_string()),
+        Err(e) => return invalid(format!("object: {e}")),
+    };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
+        return invalid("the object is not JSON".to_string());
+    };
+    let labels = p.namespace_labels(req.namespace.unwrap_or_default());
+    let ops = policy::inject::pod_patch(&p.policies, labels, &pod, &value, &decider.context);
+    if ops.is_empty() {
+        return unchanged();
+    }
+    use base64::Engine;
+    let patch =
+        base64::engine::general_purpose::STANDARD.encode(serde_json::Value::Array(ops).to_string());
+    reply(
+        ResponseOut {
+            patch_type: Some("JSONPatch"),
+            patch: Some(patch),
+            ..ResponseOut::new(&req.uid, true)
+        },
+        "patched",
+    )
+}
+
 /// A 400: no AdmissionReview answer can be formed.
 fn plain(message: String) -> Reviewed {
     Reviewed {
@@ -200,15 +306,12 @@ fn decide_review<O: IntoObject>(
     let invalid = |message: String| {
         respond(
             ResponseOut {
-                uid: &req.uid,
-                allowed: false,
                 status: Some(StatusOut {
                     code: 400,
                     reason: "BadRequest",
                     message,
                 }),
-                warnings: Vec::new(),
-                audit_annotations: BTreeMap::new(),
+                ..ResponseOut::new(&req.uid, false)
             },
             "invalid",
             false,
@@ -219,19 +322,7 @@ fn decide_review<O: IntoObject>(
             "expected apiVersion {API_VERSION}, kind AdmissionReview"
         ));
     }
-    let allow = || {
-        respond(
-            ResponseOut {
-                uid: &req.uid,
-                allowed: true,
-                status: None,
-                warnings: Vec::new(),
-                audit_annotations: BTreeMap::new(),
-            },
-            "allowed",
-            false,
-        )
-    };
+    let allow = || respond(ResponseOut::new(&req.uid, true), "allowed", false);
     let operation_kind = match req.operation {
         Some("CREATE") => Operation::Create,
         Some("UPDATE") => Operation::Update,
@@ -268,15 +359,12 @@ fn decide_review<O: IntoObject>(
             None => allow(),
             Some(message) => respond(
                 ResponseOut {
-                    uid: &req.uid,
-                    allowed: false,
                     status: Some(StatusOut {
                         code: 403,
                         reason: "Forbidden",
                         message,
                     }),
-                    warnings: Vec::new(),
-                    audit_annotations: BTreeMap::new(),
+                    ..ResponseOut::new(&req.uid, false)
                 },
                 "denied",
                 false,
@@ -299,6 +387,16 @@ fn decide_review<O: IntoObject>(
         Some(Object::Workload(w)) => Some(w),
         Some(_) => return invalid("oldObject is not the same kind as object".to_string()),
     };
+    // A workload a policy selects is judged with the CA the operator (or, for Pods, the
+    // mutating webhook) puts in: the same plan, applied here.
+    let (mut workload, mut old) = (workload, old);
+    if let Some(p) = &decider.policies {
+        let labels = p.namespace_labels(req.namespace.unwrap_or_default());
+        policy::inject::as_it_will_run(&p.policies, labels, &mut workload, &decider.context);
+        if let Some(o) = old.as_deref_mut() {
+            policy::inject::as_it_will_run(&p.policies, labels, o, &decider.context);
+        }
+    }
     let request = admission::Request {
         operation: operation_kind,
         subresource: req.sub_resource,
@@ -329,8 +427,6 @@ fn response(uid: &str, answer: Answer, mode: Mode) -> ResponseOut<'_> {
         );
     }
     ResponseOut {
-        uid,
-        allowed: answer.allowed,
         status: answer.message.map(|message| StatusOut {
             code: 403,
             reason: "Forbidden",
@@ -338,6 +434,7 @@ fn response(uid: &str, answer: Answer, mode: Mode) -> ResponseOut<'_> {
         }),
         warnings: answer.warnings,
         audit_annotations,
+        ..ResponseOut::new(uid, answer.allowed)
     }
 }
 

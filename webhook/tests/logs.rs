@@ -45,9 +45,10 @@ fn logs_never_carry_env_values() {
             sources: &policy::NoSources,
             now: jiff::Timestamp::UNIX_EPOCH,
         },
+        policies: None,
     };
     let reviewed = webhook::review::review(review.to_string().as_bytes(), Mode::Enforce, &decider);
-    webhook::log_review(&reviewed, Mode::Enforce);
+    webhook::log_review(&reviewed, "enforce");
     assert_eq!(reviewed.result, "denied");
     assert!(!String::from_utf8_lossy(&reviewed.body).contains(password));
     let logged = String::from_utf8(buffer.0.lock().expect("buffer").clone()).expect("utf-8");

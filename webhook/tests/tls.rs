@@ -102,6 +102,7 @@ fn config(cert: &Path, key: &Path) -> webhook::Config {
         },
         mode_label_subjects: Subjects::default(),
         caches: None,
+        policies: None,
     }
 }
 
