@@ -128,7 +128,9 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
     Ok((code, body))
 }
 
-/// Where a workspace binary was built: `VERIFYFULL_<NAME>_BIN`, or the target directory.
+/// Where a workspace binary was built: `VERIFYFULL_<NAME>_BIN`, or the target directory —
+/// `debug` for tests, `release` for benchmarks (built with optimizations, they measure
+/// optimized binaries).
 pub fn binary(name: &str) -> Result<PathBuf, String> {
     let var = format!("{}_BIN", name.to_ascii_uppercase().replace('-', "_"));
     if let Ok(p) = std::env::var(&var) {
@@ -137,12 +139,17 @@ pub fn binary(name: &str) -> Result<PathBuf, String> {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("debug").join(name);
+    let (profile, flag) = if cfg!(debug_assertions) {
+        ("debug", "")
+    } else {
+        ("release", " --release")
+    };
+    let path = target.join(profile).join(name);
     if path.exists() {
         Ok(path)
     } else {
         Err(format!(
-            "{} is not built: run `cargo build -p {name}` first, or set {var}",
+            "{} is not built: run `cargo build{flag} -p {name}` first, or set {var}",
             path.display()
         ))
     }
@@ -282,6 +289,10 @@ impl Process {
 
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// SIGKILL without waiting for anything: a crash.

@@ -703,3 +703,144 @@ async fn an_operator_restarted_mid_reconcile_converges() {
         assert_eq!(env.iter().filter(|e| e.name == "PGSSLROOTCERT").count(), 1);
     }
 }
+
+#[tokio::test]
+async fn conflicts_overlaps_violations_and_fix_mode_are_reported() {
+    let s = Setup::new("reports").await;
+    let _op = s
+        .operator(
+            "op-1",
+            &["--writes-per-second=0", "--max-concurrent-rollouts=0"],
+        )
+        .await;
+    let team = s.deployments("team");
+    // The user points libpq at their own file: left alone, reported.
+    let own = json!([{"name": "PGHOST", "value": "db.example.net"}, {"name": "PGSSLMODE", "value": "verify-full"},
+                     {"name": "PGSSLROOTCERT", "value": "/mine/ca.pem"}]);
+    team.create(&PostParams::default(), &app("own-root", own))
+        .await
+        .unwrap();
+    // A connection string with its own weak sslmode: the CA goes in, the violation stays.
+    let weak = json!([{"name": "DATABASE_URL", "value": "postgresql://db.example.net/app?sslmode=require"}]);
+    team.create(&PostParams::default(), &app("legacy", weak))
+        .await
+        .unwrap();
+    // Fix mode: PGSSLMODE only where it decides every libpq target.
+    team.create(
+        &PostParams::default(),
+        &app(
+            "env-only",
+            json!([{"name": "PGHOST", "value": "db.example.net"}]),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut spec = corp_policy();
+    spec["injection"] = json!({"mode": "Fix"});
+    s.policy("corp", spec).await.unwrap();
+    let policies = policy_api(&s.client);
+    eventually("status counts", Duration::from_secs(20), || async {
+        let st = policies.get("corp").await.unwrap().data["status"].clone();
+        st["matched"] == 3
+            && st["conflicts"] == 1
+            && st["violations"] == 1
+            && st["violating"] == json!(["Deployment team/legacy"])
+            && st["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Degraded" && c["reason"] == "Conflicts")
+            })
+    })
+    .await;
+    let env_of = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap()
+    };
+    eventually(
+        "fix mode sets PGSSLMODE where it decides",
+        Duration::from_secs(20),
+        || async {
+            let d = team.get("env-only").await.unwrap();
+            env_of(&d)
+                .iter()
+                .any(|e| e.name == "PGSSLMODE" && e.value.as_deref() == Some("verify-full"))
+        },
+    )
+    .await;
+    let legacy = team.get("legacy").await.unwrap();
+    assert!(injected(&legacy));
+    assert!(
+        !env_of(&legacy).iter().any(|e| e.name == "PGSSLMODE"),
+        "its string sets sslmode: never overridden"
+    );
+    let own = team.get("own-root").await.unwrap();
+    assert_eq!(
+        env_of(&own)
+            .iter()
+            .find(|e| e.name == "PGSSLROOTCERT")
+            .unwrap()
+            .value
+            .as_deref(),
+        Some("/mine/ca.pem")
+    );
+    let events: Api<DynamicObject> = Api::namespaced_with(
+        s.client.clone(),
+        "team",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+            "events",
+        ),
+    );
+    eventually(
+        "a conflict Event on the workload",
+        Duration::from_secs(20),
+        || async {
+            events
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.data["reason"] == "CAInjectionConflict"
+                        && e.data["regarding"]["name"] == "own-root"
+                        && e.data["note"]
+                            .as_str()
+                            .is_some_and(|n| n.contains("sets PGSSLROOTCERT itself"))
+                })
+        },
+    )
+    .await;
+
+    // A second policy selecting the same workloads: neither injects, both say why.
+    s.policy("second", corp_policy()).await.unwrap();
+    eventually(
+        "overlap reported on both",
+        Duration::from_secs(20),
+        || async {
+            let mut both = true;
+            for name in ["corp", "second"] {
+                let st = policies.get(name).await.unwrap().data["status"].clone();
+                both &= st["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["reason"] == "OverlappingPolicies"));
+            }
+            both
+        },
+    )
+    .await;
+    eventually(
+        "the overlapped workloads lose the injection",
+        Duration::from_secs(20),
+        || async { !injected(&team.get("legacy").await.unwrap()) },
+    )
+    .await;
+}
