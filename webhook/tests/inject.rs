@@ -1,0 +1,93 @@
+//! `/mutate` and policy-aware validation, through `review` (the HTTP layer is the same as
+//! for the validating paths, tested in tls.rs; end to end in tests/tests/operator.rs).
+
+use base64::Engine;
+use policy::admission::{Mode, Policy, Subjects};
+use policy::crd::PostgresTLSPolicy;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use webhook::policies::Snapshot;
+use webhook::review::{Decider, mutate, review};
+
+fn policies() -> Snapshot {
+    let p: PostgresTLSPolicy = serde_json::from_value(json!({
+        "apiVersion": "verifyfull.dev/v1alpha1", "kind": "PostgresTLSPolicy", "metadata": {"name": "corp"},
+        "spec": {"caSource": {"secret": {"namespace": "verifyfull", "name": "ca"}},
+                 "namespaceSelector": {"matchLabels": {"db-tls": "on"}}}}))
+    .expect("policy");
+    let namespaces = HashMap::from([
+        ("team".to_string(), [("db-tls".to_string(), "on".to_string())].into()),
+        ("other".to_string(), Default::default()),
+    ]);
+    Snapshot { policies: Arc::new(vec![p]), namespaces: Arc::new(namespaces) }
+}
+
+fn review_of(ns: &str, kind: &str, object: Value) -> Vec<u8> {
+    let group = if kind == "Pod" { "" } else { "apps" };
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u-1", "kind": {"group": group, "version": "v1", "kind": kind}, "namespace": ns,
+        "operation": "CREATE", "userInfo": {"username": "dev", "groups": ["devs"]}, "object": object}})
+    .to_string()
+    .into_bytes()
+}
+
+fn pod(env: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+           "spec": {"containers": [{"name": "app", "image": "x", "env": env}]}})
+}
+
+fn libpq() -> Value {
+    json!([{"name": "PGHOST", "value": "db.example.net"}, {"name": "PGSSLMODE", "value": "verify-full"}])
+}
+
+fn with_decider<T>(f: impl FnOnce(&Decider<'_>) -> T) -> T {
+    let settings = policy::Settings::default();
+    let decider = Decider {
+        policy: &Policy::default(),
+        mode_label_subjects: &Subjects::default(),
+        context: policy::Context { settings: &settings, sources: &policy::NoSources, now: jiff::Timestamp::UNIX_EPOCH },
+        policies: Some(policies()),
+    };
+    f(&decider)
+}
+
+fn response(body: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(body).expect("JSON")["response"].clone()
+}
+
+#[test]
+fn pods_a_policy_selects_get_a_patch_once() {
+    with_decider(|d| {
+        let r = mutate(&review_of("team", "Pod", pod(libpq())), d);
+        assert_eq!((r.status, r.result), (200, "patched"));
+        let resp = response(&r.body);
+        assert_eq!((resp["uid"].as_str(), resp["allowed"].as_bool(), resp["patchType"].as_str()), (Some("u-1"), Some(true), Some("JSONPatch")));
+        let ops: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(resp["patch"].as_str().expect("patch")).expect("base64")).expect("ops");
+        let paths: Vec<&str> = ops.as_array().expect("ops").iter().map(|o| o["path"].as_str().unwrap_or_default()).collect();
+        assert_eq!(paths, ["/spec/volumes", "/spec/containers/0/volumeMounts", "/spec/containers/0/env/-"]);
+        // Applied, then sent again (re-invocation): nothing more.
+        let mut injected = pod(libpq());
+        let doc = json_patch::Patch(serde_json::from_value(ops).expect("typed"));
+        json_patch::patch(&mut injected, &doc).expect("applies");
+        let again = mutate(&review_of("team", "Pod", injected), d);
+        assert_eq!(again.result, "unchanged");
+        assert!(response(&again.body)["patch"].is_null());
+        // Not selected: untouched.
+        assert_eq!(mutate(&review_of("other", "Pod", pod(libpq())), d).result, "unchanged");
+        assert_eq!(mutate(&review_of("team", "Deployment", json!({})), d).result, "unchanged");
+        assert_eq!(mutate(b"{", d).status, 400);
+    });
+}
+
+#[test]
+fn selected_workloads_are_judged_as_they_will_run() {
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
+        "spec": {"selector": {}, "template": {"metadata": {}, "spec": {"containers": [{"name": "app", "image": "x", "env": libpq()}]}}}});
+    with_decider(|d| {
+        let selected = review(&review_of("team", "Deployment", deployment.clone()), Mode::Enforce, d);
+        assert_eq!(response(&selected.body)["allowed"], true, "the operator will add the CA");
+        let not = review(&review_of("other", "Deployment", deployment.clone()), Mode::Enforce, d);
+        assert_eq!(response(&not.body)["allowed"], false);
+    });
+}
