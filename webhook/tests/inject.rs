@@ -17,10 +17,16 @@ fn policies() -> Snapshot {
                  "namespaceSelector": {"matchLabels": {"db-tls": "on"}}}}))
     .expect("policy");
     let namespaces = HashMap::from([
-        ("team".to_string(), [("db-tls".to_string(), "on".to_string())].into()),
+        (
+            "team".to_string(),
+            [("db-tls".to_string(), "on".to_string())].into(),
+        ),
         ("other".to_string(), Default::default()),
     ]);
-    Snapshot { policies: Arc::new(vec![p]), namespaces: Arc::new(namespaces) }
+    Snapshot {
+        policies: Arc::new(vec![p]),
+        namespaces: Arc::new(namespaces),
+    }
 }
 
 fn review_of(ns: &str, kind: &str, object: Value) -> Vec<u8> {
@@ -46,7 +52,11 @@ fn with_decider<T>(f: impl FnOnce(&Decider<'_>) -> T) -> T {
     let decider = Decider {
         policy: &Policy::default(),
         mode_label_subjects: &Subjects::default(),
-        context: policy::Context { settings: &settings, sources: &policy::NoSources, now: jiff::Timestamp::UNIX_EPOCH },
+        context: policy::Context {
+            settings: &settings,
+            sources: &policy::NoSources,
+            now: jiff::Timestamp::UNIX_EPOCH,
+        },
         policies: Some(policies()),
     };
     f(&decider)
@@ -62,10 +72,34 @@ fn pods_a_policy_selects_get_a_patch_once() {
         let r = mutate(&review_of("team", "Pod", pod(libpq())), d);
         assert_eq!((r.status, r.result), (200, "patched"));
         let resp = response(&r.body);
-        assert_eq!((resp["uid"].as_str(), resp["allowed"].as_bool(), resp["patchType"].as_str()), (Some("u-1"), Some(true), Some("JSONPatch")));
-        let ops: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(resp["patch"].as_str().expect("patch")).expect("base64")).expect("ops");
-        let paths: Vec<&str> = ops.as_array().expect("ops").iter().map(|o| o["path"].as_str().unwrap_or_default()).collect();
-        assert_eq!(paths, ["/spec/volumes", "/spec/containers/0/volumeMounts", "/spec/containers/0/env/-"]);
+        assert_eq!(
+            (
+                resp["uid"].as_str(),
+                resp["allowed"].as_bool(),
+                resp["patchType"].as_str()
+            ),
+            (Some("u-1"), Some(true), Some("JSONPatch"))
+        );
+        let ops: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(resp["patch"].as_str().expect("patch"))
+                .expect("base64"),
+        )
+        .expect("ops");
+        let paths: Vec<&str> = ops
+            .as_array()
+            .expect("ops")
+            .iter()
+            .map(|o| o["path"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/spec/volumes",
+                "/spec/containers/0/volumeMounts",
+                "/spec/containers/0/env/-"
+            ]
+        );
         // Applied, then sent again (re-invocation): nothing more.
         let mut injected = pod(libpq());
         let doc = json_patch::Patch(serde_json::from_value(ops).expect("typed"));
@@ -74,8 +108,14 @@ fn pods_a_policy_selects_get_a_patch_once() {
         assert_eq!(again.result, "unchanged");
         assert!(response(&again.body)["patch"].is_null());
         // Not selected: untouched.
-        assert_eq!(mutate(&review_of("other", "Pod", pod(libpq())), d).result, "unchanged");
-        assert_eq!(mutate(&review_of("team", "Deployment", json!({})), d).result, "unchanged");
+        assert_eq!(
+            mutate(&review_of("other", "Pod", pod(libpq())), d).result,
+            "unchanged"
+        );
+        assert_eq!(
+            mutate(&review_of("team", "Deployment", json!({})), d).result,
+            "unchanged"
+        );
         assert_eq!(mutate(b"{", d).status, 400);
     });
 }
@@ -85,9 +125,21 @@ fn selected_workloads_are_judged_as_they_will_run() {
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
         "spec": {"selector": {}, "template": {"metadata": {}, "spec": {"containers": [{"name": "app", "image": "x", "env": libpq()}]}}}});
     with_decider(|d| {
-        let selected = review(&review_of("team", "Deployment", deployment.clone()), Mode::Enforce, d);
-        assert_eq!(response(&selected.body)["allowed"], true, "the operator will add the CA");
-        let not = review(&review_of("other", "Deployment", deployment.clone()), Mode::Enforce, d);
+        let selected = review(
+            &review_of("team", "Deployment", deployment.clone()),
+            Mode::Enforce,
+            d,
+        );
+        assert_eq!(
+            response(&selected.body)["allowed"],
+            true,
+            "the operator will add the CA"
+        );
+        let not = review(
+            &review_of("other", "Deployment", deployment.clone()),
+            Mode::Enforce,
+            d,
+        );
         assert_eq!(response(&not.body)["allowed"], false);
     });
 }
