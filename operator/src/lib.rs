@@ -20,6 +20,7 @@ pub mod leader;
 pub mod limits;
 pub mod metrics;
 pub mod reconcile;
+pub mod webhooks;
 pub mod workload;
 
 use futures::{Stream, StreamExt};
@@ -55,6 +56,10 @@ pub struct Config {
     pub identity: String,
     pub lease_duration: Duration,
     pub engine: policy::Settings,
+    /// The webhook's certificates and configurations, when the chart hands them over.
+    pub webhooks: Option<webhooks::Settings>,
+    /// A policy to keep in place (`name`, `spec`), from the chart's values.
+    pub default_policy: Option<(String, serde_json::Value)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +133,22 @@ fn changes(rx: tokio::sync::watch::Receiver<u64>) -> impl Stream<Item = ()> + Se
     })
 }
 
+/// Applies the chart's default policy (as its own field manager) and re-applies it if it
+/// goes: created by the operator rather than by the chart, because Helm maps every object
+/// of a release before the CRD exists.
+async fn keep_default_policy(client: kube::Client, name: String, spec: serde_json::Value) {
+    let api: Api<PostgresTLSPolicy> = Api::all(client);
+    let body = serde_json::json!({"apiVersion": "verifyfull.dev/v1alpha1", "kind": "PostgresTLSPolicy",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "verifyfull-operator"}}, "spec": spec});
+    loop {
+        let pp = kube::api::PatchParams::apply("verifyfull-default-policy").force();
+        if let Err(e) = api.patch(&name, &pp, &kube::api::Patch::Apply(&body)).await {
+            tracing::warn!(error = %e, policy = %name, "applying the default policy");
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+}
+
 /// Sets `flag` once a watch's first list is complete.
 fn on_listed<K>(flag: Arc<AtomicBool>) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) {
     move |e| {
@@ -173,6 +194,21 @@ pub async fn run(
     election.acquire().await;
     metrics.set_leader(true);
     tracing::info!("leading");
+    let mut side_tasks = Vec::new();
+    if let Some(w) = config.webhooks.clone() {
+        side_tasks.push(tokio::spawn(webhooks::run(
+            client.clone(),
+            w,
+            Duration::from_secs(30),
+        )));
+    }
+    if let Some((name, spec)) = config.default_policy.clone() {
+        side_tasks.push(tokio::spawn(keep_default_policy(
+            client.clone(),
+            name,
+            spec,
+        )));
+    }
 
     let wc = watcher::Config::default();
     let strip = |m: &mut kube::api::ObjectMeta| m.managed_fields = None;
@@ -324,6 +360,9 @@ pub async fn run(
     election.keep().await;
     metrics.set_leader(false);
     for t in tasks {
+        t.abort();
+    }
+    for t in side_tasks {
         t.abort();
     }
     Err(RunError::LostLease)

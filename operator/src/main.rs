@@ -13,6 +13,8 @@ use std::time::Duration;
     about = "verifyfull's operator: CA bundle distribution and injection"
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// verifyfull's own namespace (holds the Lease; never injected).
     #[arg(long, env = "VERIFYFULL_NAMESPACE", default_value = "verifyfull")]
     namespace: String,
@@ -56,6 +58,68 @@ struct Args {
     admin_listen: SocketAddr,
     #[command(flatten)]
     settings: policy::args::SettingsArgs,
+    /// Manage the webhook's certificates and configurations: self-managed, cert-manager
+    /// or secret (unset: the chart or the user does).
+    #[arg(long, value_enum, env = "VERIFYFULL_CERTIFICATES")]
+    certificates: Option<operator::webhooks::CertMode>,
+    /// The ConfigMap (in the own namespace) with validating.json and mutating.json.
+    #[arg(
+        long,
+        env = "VERIFYFULL_WEBHOOK_CONFIGURATIONS",
+        default_value = "verifyfull-webhook-configurations"
+    )]
+    webhook_configurations: String,
+    #[arg(
+        long,
+        env = "VERIFYFULL_TLS_SECRET",
+        default_value = "verifyfull-webhook-tls"
+    )]
+    tls_secret: String,
+    #[arg(
+        long,
+        env = "VERIFYFULL_CA_SECRET",
+        default_value = "verifyfull-webhook-ca"
+    )]
+    ca_secret: String,
+    /// The webhook Service's name (its certificate is for `<service>.<namespace>.svc`).
+    #[arg(
+        long,
+        env = "VERIFYFULL_WEBHOOK_SERVICE",
+        default_value = "verifyfull-webhook"
+    )]
+    webhook_service: String,
+    /// The ClusterRole that owns the webhook configurations (garbage-collected with it).
+    #[arg(
+        long,
+        env = "VERIFYFULL_WEBHOOK_OWNER",
+        default_value = "verifyfull-webhook"
+    )]
+    webhook_owner: String,
+    #[arg(long, env = "VERIFYFULL_SERVER_CERT_DAYS", default_value_t = 90)]
+    server_cert_days: u64,
+    #[arg(long, env = "VERIFYFULL_CA_DAYS", default_value_t = 1825)]
+    ca_days: u64,
+    /// How long a new CA is trusted before it signs, and an old one after.
+    #[arg(long, env = "VERIFYFULL_CA_OVERLAP_DAYS", default_value_t = 7)]
+    ca_overlap_days: u64,
+    /// A PostgresTLSPolicy spec (JSON) the operator keeps in place under `--default-policy-name`.
+    #[arg(long, env = "VERIFYFULL_DEFAULT_POLICY")]
+    default_policy: Option<String>,
+    #[arg(
+        long,
+        env = "VERIFYFULL_DEFAULT_POLICY_NAME",
+        default_value = "default"
+    )]
+    default_policy_name: String,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Deletes verifyfull's webhook configurations (the chart's pre-delete hook).
+    RemoveWebhooks {
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -84,6 +148,38 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(Command::RemoveWebhooks { names }) = &args.command {
+        return match operator::webhooks::remove(&client, names).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "removing the webhook configurations");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let default_policy = match &args.default_policy {
+        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(spec) => Some((args.default_policy_name.clone(), spec)),
+            Err(e) => {
+                tracing::error!(error = %e, "--default-policy is not JSON");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let day = Duration::from_secs(86_400);
+    let webhooks = args.certificates.map(|mode| operator::webhooks::Settings {
+        mode,
+        namespace: args.namespace.clone(),
+        configurations: args.webhook_configurations.clone(),
+        tls_secret: args.tls_secret.clone(),
+        ca_secret: args.ca_secret.clone(),
+        service_host: format!("{}.{}.svc", args.webhook_service, args.namespace),
+        owner: args.webhook_owner.clone(),
+        server_validity: day * args.server_cert_days.max(1) as u32,
+        ca_validity: day * args.ca_days.max(1) as u32,
+        ca_overlap: day * args.ca_overlap_days as u32,
+    });
     let identity = args.identity.unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -102,6 +198,8 @@ async fn main() -> ExitCode {
         identity,
         lease_duration: Duration::from_secs(args.lease_seconds.max(3)),
         engine: args.settings.settings(),
+        webhooks,
+        default_policy,
     };
     tokio::select! {
         r = operator::run(client, config, metrics) => {

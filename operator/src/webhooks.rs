@@ -1,0 +1,505 @@
+//! The webhook's certificates and configurations. The chart renders the
+//! Validating/MutatingWebhookConfigurations into a ConfigMap; the operator creates them
+//! only once their `caBundle` is known, so no `failurePolicy: Fail` entry ever exists
+//! without a CA to verify the webhook (SPEC 6, issue 6). The CA comes from:
+//! - `self-managed`: the operator's own CA (a Secret), which signs the serving certificate
+//!   (renewed at two thirds of its life); the CA is rotated by publishing old and new in
+//!   `caBundle` for an overlap before the serving certificate moves to the new one;
+//! - `cert-manager` / `secret`: the `ca.crt` key of the serving Secret.
+//!
+//! The configurations are owned by the chart's ClusterRole, so that uninstalling the
+//! release garbage-collects them even if the pre-delete hook did not run.
+
+use crate::reconcile::MANAGER;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where the certificates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CertMode {
+    SelfManaged,
+    CertManager,
+    Secret,
+}
+
+/// What the operator needs to manage the webhook's certificates and configurations.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: CertMode,
+    /// verifyfull's namespace: the Secrets and the ConfigMap live there.
+    pub namespace: String,
+    /// The ConfigMap holding `validating.json` and `mutating.json`.
+    pub configurations: String,
+    /// The serving Secret (`tls.crt`, `tls.key`, `ca.crt`) the webhook mounts.
+    pub tls_secret: String,
+    /// Self-managed: the CA Secret (`ca.crt`, `ca.key`, and `next.crt`/`next.key` during a
+    /// rotation). Never mounted by the webhook.
+    pub ca_secret: String,
+    /// The webhook Service's DNS name, `<service>.<namespace>.svc`.
+    pub service_host: String,
+    /// The ClusterRole that owns the configurations.
+    pub owner: String,
+    pub server_validity: Duration,
+    pub ca_validity: Duration,
+    pub ca_overlap: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+const CA_NAME: &str = "verifyfull webhook CA";
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn time(secs: i64) -> Result<time::OffsetDateTime, Error> {
+    time::OffsetDateTime::from_unix_timestamp(secs).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// A CA: certificate and key, PEM, with its validity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ca {
+    pub cert: String,
+    pub key: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+fn ca_params(not_before: i64, not_after: i64) -> Result<CertificateParams, Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    p.distinguished_name.push(DnType::CommonName, CA_NAME);
+    p.not_before = time(not_before)?;
+    p.not_after = time(not_after)?;
+    Ok(p)
+}
+
+impl Ca {
+    pub fn generate(validity: Duration) -> Result<Ca, Error> {
+        let key = KeyPair::generate()?;
+        let (nb, na) = (now() - 300, now() + validity.as_secs() as i64);
+        let cert = ca_params(nb, na)?.self_signed(&key)?;
+        Ok(Ca {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            not_before: nb,
+            not_after: na,
+        })
+    }
+
+    /// Issues a serving certificate for `host`; returns (certificate, key, notBefore, notAfter).
+    pub fn issue(&self, host: &str, validity: Duration) -> Result<Serving, Error> {
+        let ca_key = KeyPair::from_pem(&self.key)?;
+        let issuer = Issuer::new(ca_params(self.not_before, self.not_after)?, ca_key);
+        let key = KeyPair::generate()?;
+        let mut p = CertificateParams::new(vec![host.to_string()])?;
+        p.distinguished_name.push(DnType::CommonName, host);
+        let (nb, na) = (
+            now() - 300,
+            (now() + validity.as_secs() as i64).min(self.not_after),
+        );
+        p.not_before = time(nb)?;
+        p.not_after = time(na)?;
+        let cert = p.signed_by(&key, &issuer)?;
+        Ok(Serving {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            not_before: nb,
+            not_after: na,
+        })
+    }
+
+    /// Time to start the next CA: two thirds of the way, or earlier if the overlap needs it.
+    pub fn due(&self, overlap: Duration) -> bool {
+        let life = self.not_after - self.not_before;
+        let t = now();
+        t >= self.not_before + life * 2 / 3 || t + overlap.as_secs() as i64 >= self.not_after
+    }
+}
+
+/// A serving certificate and key, PEM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Serving {
+    pub cert: String,
+    pub key: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Serving {
+    /// Renewed at two thirds of its life.
+    pub fn due(&self) -> bool {
+        now() >= self.not_before + (self.not_after - self.not_before) * 2 / 3
+    }
+}
+
+fn data(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()?
+        .get(key)
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+}
+
+fn annotation(s: &Secret, key: &str) -> Option<i64> {
+    s.metadata.annotations.as_ref()?.get(key)?.parse().ok()
+}
+
+const NOT_BEFORE: &str = "verifyfull.dev/not-before";
+const NOT_AFTER: &str = "verifyfull.dev/not-after";
+const NEXT_SINCE: &str = "verifyfull.dev/next-ca-since";
+const NEXT_NOT_BEFORE: &str = "verifyfull.dev/next-not-before";
+const NEXT_NOT_AFTER: &str = "verifyfull.dev/next-not-after";
+const PREVIOUS_SINCE: &str = "verifyfull.dev/previous-ca-since";
+
+/// The self-managed CA state. A rotation goes: the next CA is published beside the current
+/// one (trusted, not yet signing); after the overlap it signs, the old one still trusted;
+/// after another overlap the old one goes. The webhook never serves a certificate the
+/// `caBundle` does not trust.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaState {
+    /// Signs serving certificates.
+    pub current: Ca,
+    /// Published, not signing yet; since when.
+    pub next: Option<(Ca, i64)>,
+    /// Retired from signing, still trusted; since when (certificate only).
+    pub previous: Option<(String, i64)>,
+}
+
+impl CaState {
+    fn read(s: &Secret) -> Option<CaState> {
+        let current = Ca {
+            cert: data(s, "ca.crt")?,
+            key: data(s, "ca.key")?,
+            not_before: annotation(s, NOT_BEFORE)?,
+            not_after: annotation(s, NOT_AFTER)?,
+        };
+        let next = match (data(s, "next.crt"), data(s, "next.key")) {
+            (Some(cert), Some(key)) => Some((
+                Ca {
+                    cert,
+                    key,
+                    not_before: annotation(s, NEXT_NOT_BEFORE)?,
+                    not_after: annotation(s, NEXT_NOT_AFTER)?,
+                },
+                annotation(s, NEXT_SINCE)?,
+            )),
+            _ => None,
+        };
+        let previous = match (data(s, "previous.crt"), annotation(s, PREVIOUS_SINCE)) {
+            (Some(cert), Some(since)) => Some((cert, since)),
+            _ => None,
+        };
+        Some(CaState {
+            current,
+            next,
+            previous,
+        })
+    }
+
+    fn secret(&self, name: &str, namespace: &str) -> Value {
+        let b64 = |s: &str| json!(ByteString(s.as_bytes().to_vec()));
+        let mut data = json!({"ca.crt": b64(&self.current.cert), "ca.key": b64(&self.current.key)});
+        let mut ann = json!({NOT_BEFORE: self.current.not_before.to_string(), NOT_AFTER: self.current.not_after.to_string()});
+        if let Some((n, since)) = &self.next {
+            data["next.crt"] = b64(&n.cert);
+            data["next.key"] = b64(&n.key);
+            ann[NEXT_SINCE] = json!(since.to_string());
+            ann[NEXT_NOT_BEFORE] = json!(n.not_before.to_string());
+            ann[NEXT_NOT_AFTER] = json!(n.not_after.to_string());
+        }
+        if let Some((cert, since)) = &self.previous {
+            data["previous.crt"] = b64(cert);
+            ann[PREVIOUS_SINCE] = json!(since.to_string());
+        }
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": name, "namespace": namespace, "annotations": ann}, "data": data})
+    }
+
+    /// One step of the rotation, when its time has come.
+    pub fn advance(mut self, validity: Duration, overlap: Duration) -> Result<CaState, Error> {
+        let overlap = overlap.as_secs() as i64;
+        if let Some((_, since)) = &self.previous
+            && now() >= since + overlap
+        {
+            self.previous = None;
+        }
+        match self.next.take() {
+            Some((next, since)) if now() >= since + overlap => {
+                let old = std::mem::replace(&mut self.current, next);
+                self.previous = Some((old.cert, now()));
+            }
+            Some(n) => self.next = Some(n),
+            None if self.previous.is_none()
+                && self.current.due(Duration::from_secs(overlap as u64 * 2)) =>
+            {
+                self.next = Some((Ca::generate(validity)?, now()));
+            }
+            None => {}
+        }
+        Ok(self)
+    }
+
+    /// Every CA a client must trust now.
+    pub fn bundle(&self) -> String {
+        let mut b = self.current.cert.clone();
+        if let Some((n, _)) = &self.next {
+            b.push_str(&n.cert);
+        }
+        if let Some((p, _)) = &self.previous {
+            b.push_str(p);
+        }
+        b
+    }
+}
+
+/// One pass: certificates (self-managed), then the configurations with their `caBundle`.
+/// Writes only what changed.
+pub async fn reconcile(client: &kube::Client, s: &Settings) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &s.namespace);
+    let bundle = match s.mode {
+        CertMode::SelfManaged => self_managed(&secrets, s).await?,
+        CertMode::CertManager | CertMode::Secret => match secrets.get_opt(&s.tls_secret).await? {
+            Some(sec) => match data(&sec, "ca.crt") {
+                Some(ca) if ca.contains("BEGIN CERTIFICATE") => ca,
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "Secret {}/{} has no ca.crt yet",
+                        s.namespace, s.tls_secret
+                    )));
+                }
+            },
+            None => {
+                return Err(Error::Invalid(format!(
+                    "Secret {}/{} does not exist yet",
+                    s.namespace, s.tls_secret
+                )));
+            }
+        },
+    };
+    apply_configurations(client, s, &bundle).await
+}
+
+async fn self_managed(secrets: &Api<Secret>, s: &Settings) -> Result<String, Error> {
+    let stored = secrets.get_opt(&s.ca_secret).await?;
+    let state = match stored.as_ref().and_then(CaState::read) {
+        Some(st) => st,
+        None => CaState {
+            current: Ca::generate(s.ca_validity)?,
+            next: None,
+            previous: None,
+        },
+    };
+    let advanced = state.clone().advance(s.ca_validity, s.ca_overlap)?;
+    if stored.is_none() || advanced != state {
+        let body = advanced.secret(&s.ca_secret, &s.namespace);
+        secrets
+            .patch(
+                &s.ca_secret,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+    }
+    // The serving certificate: issued by the current CA, renewed when due or when the CA
+    // it was issued by is no longer current.
+    let serving = secrets.get_opt(&s.tls_secret).await?;
+    let fresh = serving.as_ref().is_some_and(|sec| {
+        let (Some(nb), Some(na)) = (annotation(sec, NOT_BEFORE), annotation(sec, NOT_AFTER)) else {
+            return false;
+        };
+        let by_current = data(sec, "ca.crt").is_some_and(|c| c.starts_with(&advanced.current.cert));
+        let cert = Serving {
+            cert: String::new(),
+            key: String::new(),
+            not_before: nb,
+            not_after: na,
+        };
+        by_current
+            && !cert.due()
+            && data(sec, "ca.crt").as_deref() == Some(advanced.bundle().as_str())
+    });
+    if !fresh {
+        let leaf = advanced.current.issue(&s.service_host, s.server_validity)?;
+        let b64 = |v: &str| json!(ByteString(v.as_bytes().to_vec()));
+        let body = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": s.tls_secret, "namespace": s.namespace,
+                         "annotations": {NOT_BEFORE: leaf.not_before.to_string(), NOT_AFTER: leaf.not_after.to_string()}},
+            "data": {"tls.crt": b64(&leaf.cert), "tls.key": b64(&leaf.key), "ca.crt": b64(&advanced.bundle())}});
+        secrets
+            .patch(
+                &s.tls_secret,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        tracing::info!(secret = %s.tls_secret, "serving certificate issued");
+    }
+    Ok(advanced.bundle())
+}
+
+fn configuration_api(client: &kube::Client, kind: &str) -> Api<DynamicObject> {
+    let plural = format!("{}s", kind.to_ascii_lowercase());
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind),
+        &plural,
+    );
+    Api::all_with(client.clone(), &ar)
+}
+
+/// Creates or updates the configurations from the chart's ConfigMap, each webhook's
+/// `caBundle` set, owned by the chart's ClusterRole.
+async fn apply_configurations(
+    client: &kube::Client,
+    s: &Settings,
+    bundle: &str,
+) -> Result<(), Error> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &s.namespace);
+    let Some(cm) = cms.get_opt(&s.configurations).await? else {
+        return Err(Error::Invalid(format!(
+            "ConfigMap {}/{} does not exist",
+            s.namespace, s.configurations
+        )));
+    };
+    let owner = Api::<ClusterRole>::all(client.clone())
+        .get_opt(&s.owner)
+        .await?;
+    let owner_ref = owner.map(|o| {
+        json!([{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "name": o.metadata.name, "uid": o.metadata.uid}])
+    });
+    let b64 = ByteString(bundle.as_bytes().to_vec());
+    let data: BTreeMap<String, String> = cm.data.unwrap_or_default();
+    for (key, kind) in [
+        ("validating.json", "ValidatingWebhookConfiguration"),
+        ("mutating.json", "MutatingWebhookConfiguration"),
+    ] {
+        let Some(text) = data.get(key) else { continue };
+        let mut config: Value =
+            serde_json::from_str(text).map_err(|e| Error::Invalid(format!("{key}: {e}")))?;
+        for w in config["webhooks"].as_array_mut().into_iter().flatten() {
+            w["clientConfig"]["caBundle"] = json!(b64);
+        }
+        if let Some(o) = &owner_ref {
+            config["metadata"]["ownerReferences"] = o.clone();
+        }
+        let name = config["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let api = configuration_api(client, kind);
+        let current = api.get_opt(&name).await?;
+        let same = current.as_ref().is_some_and(|c| {
+            c.data["webhooks"] == config["webhooks"]
+                && c.metadata.owner_references.as_ref().map(|r| r.len())
+                    == owner_ref.as_ref().map(|_| 1)
+        });
+        if !same {
+            api.patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&config),
+            )
+            .await?;
+            tracing::info!(kind, name, "webhook configuration applied");
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the named configurations (the chart's pre-delete hook): nothing is left that
+/// could block the cluster once verifyfull is gone.
+pub async fn remove(client: &kube::Client, names: &[String]) -> Result<(), Error> {
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        let api = configuration_api(client, kind);
+        for name in names {
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(kind, name, "webhook configuration removed"),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the certificates and configurations right, every `every`, until dropped.
+pub async fn run(client: kube::Client, s: Settings, every: Duration) {
+    loop {
+        if let Err(e) = reconcile(&client, &s).await {
+            tracing::warn!(error = %e, "webhook certificates and configurations");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_trusts_both_before_and_after_it_switches() {
+        let day = Duration::from_secs(86_400);
+        let fresh = CaState {
+            current: Ca::generate(day * 1825).unwrap(),
+            next: None,
+            previous: None,
+        };
+        let same = fresh.clone().advance(day * 1825, day * 7).unwrap();
+        assert_eq!(same, fresh, "a young CA stays");
+        // A CA near the end of its life: the next one is published beside it.
+        let mut old = fresh.clone();
+        old.current.not_before = now() - 1000;
+        old.current.not_after = now() + 100;
+        let started = old.clone().advance(day * 1825, day * 7).unwrap();
+        let (next, _) = started.next.clone().expect("next CA");
+        assert_eq!(started.current, old.current, "the old CA still signs");
+        assert!(
+            started.bundle().contains(&old.current.cert) && started.bundle().contains(&next.cert)
+        );
+        // After the overlap the next one signs; the old one is still trusted.
+        let mut waited = started.clone();
+        if let Some((_, since)) = waited.next.as_mut() {
+            *since -= 8 * 86_400;
+        }
+        let switched = waited.advance(day * 1825, day * 7).unwrap();
+        assert_eq!(switched.current, next);
+        assert!(switched.bundle().contains(&old.current.cert));
+        // After another overlap the old one goes.
+        let mut later = switched.clone();
+        if let Some((_, since)) = later.previous.as_mut() {
+            *since -= 8 * 86_400;
+        }
+        let done = later.advance(day * 1825, day * 7).unwrap();
+        assert_eq!(done.bundle(), next.cert);
+        // Serving certificates renew at two thirds of their life.
+        let leaf = done
+            .current
+            .issue("verifyfull-webhook.verifyfull.svc", day * 90)
+            .unwrap();
+        assert!(!leaf.due());
+        let old_leaf = Serving {
+            not_before: now() - 61 * 86_400,
+            not_after: now() + 29 * 86_400,
+            ..leaf
+        };
+        assert!(old_leaf.due());
+    }
+}
