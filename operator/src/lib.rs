@@ -4,6 +4,9 @@
 
 /// Where the CRD lives in the repository, relative to its root.
 pub const CRD_FILE: &str = "crds/postgrestlspolicies.verifyfull.dev.yaml";
+/// The chart's copy, rendered by `templates/crds.yaml`.
+pub const CHART_CRD_FILE: &str =
+    "charts/verifyfull/files/crds/postgrestlspolicies.verifyfull.dev.yaml";
 
 /// The CRD as YAML, generated from `policy::crd`.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
@@ -60,6 +63,9 @@ pub struct Config {
     pub webhooks: Option<webhooks::Settings>,
     /// A policy to keep in place (`name`, `spec`), from the chart's values.
     pub default_policy: Option<(String, serde_json::Value)>,
+    /// Watch Secret metadata to notice a rotated Secret CA source (needs list/watch on
+    /// Secrets); without it a Secret source is re-read every resync.
+    pub secret_sources: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -334,6 +340,11 @@ pub async fn run(
                     .map(|_| ()),
             )
         });
+        let secrets = if config.secret_sources {
+            secrets.boxed()
+        } else {
+            futures::stream::pending().boxed()
+        };
         futures::stream::select(secrets, configmaps)
     };
 

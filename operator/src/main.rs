@@ -111,6 +111,10 @@ struct Args {
         default_value = "default"
     )]
     default_policy_name: String,
+    /// Watch Secret metadata to notice rotated Secret CA sources at once (needs list/watch
+    /// on Secrets); `false` re-reads them every resync.
+    #[arg(long, env = "VERIFYFULL_SECRET_SOURCES", default_value_t = true, action = clap::ArgAction::Set)]
+    secret_sources: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -200,6 +204,7 @@ async fn main() -> ExitCode {
         engine: args.settings.settings(),
         webhooks,
         default_policy,
+        secret_sources: args.secret_sources,
     };
     tokio::select! {
         r = operator::run(client, config, metrics) => {

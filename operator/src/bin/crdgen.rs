@@ -1,6 +1,7 @@
-//! Writes the CRD YAML generated from `policy::crd` to `crds/` (or stdout with `-`).
-//! `cargo run -p verifyfull-operator --bin crdgen`; a test fails when the committed file
-//! differs from what this generates.
+//! Writes the CRD YAML generated from `policy::crd` to `crds/` and to the chart's
+//! `files/crds/` (Helm reads files inside the chart only), or to stdout with `-`.
+//! `cargo run -p verifyfull-operator --bin crdgen` from the repository root; a test fails
+//! when either committed file differs from what this generates.
 
 use std::process::ExitCode;
 
@@ -12,21 +13,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let dest = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| operator::CRD_FILE.to_string());
-    if dest == "-" {
+    if std::env::args().nth(1).as_deref() == Some("-") {
         print!("{yaml}");
         return ExitCode::SUCCESS;
     }
-    match std::fs::write(&dest, yaml) {
-        Ok(()) => {
-            eprintln!("wrote {dest}");
-            ExitCode::SUCCESS
+    for dest in [operator::CRD_FILE, operator::CHART_CRD_FILE] {
+        if let Err(e) = std::fs::write(dest, &yaml) {
+            eprintln!("crdgen: {dest}: {e} (run it from the repository root)");
+            return ExitCode::from(1);
         }
-        Err(e) => {
-            eprintln!("crdgen: {dest}: {e}");
-            ExitCode::from(1)
-        }
+        eprintln!("wrote {dest}");
     }
+    ExitCode::SUCCESS
 }
