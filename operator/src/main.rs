@@ -137,14 +137,6 @@ async fn main() -> ExitCode {
         .init();
     // One crypto provider, chosen explicitly: with two in the dependency tree rustls has no default.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let metrics = operator::metrics::Metrics::default();
-    match operator::serve_admin(args.admin_listen, metrics.clone()).await {
-        Ok(addr) => tracing::info!(admin = %addr, "admin port"),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serve the admin port");
-            return ExitCode::from(1);
-        }
-    }
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
@@ -160,6 +152,14 @@ async fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         };
+    }
+    let metrics = operator::metrics::Metrics::default();
+    match operator::serve_admin(args.admin_listen, metrics.clone()).await {
+        Ok(addr) => tracing::info!(admin = %addr, "admin port"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the admin port");
+            return ExitCode::from(1);
+        }
     }
     let default_policy = match &args.default_policy {
         Some(text) => match serde_json::from_str::<serde_json::Value>(text) {

@@ -193,7 +193,7 @@ impl Process {
             args.push("--standalone".into());
         }
         args.extend(extra.iter().map(|a| a.to_string()));
-        Process::spawn("verifyfull-webhook", dir, kubeconfig, addr, &args).await
+        Process::spawn("verifyfull-webhook", dir, kubeconfig, addr, &args, &[]).await
     }
 
     /// Starts `verifyfull-operator` (its readiness waits for the CRD).
@@ -210,16 +210,21 @@ impl Process {
             Some(kubeconfig),
             ([127, 0, 0, 1], 0).into(),
             &args,
+            &[],
         )
         .await
     }
 
-    async fn spawn(
+    /// Starts binary `name` with `args` and environment `env` (an ambient `KUBECONFIG` is
+    /// removed; `kubeconfig` is set), its admin port on a free local port; waits for
+    /// `/readyz`. `addr` is its serving address, if any (port 0: none).
+    pub async fn spawn(
         name: &'static str,
         dir: &Path,
         kubeconfig: Option<&Path>,
         addr: SocketAddr,
         args: &[String],
+        env: &[(String, String)],
     ) -> Result<Process, String> {
         let admin: SocketAddr = ([127, 0, 0, 1], free_port().map_err(|e| e.to_string())?).into();
         let log =
@@ -229,6 +234,7 @@ impl Process {
         cmd.arg(format!("--admin-listen={admin}"))
             .args(args)
             .env_remove("KUBECONFIG")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(out)
             .stderr(log)
             .kill_on_drop(true);

@@ -33,6 +33,9 @@ const RULES: &[(&str, &[&str])] = &[
     ("batch", &["jobs", "cronjobs"]),
 ];
 
+/// UPDATEs that change neither the spec nor the annotations need no review.
+const SKIP_UNCHANGED: &str = "request.operation != 'UPDATE' || object.spec != oldObject.spec || (has(object.metadata.annotations) ? object.metadata.annotations : {}) != (has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {})";
+
 /// The ValidatingWebhookConfiguration: one entry per mode, routed by the namespace label
 /// (SPEC 6), plus one for changes of that label.
 pub fn webhook_configuration(ca_pem: &str) -> Value {
@@ -51,6 +54,7 @@ pub fn webhook_configuration(ca_pem: &str) -> Value {
                              "caBundle": ca_bundle(ca_pem)},
             "rules": rules,
             "namespaceSelector": {"matchExpressions": [selector, not_ours.clone()]},
+            "matchConditions": [{"name": "skip-unchanged-updates", "expression": SKIP_UNCHANGED}],
         })
     };
     let mode_key = "verifyfull.dev/mode";
@@ -65,6 +69,7 @@ pub fn webhook_configuration(ca_pem: &str) -> Value {
         "Fail",
     );
     label_entry["clientConfig"]["service"]["path"] = json!("/validate/enforce");
+    label_entry["namespaceSelector"] = json!({"matchExpressions": [not_ours]});
     label_entry["rules"] = json!([{"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["namespaces"], "scope": "Cluster"}]);
     label_entry["matchConditions"] = json!([{"name": "mode-label-changes", "expression": format!("{} != {}", label("object"), label("oldObject"))}]);
     json!({
