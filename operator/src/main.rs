@@ -123,6 +123,12 @@ enum Command {
     RemoveWebhooks {
         #[arg(long = "name", required = true)]
         names: Vec<String>,
+        /// The operator's Deployment (in --namespace), scaled to zero first.
+        #[arg(long)]
+        operator_deployment: Option<String>,
+        /// The operator's Lease, taken over before cleaning up.
+        #[arg(long)]
+        lease: Option<String>,
     },
 }
 
@@ -144,8 +150,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(Command::RemoveWebhooks { names }) = &args.command {
-        return match operator::webhooks::remove(&client, names).await {
+    if let Some(Command::RemoveWebhooks {
+        names,
+        operator_deployment,
+        lease,
+    }) = &args.command
+    {
+        let u = operator::webhooks::Uninstall {
+            namespace: args.namespace.clone(),
+            operator: operator_deployment.clone(),
+            lease: lease.clone(),
+        };
+        return match operator::webhooks::remove(&client, names, &u).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "removing the webhook configurations");

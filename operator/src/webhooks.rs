@@ -421,9 +421,75 @@ async fn apply_configurations(
     Ok(())
 }
 
-/// Deletes the named configurations (the chart's pre-delete hook): nothing is left that
-/// could block the cluster once verifyfull is gone.
-pub async fn remove(client: &kube::Client, names: &[String]) -> Result<(), Error> {
+/// What the chart's pre-delete hook stops before it cleans up.
+#[derive(Debug, Clone)]
+pub struct Uninstall {
+    pub namespace: String,
+    /// The operator's Deployment, scaled to zero first.
+    pub operator: Option<String>,
+    /// The operator's Lease: taken over, so that no operator still running can lead (and
+    /// put its finalizer back) while the hook cleans up.
+    pub lease: Option<String>,
+}
+
+/// The chart's pre-delete hook: stops the operator, takes its finalizer off every policy
+/// (they stay, with their copies and injections, so no workload restarts and nothing is
+/// stuck), then deletes the named configurations, so nothing is left that could block the
+/// cluster once verifyfull is gone.
+pub async fn remove(client: &kube::Client, names: &[String], u: &Uninstall) -> Result<(), Error> {
+    if let Some(d) = &u.operator {
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(client.clone(), &u.namespace);
+        let scale = json!({"spec": {"replicas": 0}});
+        match deployments
+            .patch(d, &PatchParams::default(), &Patch::Merge(&scale))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(lease) = &u.lease {
+        let election = crate::leader::Election {
+            api: Api::namespaced(client.clone(), &u.namespace),
+            name: lease.clone(),
+            identity: "verifyfull-uninstall".into(),
+            duration: Duration::from_secs(15),
+        };
+        // A running leader renews; its lease lapses once it is gone.
+        if tokio::time::timeout(Duration::from_secs(90), election.acquire())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                lease,
+                "the operator still holds its lease; cleaning up anyway"
+            );
+        }
+    }
+    let policies: Api<policy::crd::PostgresTLSPolicy> = Api::all(client.clone());
+    // No CRD (already gone, or never installed): no finalizers either.
+    if let Ok(list) = policies.list(&Default::default()).await {
+        for p in list.items {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let rest: Vec<String> = p
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .filter(|f| f.as_str() != crate::reconcile::FINALIZER)
+                .cloned()
+                .collect();
+            if rest.len() != p.metadata.finalizers.as_ref().map_or(0, Vec::len) {
+                let patch = json!({"metadata": {"finalizers": rest}});
+                policies
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                tracing::info!(policy = %name, "finalizer removed");
+            }
+        }
+    }
     for kind in [
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",

@@ -226,7 +226,12 @@ impl Process {
         args: &[String],
         env: &[(String, String)],
     ) -> Result<Process, String> {
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port().map_err(|e| e.to_string())?).into();
+        // Released ports can come back: never the serving port.
+        let mut admin_port = free_port().map_err(|e| e.to_string())?;
+        while admin_port == addr.port() {
+            admin_port = free_port().map_err(|e| e.to_string())?;
+        }
+        let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
         let log =
             std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
         let mut cmd = tokio::process::Command::new(binary(name)?);

@@ -396,7 +396,7 @@ async fn the_rendered_chart_installs_runs_and_uninstalls_cleanly_on_the_standin(
         &container(&install, "verifyfull-operator"),
         "verifyfull-operator-0",
     );
-    let _op = Process::spawn(
+    let op = Process::spawn(
         "verifyfull-operator",
         &dir,
         Some(&op_kc),
@@ -547,9 +547,29 @@ async fn the_rendered_chart_installs_runs_and_uninstalls_cleanly_on_the_standin(
             .args(&cmd[1..])
             .env_remove("KUBECONFIG")
             .env("KUBECONFIG", &admin_kc)
-            .output()
-            .await
-            .unwrap();
+            .kill_on_drop(true)
+            .output();
+    let hook_run = tokio::spawn(hook_run);
+    // The hook scales the operator to zero; the kubelet would stop its Pod: so do we.
+    let operators: Api<Deployment> = Api::namespaced(client.clone(), "verifyfull");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while operators
+        .get("verifyfull-operator")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .replicas
+        != Some(0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hook did not scale the operator down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    op.stop().await;
+    let hook_run = hook_run.await.unwrap().unwrap();
     assert!(
         hook_run.status.success(),
         "{}",
@@ -577,6 +597,12 @@ async fn the_rendered_chart_installs_runs_and_uninstalls_cleanly_on_the_standin(
             .unwrap()
             .is_none()
     );
+    // The policy stayed, without the operator's finalizer: deleting it now is not stuck.
+    let out = kubectl
+        .run(&["delete", "pgtls", "corp", "--timeout=10s"], None)
+        .await
+        .unwrap();
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
     // Nothing blocks the cluster now, and the CRD stayed.
     deploys.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "after"},
         "spec": {"selector": {"matchLabels": {"app": "after"}}, "template": {"metadata": {"labels": {"app": "after"}},
