@@ -164,6 +164,34 @@ fn on_listed<K>(flag: Arc<AtomicBool>) -> impl Fn(&Result<watcher::Event<K>, wat
     }
 }
 
+/// `()` each time a Secret (`secret`) or ConfigMap that is some policy's CA source changes;
+/// only metadata is watched.
+fn source_changes<K>(
+    client: &kube::Client,
+    wc: &watcher::Config,
+    policies: reflector::Store<PostgresTLSPolicy>,
+    secret: bool,
+) -> impl Stream<Item = ()> + Send + 'static
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .touched_objects()
+        .filter_map(move |r| {
+            let hit = r
+                .ok()
+                .is_some_and(|o| is_source(&policies, secret, &o.metadata));
+            futures::future::ready(hit.then_some(()))
+        })
+}
+
 /// Whether a Secret (`secret`) or ConfigMap is some policy's CA source.
 fn is_source(
     policies: &reflector::Store<PostgresTLSPolicy>,
@@ -313,33 +341,8 @@ pub async fn run(
     // A changed CA source re-runs the policies (their sources are few; their copies and
     // status are compared, not rewritten).
     let sources = {
-        let (s1, s2) = (policy_store.clone(), policy_store.clone());
-        let secrets = watcher(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            wc.clone(),
-        )
-        .default_backoff()
-        .touched_objects()
-        .filter_map(move |r| {
-            futures::future::ready(
-                r.ok()
-                    .filter(|o| is_source(&s1, true, &o.metadata))
-                    .map(|_| ()),
-            )
-        });
-        let configmaps = watcher(
-            Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-            wc.clone(),
-        )
-        .default_backoff()
-        .touched_objects()
-        .filter_map(move |r| {
-            futures::future::ready(
-                r.ok()
-                    .filter(|o| is_source(&s2, false, &o.metadata))
-                    .map(|_| ()),
-            )
-        });
+        let secrets = source_changes::<Secret>(&client, &wc, policy_store.clone(), true);
+        let configmaps = source_changes::<ConfigMap>(&client, &wc, policy_store.clone(), false);
         let secrets = if config.secret_sources {
             secrets.boxed()
         } else {
