@@ -349,7 +349,15 @@ async fn the_rendered_chart_installs_runs_and_uninstalls_cleanly_on_the_standin(
     };
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::{Api, PostParams};
-    let docs = render(4, &[]);
+    // The default policy comes from the values: a ConfigMap source in the release namespace.
+    let docs = render(
+        4,
+        &[
+            "defaultPolicy.spec.caSource.configMap.namespace=verifyfull",
+            "defaultPolicy.spec.caSource.configMap.name=corp-ca",
+            "defaultPolicy.spec.namespaceSelector.matchLabels.db-tls=on",
+        ],
+    );
     let (hooks, install): (Vec<Value>, Vec<Value>) = docs
         .into_iter()
         .partition(|d| !d["metadata"]["annotations"]["helm.sh/hook"].is_null());
@@ -465,7 +473,8 @@ async fn the_rendered_chart_installs_runs_and_uninstalls_cleanly_on_the_standin(
     }));
 
     // A violating Deployment is denied.
-    let team = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team", "labels": {"db-tls": "on"}}});
+    // (Not yet selected by the default policy: no db-tls label.)
+    let team = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}});
     assert!(
         kubectl
             .run(
@@ -489,7 +498,8 @@ async fn the_rendered_chart_installs_runs_and_uninstalls_cleanly_on_the_standin(
             .contains("admission webhook \"enforce.verifyfull.dev\" denied the request"),
         "{e}"
     );
-    // A policy (a ConfigMap source: Secret sources are off by default) makes it compliant.
+    // The default policy (a ConfigMap source: Secret sources are off by default), kept by
+    // the operator, makes it compliant once its CA is there.
     let ca = e2e::pki::Ca::new("corp").unwrap();
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "corp-ca", "namespace": "verifyfull"}, "data": {"ca.crt": ca.pem()}});
     assert!(
@@ -502,23 +512,16 @@ async fn the_rendered_chart_installs_runs_and_uninstalls_cleanly_on_the_standin(
             .unwrap()
             .ok
     );
-    let policy = json!({"apiVersion": "verifyfull.dev/v1alpha1", "kind": "PostgresTLSPolicy", "metadata": {"name": "corp"},
-        "spec": {"caSource": {"configMap": {"namespace": "verifyfull", "name": "corp-ca"}}, "namespaceSelector": {"matchLabels": {"db-tls": "on"}}}});
-    assert!(
-        kubectl
-            .run(
-                &["create", "--validate=false", "-f", "-"],
-                Some(&policy.to_string())
-            )
-            .await
-            .unwrap()
-            .ok
-    );
+    let labelled = kubectl
+        .run(&["label", "namespace", "team", "db-tls=on"], None)
+        .await
+        .unwrap();
+    assert!(labelled.ok, "{}", labelled.stderr);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let copy = kubectl
             .run(
-                &["get", "configmap", "-n", "team", "verifyfull-ca-corp"],
+                &["get", "configmap", "-n", "team", "verifyfull-ca-default"],
                 None,
             )
             .await
@@ -599,7 +602,7 @@ async fn the_rendered_chart_installs_runs_and_uninstalls_cleanly_on_the_standin(
     );
     // The policy stayed, without the operator's finalizer: deleting it now is not stuck.
     let out = kubectl
-        .run(&["delete", "pgtls", "corp", "--timeout=10s"], None)
+        .run(&["delete", "pgtls", "default", "--timeout=10s"], None)
         .await
         .unwrap();
     assert!(out.ok, "{}{}", out.stdout, out.stderr);
