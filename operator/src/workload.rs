@@ -98,10 +98,14 @@ pub struct Workload {
     pub status: Option<Status>,
 }
 
-/// Managed fields are most of a workload's metadata and the operator never reads them.
+/// Managed fields, and `kubectl apply`'s copy of the whole object in an annotation, are most
+/// of a workload's metadata; the operator reads neither.
 fn without_managed_fields<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
     let mut m = ObjectMeta::deserialize(d)?;
     m.managed_fields = None;
+    if let Some(a) = m.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
     Ok(m)
 }
 
