@@ -41,9 +41,7 @@ impl Kubectl {
 
     /// Runs `kubectl ARGS`, with `stdin` piped in when given.
     pub async fn run(&self, args: &[&str], stdin: Option<&str>) -> std::io::Result<Out> {
-        let mut cmd = tokio::process::Command::new(
-            std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()),
-        );
+        let mut cmd = tokio::process::Command::new(kubectl_binary());
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
@@ -98,6 +96,20 @@ impl Kubectl {
     pub async fn create(&self, ns: &str, manifest: &Value) -> std::io::Result<Out> {
         let args = ["create", "--validate=false", "-n", ns, "-f", "-"];
         self.run(&args, Some(&manifest.to_string())).await
+    }
+}
+
+/// `KUBECTL`, else the one `.ci/tools` fetched when the machine has none, else `kubectl`
+/// on `PATH`.
+fn kubectl_binary() -> PathBuf {
+    if let Some(k) = std::env::var_os("KUBECTL") {
+        return PathBuf::from(k);
+    }
+    let fetched = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/bin/kubectl");
+    if fetched.exists() {
+        fetched
+    } else {
+        PathBuf::from("kubectl")
     }
 }
 
