@@ -271,3 +271,94 @@ impl PostgresTLSPolicy {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(spec: serde_json::Value) -> PostgresTLSPolicy {
+        serde_json::from_value(
+            json!({"apiVersion": "verifyfull.dev/v1alpha1", "kind": "PostgresTLSPolicy",
+            "metadata": {"name": "p"}, "spec": spec}),
+        )
+        .expect("policy")
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selection_is_namespace_and_workload_and_opt_in_with_opt_out_winning() {
+        let src = json!({"secret": {"namespace": "v", "name": "ca"}});
+        let p = policy(json!({"caSource": src,
+            "namespaceSelector": {"matchLabels": {"db-tls": "on"}},
+            "selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["api", "worker"]}]}}));
+        let ns = map(&[("db-tls", "on")]);
+        let api = map(&[("tier", "api")]);
+        assert!(p.selects(Some(&ns), Some(&api), None));
+        assert!(
+            !p.selects(Some(&map(&[])), Some(&api), None),
+            "namespace not selected"
+        );
+        assert!(
+            !p.selects(Some(&ns), Some(&map(&[("tier", "web")])), None),
+            "workload not selected"
+        );
+        assert!(
+            !p.selects(
+                Some(&ns),
+                Some(&api),
+                Some(&map(&[(INJECT_ANNOTATION, "false")]))
+            ),
+            "opt-out wins"
+        );
+        let opt_in = policy(json!({"caSource": src, "optIn": true}));
+        assert!(!opt_in.selects(None, None, None));
+        assert!(opt_in.selects(None, None, Some(&map(&[(INJECT_ANNOTATION, "true")]))));
+        assert!(!opt_in.selects(None, None, Some(&map(&[(INJECT_ANNOTATION, "yes")]))));
+        // Defaults fill in what a minimal policy leaves out.
+        assert_eq!(opt_in.spec.injection.path(), "/etc/verifyfull/ca/ca.crt");
+        assert_eq!(
+            opt_in
+                .spec
+                .ca_source
+                .secret
+                .as_ref()
+                .map(|s| s.key.as_str()),
+            Some("ca.crt")
+        );
+        assert_eq!(opt_in.copy_name(), "verifyfull-ca-p");
+    }
+
+    #[test]
+    fn selector_operators() {
+        let sel: LabelSelector = serde_json::from_value(json!({"matchExpressions": [
+            {"key": "a", "operator": "NotIn", "values": ["x"]},
+            {"key": "b", "operator": "Exists"},
+            {"key": "c", "operator": "DoesNotExist"}]}))
+        .expect("selector");
+        assert!(selector_matches(Some(&sel), Some(&map(&[("b", "1")]))));
+        assert!(!selector_matches(
+            Some(&sel),
+            Some(&map(&[("a", "x"), ("b", "1")]))
+        ));
+        assert!(!selector_matches(
+            Some(&sel),
+            Some(&map(&[("b", "1"), ("c", "1")]))
+        ));
+        assert!(!selector_matches(Some(&sel), None));
+        assert!(selector_matches(None, None));
+        let bogus: LabelSelector =
+            serde_json::from_value(json!({"matchExpressions": [{"key": "a", "operator": "Like"}]}))
+                .expect("selector");
+        assert!(
+            !selector_matches(Some(&bogus), Some(&map(&[("a", "1")]))),
+            "an unknown operator never matches"
+        );
+    }
+}

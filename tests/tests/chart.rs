@@ -318,6 +318,89 @@ fn rendered_crd_and_configurations_are_the_ones_in_use() {
     );
 }
 
+/// A rendered chart applied to a fresh stand-in in one server-side apply, hooks kept
+/// aside, as `helm install` does; `before` lists objects to create first (a Secret you
+/// bring).
+struct Installed {
+    standin: StandIn,
+    kubectl: Kubectl,
+    install: Vec<Value>,
+    hooks: Vec<Value>,
+    dir: PathBuf,
+}
+
+impl Installed {
+    async fn new(docs: Vec<Value>, before: impl Fn(&StandIn) -> Vec<Value>) -> Installed {
+        let (hooks, install): (Vec<Value>, Vec<Value>) = docs
+            .into_iter()
+            .partition(|d| !d["metadata"]["annotations"]["helm.sh/hook"].is_null());
+        let standin = StandIn::start(Options::default()).await.unwrap();
+        let kubectl = Kubectl::new(&standin.kubeconfig(&User::admin()).unwrap());
+        let ns =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "verifyfull"}});
+        let mut first = vec![ns];
+        first.extend(before(&standin));
+        for o in first {
+            let out = kubectl
+                .run(
+                    &["create", "--validate=false", "-f", "-"],
+                    Some(&o.to_string()),
+                )
+                .await
+                .unwrap();
+            assert!(out.ok, "{}", out.stderr);
+        }
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": install});
+        let out = kubectl
+            .run(
+                &["apply", "--server-side", "--validate=false", "-f", "-"],
+                Some(&list.to_string()),
+            )
+            .await
+            .unwrap();
+        assert!(out.ok, "{}", out.stderr);
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "verifyfull-chart-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Installed {
+            standin,
+            kubectl,
+            install,
+            hooks,
+            dir,
+        }
+    }
+
+    /// The operator, with the environment its rendered Deployment gives it.
+    async fn operator(&self) -> Process {
+        let kc = self
+            .standin
+            .kubeconfig(&User::new(
+                "system:serviceaccount:verifyfull:verifyfull-operator",
+                &["system:serviceaccounts"],
+            ))
+            .unwrap();
+        let env = env_of(
+            &container(&self.install, "verifyfull-operator"),
+            "verifyfull-operator-0",
+        );
+        Process::spawn(
+            "verifyfull-operator",
+            &self.dir,
+            Some(&kc),
+            ([127, 0, 0, 1], 0).into(),
+            &[],
+            &env,
+        )
+        .await
+        .unwrap()
+    }
+}
+
 /// The environment a rendered container gives its process (field references filled in).
 fn env_of(c: &Container, pod: &str) -> Vec<(String, String)> {
     c.env
@@ -358,62 +441,21 @@ async fn the_rendered_chart_installs_runs_and_uninstalls_cleanly_on_the_standin(
             "defaultPolicy.spec.namespaceSelector.matchLabels.db-tls=on",
         ],
     );
-    let (hooks, install): (Vec<Value>, Vec<Value>) = docs
-        .into_iter()
-        .partition(|d| !d["metadata"]["annotations"]["helm.sh/hook"].is_null());
-    let s = StandIn::start(Options::default()).await.unwrap();
-    let kubectl = Kubectl::new(&s.kubeconfig(&User::admin()).unwrap());
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "verifyfull"}});
-    assert!(
-        kubectl
-            .run(
-                &["create", "--validate=false", "-f", "-"],
-                Some(&ns.to_string())
-            )
-            .await
-            .unwrap()
-            .ok
+    let installed = Installed::new(docs, |_| Vec::new()).await;
+    let (s, kubectl, install, hooks) = (
+        &installed.standin,
+        &installed.kubectl,
+        &installed.install,
+        &installed.hooks,
     );
-    // One apply of every object, as `helm install` does.
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": install});
-    let out = kubectl
-        .run(
-            &["apply", "--server-side", "--validate=false", "-f", "-"],
-            Some(&list.to_string()),
-        )
-        .await
-        .unwrap();
-    assert!(out.ok, "{}", out.stderr);
     let client = s.client(&User::admin()).await.unwrap();
     let vwcs: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     assert!(
         vwcs.get_opt("verifyfull").await.unwrap().is_none(),
         "no webhook configuration before its caBundle"
     );
-
-    // The operator, with the environment its rendered Deployment gives it.
-    let dir = std::env::temp_dir().join(format!("verifyfull-chart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let op_kc = s
-        .kubeconfig(&User::new(
-            "system:serviceaccount:verifyfull:verifyfull-operator",
-            &["system:serviceaccounts"],
-        ))
-        .unwrap();
-    let op_env = env_of(
-        &container(&install, "verifyfull-operator"),
-        "verifyfull-operator-0",
-    );
-    let op = Process::spawn(
-        "verifyfull-operator",
-        &dir,
-        Some(&op_kc),
-        ([127, 0, 0, 1], 0).into(),
-        &[],
-        &op_env,
-    )
-    .await
-    .unwrap();
+    let dir = installed.dir.clone();
+    let op = installed.operator().await;
     // Self-managed certificates: the serving Secret, then the configurations with caBundle.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "verifyfull");
     let tls = loop {
@@ -610,4 +652,67 @@ async fn the_rendered_chart_installs_runs_and_uninstalls_cleanly_on_the_standin(
     deploys.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "after"},
         "spec": {"selector": {"matchLabels": {"app": "after"}}, "template": {"metadata": {"labels": {"app": "after"}},
             "spec": {"containers": [{"name": "app", "image": "x"}]}}}})).unwrap()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_secret_you_bring_is_the_ca_bundle() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
+    use kube::api::Api;
+    let ca = e2e::pki::Ca::new("my own CA").unwrap();
+    let pair = ca.issue(&["verifyfull-webhook.verifyfull.svc"]).unwrap();
+    let b64 = |t: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(t)
+    };
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "my-tls", "namespace": "verifyfull"},
+        "data": {"tls.crt": b64(&pair.cert), "tls.key": b64(&pair.key), "ca.crt": b64(ca.pem())}});
+    let docs = render(
+        4,
+        &[
+            "certificates.mode=secret",
+            "certificates.secret.name=my-tls",
+        ],
+    );
+    let installed = Installed::new(docs, |_| vec![secret.clone()]).await;
+    let _op = installed.operator().await;
+    let client = installed.standin.client(&User::admin()).await.unwrap();
+    let vwcs: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let vwc = loop {
+        if let Some(v) = vwcs.get_opt("verifyfull").await.unwrap() {
+            break v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no configuration from the Secret's CA"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(vwc.webhooks.unwrap().iter().all(|w| {
+        w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(ca.pem().as_bytes())
+    }));
+    let mwc = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get("verifyfull")
+        .await
+        .unwrap();
+    assert_eq!(
+        mwc.webhooks.unwrap()[0]
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.clone()),
+        Some(ca.pem().as_bytes().to_vec())
+    );
+    // The operator runs no CA of its own in this mode.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, "verifyfull");
+    assert!(
+        secrets
+            .get_opt("verifyfull-webhook-ca")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
