@@ -479,7 +479,7 @@ async fn the_rendered_chart_installs_runs_and_uninstalls_cleanly_on_the_standin(
         ))
         .unwrap();
     let wh_env = env_of(
-        &container(&install, "verifyfull-webhook"),
+        &container(install, "verifyfull-webhook"),
         "verifyfull-webhook-0",
     );
     let args = vec![
