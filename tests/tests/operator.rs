@@ -844,3 +844,22 @@ async fn conflicts_overlaps_violations_and_fix_mode_are_reported() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_webhook_watching_policies_is_ready_without_the_crd() {
+    let standin = StandIn::start(Options::default()).await.unwrap();
+    let ca = Ca::new("webhook CA").unwrap();
+    let pair = ca.issue(&["verifyfull-webhook.verifyfull.svc"]).unwrap();
+    let sa = User::new(
+        "system:serviceaccount:verifyfull:verifyfull-webhook",
+        &["system:serviceaccounts"],
+    );
+    let kubeconfig = standin.kubeconfig(&sa).unwrap();
+    let dir = std::env::temp_dir().join(format!("verifyfull-nocrd-{}", std::process::id()));
+    // Ready (Process::start waits for /readyz) although no PostgresTLSPolicy CRD is served.
+    let p = Process::start(&dir, Some(&kubeconfig), &pair, &["--watch-policies"])
+        .await
+        .unwrap();
+    assert!(p.log().contains("CRD is not installed"), "{}", p.log());
+    p.stop().await;
+}

@@ -90,6 +90,16 @@ impl Policies {
         }
     }
 
+    /// The CRD is not served: an empty, synced set.
+    pub fn no_policies(&self) {
+        if !self.policies_synced.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                "the PostgresTLSPolicy CRD is not installed; judging workloads without policies"
+            );
+        }
+        self.policies.store(Arc::new(Vec::new()));
+    }
+
     pub fn apply_namespace(&self, event: Event<PartialObjectMeta<Namespace>>) {
         let entry = |n: PartialObjectMeta<Namespace>| {
             (
@@ -145,6 +155,11 @@ pub async fn watch(client: kube::Client, store: Arc<Policies>) {
     let p = policies.for_each(move |e| {
         match e {
             Ok(e) => s1.apply_policy(e),
+            // No CRD (yet): no policies. The webhook stays ready and judges workloads as
+            // they are; the watch retries and picks the CRD up once it is installed.
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
+                s1.no_policies();
+            }
             Err(e) => tracing::warn!(error = %e, "watching PostgresTLSPolicies failed; retrying"),
         }
         futures::future::ready(())
