@@ -62,11 +62,15 @@ impl Election {
         };
         let spec = current.spec.clone().unwrap_or_default();
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        let held = spec
+            .holder_identity
+            .as_deref()
+            .is_some_and(|h| !h.is_empty());
         let expired = spec.renew_time.as_ref().is_none_or(|t| {
             let d = spec.lease_duration_seconds.unwrap_or(15).max(1);
             t.0.as_second() + i64::from(d) < Timestamp::now().as_second()
         });
-        if !ours && !expired && spec.holder_identity.is_some() {
+        if !ours && !expired && held {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
@@ -83,6 +87,30 @@ impl Election {
             // Someone else wrote it first.
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the lease up (an empty holder), so that a successor leads at once instead of
+    /// waiting for it to expire. Best effort: on failure the lease simply expires.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = Some(String::new());
+        spec.lease_duration_seconds = Some(1);
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!("lease released"),
+            Err(e) => tracing::warn!(error = %e, "releasing the lease"),
         }
     }
 

@@ -210,13 +210,19 @@ fn is_source(
     })
 }
 
-/// Runs the operator until the lease is lost.
+/// Runs the operator until the lease is lost, or until `shutdown` completes (then the lease
+/// is released, so that another replica takes over at once).
 pub async fn run(
     client: kube::Client,
     config: Config,
     metrics: metrics::Metrics,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
-    wait_for_crd(&client).await;
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        _ = wait_for_crd(&client) => {}
+        _ = &mut shutdown => return Ok(()),
+    }
     metrics.set_ready(true);
     let election = leader::Election {
         api: Api::namespaced(client.clone(), &config.namespace),
@@ -225,7 +231,10 @@ pub async fn run(
         duration: config.lease_duration,
     };
     tracing::info!(identity = %config.identity, "waiting for the lease");
-    election.acquire().await;
+    tokio::select! {
+        _ = election.acquire() => {}
+        _ = &mut shutdown => return Ok(()),
+    }
     metrics.set_leader(true);
     tracing::info!("leading");
     let mut side_tasks = Vec::new();
@@ -289,7 +298,7 @@ pub async fn run(
     .modify(move |c| strip(&mut c.metadata))
     .reflect(copy_writer)
     .touched_objects()
-    .filter_map(|r| futures::future::ready(r.ok().map(|_| ())));
+    .filter_map(|r| futures::future::ready(r.ok().and_then(|c| c.metadata.namespace)));
 
     let mut workload_ctrls = Vec::new();
     let mut stores = Vec::new();
@@ -356,13 +365,50 @@ pub async fn run(
         .reconcile_all_on(sources)
         .run(reconcile::policy, reconcile::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let mut tasks = vec![
-        tokio::spawn(policies),
-        tokio::spawn(copies.for_each(|()| futures::future::ready(()))),
-    ];
-    for (kind, ctrl) in workload_ctrls {
+    // A CA copy that changed re-runs the workloads of its namespace: their plan reads the
+    // copy (its hash, when the policy restarts workloads on rotation).
+    let mut to_workloads = Vec::new();
+    let mut from_copies = Vec::new();
+    for (kind, _) in &workload_ctrls {
+        let (tx, rx) =
+            tokio::sync::mpsc::unbounded_channel::<reflector::ObjectRef<workload::Workload>>();
+        to_workloads.push((*kind, tx));
+        from_copies.push(futures::stream::unfold(rx, |mut rx| async {
+            rx.recv().await.map(|r| (r, rx))
+        }));
+    }
+    let copy_ctx = ctx.clone();
+    let copies = copies.for_each(move |ns| {
+        for ((kind, store), (_, tx)) in copy_ctx.workloads.iter().zip(&to_workloads) {
+            for w in store
+                .state()
+                .iter()
+                .filter(|w| w.metadata.namespace.as_deref() == Some(ns.as_str()))
+            {
+                let _ = tx.send(reflector::ObjectRef::from_obj_with(
+                    w.as_ref(),
+                    kind.resource(),
+                ));
+            }
+        }
+        futures::future::ready(())
+    });
+    let mut tasks = vec![tokio::spawn(policies), tokio::spawn(copies)];
+    let started = tokio::time::Instant::now();
+    let listed = ctx.clone();
+    tasks.push(tokio::spawn(async move {
+        while !listed.synced() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "caches listed; reconciling"
+        );
+    }));
+    for ((kind, ctrl), copy_changes) in workload_ctrls.into_iter().zip(from_copies) {
         let run = ctrl
             .reconcile_all_on(changes(ctx.trigger.subscribe()))
+            .reconcile_on(copy_changes)
             .run(
                 move |w, ctx| reconcile::workload(kind, w, ctx),
                 reconcile::error_policy,
@@ -371,13 +417,17 @@ pub async fn run(
             .for_each(|_| futures::future::ready(()));
         tasks.push(tokio::spawn(run));
     }
-    election.keep().await;
+    let lost = tokio::select! {
+        _ = election.keep() => true,
+        _ = &mut shutdown => false,
+    };
     metrics.set_leader(false);
-    for t in tasks {
+    for t in tasks.into_iter().chain(side_tasks) {
         t.abort();
     }
-    for t in side_tasks {
-        t.abort();
+    if !lost {
+        election.release().await;
+        return Ok(());
     }
     Err(RunError::LostLease)
 }

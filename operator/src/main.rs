@@ -222,15 +222,19 @@ async fn main() -> ExitCode {
         default_policy,
         secret_sources: args.secret_sources,
     };
-    tokio::select! {
-        r = operator::run(client, config, metrics) => {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "stepping down");
-            }
+    let shutdown = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate() => {}
+        }
+        tracing::info!("shutting down: releasing the lease");
+    };
+    match operator::run(client, config, metrics, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stepping down");
             ExitCode::from(1)
         }
-        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
-        _ = terminate() => ExitCode::SUCCESS,
     }
 }
 

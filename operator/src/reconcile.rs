@@ -154,7 +154,7 @@ impl Ctx {
 
     /// Whether every cache has listed once: deciding on a partial cache could remove an
     /// injection that a policy not yet seen asks for.
-    fn synced(&self) -> bool {
+    pub fn synced(&self) -> bool {
         self.caches_listed
             .iter()
             .all(|f| f.load(std::sync::atomic::Ordering::SeqCst))

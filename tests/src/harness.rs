@@ -314,6 +314,22 @@ impl Process {
         let _ = self.child.kill().await;
     }
 
+    /// SIGTERM, then waits for the exit (SIGKILL after 10 s): a graceful stop.
+    pub async fn terminate(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }

@@ -863,3 +863,26 @@ async fn the_webhook_watching_policies_is_ready_without_the_crd() {
     assert!(p.log().contains("CRD is not installed"), "{}", p.log());
     p.stop().await;
 }
+
+#[tokio::test]
+async fn a_leader_stopped_gracefully_hands_over_at_once() {
+    let s = Setup::new("handover").await;
+    let a = s.operator("op-a", &[]).await;
+    eventually("op-a leads", Duration::from_secs(10), || async {
+        a.metric("verifyfull_operator_leader", "").await == 1.0
+    })
+    .await;
+    let b = s.operator("op-b", &[]).await;
+    let start = std::time::Instant::now();
+    a.terminate().await;
+    // Leases here last 3 s; a released one is taken at the standby's next try (≤ 1 s).
+    eventually("op-b leads", Duration::from_secs(10), || async {
+        b.metric("verifyfull_operator_leader", "").await == 1.0
+    })
+    .await;
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "took {:?}: the lease was not released",
+        start.elapsed()
+    );
+}
