@@ -238,6 +238,20 @@ impl Process {
         args: &[String],
         env: &[(String, String)],
     ) -> Result<Process, String> {
+        let p = Process::launch(name, dir, kubeconfig, addr, args, env)?;
+        p.wait_ready(Duration::from_secs(30)).await?;
+        Ok(p)
+    }
+
+    /// As [`Process::spawn`], without waiting for readiness.
+    pub fn launch(
+        name: &'static str,
+        dir: &Path,
+        kubeconfig: Option<&Path>,
+        addr: SocketAddr,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<Process, String> {
         // Released ports can come back: never the serving port.
         let mut admin_port = free_port().map_err(|e| e.to_string())?;
         while admin_port == addr.port() {
@@ -260,15 +274,13 @@ impl Process {
         }
         let child = cmd.spawn().map_err(|e| format!("{name}: {e}"))?;
         let addr = if addr.port() == 0 { admin } else { addr };
-        let p = Process {
+        Ok(Process {
             child,
             addr,
             admin,
             dir: dir.to_path_buf(),
             name,
-        };
-        p.wait_ready(Duration::from_secs(30)).await?;
-        Ok(p)
+        })
     }
 
     pub async fn wait_ready(&self, within: Duration) -> Result<(), String> {

@@ -886,3 +886,51 @@ async fn a_leader_stopped_gracefully_hands_over_at_once() {
         start.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_operator_waits_not_ready_while_its_crd_is_absent() {
+    let standin = StandIn::start(Options::default()).await.unwrap();
+    let client = standin.client(&User::admin()).await.unwrap();
+    create_dyn(
+        &client,
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "verifyfull"}}),
+    )
+    .await
+    .unwrap();
+    let kubeconfig = standin
+        .kubeconfig(&User::new(OPERATOR, &["system:serviceaccounts"]))
+        .unwrap();
+    let dir =
+        std::env::temp_dir().join(format!("verifyfull-operator-nocrd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let args = vec!["--namespace=verifyfull".to_string(), "--identity=op".into()];
+    let op = Process::launch(
+        "verifyfull-operator",
+        &dir,
+        Some(&kubeconfig),
+        ([127, 0, 0, 1], 0).into(),
+        &args,
+        &[],
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, _) = e2e::harness::http_get(op.admin, "/readyz").await.unwrap();
+    assert_eq!(code, 503, "ready without its CRD");
+    assert!(
+        op.log().contains("waiting for the PostgresTLSPolicy CRD"),
+        "{}",
+        op.log()
+    );
+    let crd: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../crds/postgrestlspolicies.verifyfull.dev.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    create_dyn(&client, None, crd).await.unwrap();
+    op.wait_ready(Duration::from_secs(10)).await.unwrap();
+    op.stop().await;
+}
