@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const OPERATOR: &str = "system:serviceaccount:verifyfull:verifyfull-operator";
+/// In a workload's connection string: must never reach status, Events or logs.
+const PASSWORD: &str = "op3rator-s3cret-Passw0rd";
 
 struct Setup {
     standin: StandIn,
@@ -721,7 +723,7 @@ async fn conflicts_overlaps_violations_and_fix_mode_are_reported() {
         .await
         .unwrap();
     // A connection string with its own weak sslmode: the CA goes in, the violation stays.
-    let weak = json!([{"name": "DATABASE_URL", "value": "postgresql://db.example.net/app?sslmode=require"}]);
+    let weak = json!([{"name": "DATABASE_URL", "value": format!("postgresql://app:{PASSWORD}@db.example.net/app?sslmode=require")}]);
     team.create(&PostParams::default(), &app("legacy", weak))
         .await
         .unwrap();
@@ -819,6 +821,19 @@ async fn conflicts_overlaps_violations_and_fix_mode_are_reported() {
         },
     )
     .await;
+
+    // The password in legacy's URL reached no status, Event or log line.
+    let everything = format!(
+        "{}{}{}",
+        serde_json::to_string(&policies.list(&Default::default()).await.unwrap()).unwrap(),
+        serde_json::to_string(&events.list(&Default::default()).await.unwrap()).unwrap(),
+        op.log()
+    );
+    assert!(
+        everything.contains("Deployment team/legacy"),
+        "the violation is reported"
+    );
+    assert!(!everything.contains(PASSWORD), "the password leaked");
 
     // A second policy selecting the same workloads: neither injects, both say why.
     s.policy("second", corp_policy()).await.unwrap();
