@@ -709,7 +709,7 @@ async fn an_operator_restarted_mid_reconcile_converges() {
 #[tokio::test]
 async fn conflicts_overlaps_violations_and_fix_mode_are_reported() {
     let s = Setup::new("reports").await;
-    let _op = s
+    let op = s
         .operator(
             "op-1",
             &["--writes-per-second=0", "--max-concurrent-rollouts=0"],
