@@ -84,6 +84,16 @@ pub fn webhook_configuration(ca_pem: &str) -> Value {
     })
 }
 
+/// The PostgresTLSPolicy CRD, as `crds/` holds it.
+pub fn crd() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crds/postgrestlspolicies.verifyfull.dev.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 /// The MutatingWebhookConfiguration that injects the CA into Pods at admission (SPEC 8):
 /// Pods only, `failurePolicy: Fail`, re-invoked when later webhooks add containers.
 pub fn mutating_configuration(ca_pem: &str) -> Value {

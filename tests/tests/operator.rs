@@ -76,12 +76,7 @@ impl Setup {
             .create(&PostParams::default(), &secret)
             .await
             .unwrap();
-        let crd_text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../crds/postgrestlspolicies.verifyfull.dev.yaml"
-        ))
-        .unwrap();
-        let crd: Value = serde_saphyr::from_str(&crd_text).unwrap();
+        let crd = e2e::scenario::crd();
         create_dyn(&client, None, crd).await.unwrap();
         let dir =
             std::env::temp_dir().join(format!("verifyfull-operator-{name}-{}", std::process::id()));
@@ -937,14 +932,7 @@ async fn the_operator_waits_not_ready_while_its_crd_is_absent() {
         "{}",
         op.log()
     );
-    let crd: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../crds/postgrestlspolicies.verifyfull.dev.yaml"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let crd = e2e::scenario::crd();
     create_dyn(&client, None, crd).await.unwrap();
     op.wait_ready(Duration::from_secs(10)).await.unwrap();
     op.stop().await;

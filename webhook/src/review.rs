@@ -203,18 +203,9 @@ pub fn mutate(body: &[u8], decider: &Decider<'_>) -> Reviewed {
     let Some(req) = parsed.request else {
         return plain("the AdmissionReview has no request".to_string());
     };
-    let reply = |response: ResponseOut<'_>, result: &'static str| Reviewed {
-        status: 200,
-        body: serde_json::to_vec(&ReviewOut {
-            api_version: API_VERSION,
-            kind: "AdmissionReview",
-            response,
-        })
-        .unwrap_or_default(),
-        kind: kind_label(req.kind.kind),
-        operation: operation_label(req.operation),
-        result,
-        exempted: false,
+    let (kind, operation) = (kind_label(req.kind.kind), operation_label(req.operation));
+    let reply = |response: ResponseOut<'_>, result: &'static str| {
+        answered(response, kind, operation, result, false)
     };
     let unchanged = || reply(ResponseOut::new(&req.uid, true), "unchanged");
     let (Some(p), Some("CREATE"), "Pod", None) = (
@@ -268,6 +259,29 @@ pub fn mutate(body: &[u8], decider: &Decider<'_>) -> Reviewed {
     )
 }
 
+/// An AdmissionReview answer (HTTP 200, a denial too).
+fn answered(
+    response: ResponseOut<'_>,
+    kind: &'static str,
+    operation: &'static str,
+    result: &'static str,
+    exempted: bool,
+) -> Reviewed {
+    Reviewed {
+        status: 200,
+        body: serde_json::to_vec(&ReviewOut {
+            api_version: API_VERSION,
+            kind: "AdmissionReview",
+            response,
+        })
+        .unwrap_or_default(),
+        kind,
+        operation,
+        result,
+        exempted,
+    }
+}
+
 /// A 400: no AdmissionReview answer can be formed.
 fn plain(message: String) -> Reviewed {
     Reviewed {
@@ -290,18 +304,8 @@ fn decide_review<O: IntoObject>(
     };
     let kind = kind_label(req.kind.kind);
     let operation = operation_label(req.operation);
-    let respond = |response: ResponseOut<'_>, result: &'static str, exempted: bool| Reviewed {
-        status: 200,
-        body: serde_json::to_vec(&ReviewOut {
-            api_version: API_VERSION,
-            kind: "AdmissionReview",
-            response,
-        })
-        .unwrap_or_default(),
-        kind,
-        operation,
-        result,
-        exempted,
+    let respond = |response: ResponseOut<'_>, result: &'static str, exempted: bool| {
+        answered(response, kind, operation, result, exempted)
     };
     let invalid = |message: String| {
         respond(
