@@ -85,6 +85,8 @@ pub struct Decision {
     /// The CA copy is not in the namespace yet.
     pub waiting: bool,
     pub copy: String,
+    /// With a policy: the engine denies the workload as it runs now (the status audit).
+    pub denied: bool,
 }
 
 impl Decision {
@@ -215,15 +217,6 @@ impl Ctx {
         let Some(p) = matching.pop() else {
             return Decision::default();
         };
-        let copy = p.copy_name();
-        let Some(copy_hash) = self.copy_hash(ns, &copy) else {
-            return Decision {
-                policy: Some(p),
-                waiting: true,
-                copy,
-                ..Decision::default()
-            };
-        };
         let object = slim_meta(&w.metadata);
         let ctx = policy::Context {
             settings: &self.settings.engine,
@@ -237,6 +230,17 @@ impl Ctx {
             spec: &spec,
         };
         let report = policy::evaluate(view, &ctx);
+        let denied = report.denied();
+        let copy = p.copy_name();
+        let Some(copy_hash) = self.copy_hash(ns, &copy) else {
+            return Decision {
+                policy: Some(p),
+                waiting: true,
+                copy,
+                denied,
+                ..Decision::default()
+            };
+        };
         let restart = p.spec.rotation.restart.then_some(copy_hash.as_str());
         let want = Want {
             injection: &p.spec.injection,
@@ -248,6 +252,7 @@ impl Ctx {
             policy: Some(p),
             plan: Some(plan),
             copy,
+            denied,
             ..Decision::default()
         }
     }
@@ -462,12 +467,6 @@ struct Counts {
 impl Ctx {
     fn counts(&self, policy: &str) -> Counts {
         let mut c = Counts::default();
-        let settings = &self.settings.engine;
-        let ectx = policy::Context {
-            settings,
-            sources: &policy::NoSources,
-            now: jiff::Timestamp::now(),
-        };
         for (kind, store) in &self.workloads {
             for w in store.state() {
                 let stamped = w
@@ -500,15 +499,8 @@ impl Ctx {
                 if stamped && !d.plan.as_ref().is_some_and(Plan::is_empty) {
                     c.injected += 1;
                 }
-                let (pod_meta, spec) = w.pod(*kind);
-                let object = slim_meta(&w.metadata);
-                let view = policy::PodView {
-                    kind: kind.workload_kind(),
-                    object: &object,
-                    pod: &pod_meta,
-                    spec: &spec,
-                };
-                if policy::evaluate(view, &ectx).denied() {
+                // The engine's verdict on what runs now, from the decision's own report.
+                if d.denied {
                     c.violations += 1;
                     if c.violating.len() < VIOLATING_LISTED {
                         c.violating.push(w.label(*kind));
