@@ -198,12 +198,11 @@ impl Ctx {
             .state()
             .into_iter()
             .filter(|p| {
-                p.metadata.deletion_timestamp.is_none()
-                    && p.selects(
-                        ns_labels.as_ref(),
-                        w.metadata.labels.as_ref(),
-                        pod_meta.annotations.as_ref(),
-                    )
+                p.selects(
+                    ns_labels.as_ref(),
+                    w.metadata.labels.as_ref(),
+                    pod_meta.annotations.as_ref(),
+                )
             })
             .collect();
         if matching.len() > 1 {

@@ -245,7 +245,8 @@ pub fn selector_matches(
 
 impl PostgresTLSPolicy {
     /// SPEC 8 selection: namespace selector AND workload selector AND (no opt-in required
-    /// OR the template opts in); an explicit opt-out always wins.
+    /// OR the template opts in); an explicit opt-out always wins; a policy being deleted
+    /// selects nothing (its injections are on their way out).
     pub fn selects(
         &self,
         namespace_labels: Option<&BTreeMap<String, String>>,
@@ -255,7 +256,7 @@ impl PostgresTLSPolicy {
         let opt = template_annotations
             .and_then(|a| a.get(INJECT_ANNOTATION))
             .map(String::as_str);
-        if opt == Some("false") {
+        if opt == Some("false") || self.metadata.deletion_timestamp.is_some() {
             return false;
         }
         selector_matches(self.spec.namespace_selector.as_ref(), namespace_labels)
@@ -321,6 +322,15 @@ mod tests {
         assert!(!opt_in.selects(None, None, None));
         assert!(opt_in.selects(None, None, Some(&map(&[(INJECT_ANNOTATION, "true")]))));
         assert!(!opt_in.selects(None, None, Some(&map(&[(INJECT_ANNOTATION, "yes")]))));
+        let mut deleting = policy(json!({"caSource": src}));
+        assert!(deleting.selects(None, None, None));
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert!(
+            !deleting.selects(None, None, None),
+            "a policy being deleted selects nothing"
+        );
         // Defaults fill in what a minimal policy leaves out.
         assert_eq!(opt_in.spec.injection.path(), "/etc/verifyfull/ca/ca.crt");
         assert_eq!(

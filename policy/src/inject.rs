@@ -356,12 +356,11 @@ pub fn selecting<'p>(
 ) -> Option<&'p PostgresTLSPolicy> {
     let pod = w.view().pod;
     let mut it = policies.iter().filter(|p| {
-        p.metadata.deletion_timestamp.is_none()
-            && p.selects(
-                namespace_labels,
-                w.metadata.labels.as_ref(),
-                pod.annotations.as_ref(),
-            )
+        p.selects(
+            namespace_labels,
+            w.metadata.labels.as_ref(),
+            pod.annotations.as_ref(),
+        )
     });
     let first = it.next()?;
     it.next().is_none().then_some(first)
