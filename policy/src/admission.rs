@@ -24,6 +24,16 @@ pub enum Operation {
     Update,
 }
 
+impl Operation {
+    /// The name admission requests use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+        }
+    }
+}
+
 /// Who asks (the review's `userInfo`).
 #[derive(Debug, Clone, Copy)]
 pub struct User<'a> {
@@ -45,15 +55,92 @@ impl Subjects {
     }
 }
 
-/// The built-in controllers whose Pod CREATEs carry an already-admitted template
-/// (identified by userInfo, never by ownerReferences: anyone can set those).
-pub const BUILT_IN_CONTROLLERS: &[&str] = &[
-    "system:serviceaccount:kube-system:replicaset-controller",
-    "system:serviceaccount:kube-system:replication-controller",
-    "system:serviceaccount:kube-system:statefulset-controller",
-    "system:serviceaccount:kube-system:daemon-set-controller",
-    "system:serviceaccount:kube-system:job-controller",
+/// Objects that a built-in controller makes from its owner's template. The owner was judged
+/// when it was written, so these are never denied for what the template carries: otherwise
+/// a rollout, a scheduled run, a scale-up or a node drain of a workload that already
+/// violated would stall (docs/admission.md, "What `enforce` does").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerMade {
+    pub kind: WorkloadKind,
+    /// The API group and resource, as admission requests name them.
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub operations: &'static [Operation],
+    /// The controllers' service account names in `kube-system`.
+    pub controllers: &'static [&'static str],
+}
+
+/// Every kind of object the built-in controllers make from a template.
+pub const CONTROLLER_MADE: &[ControllerMade] = &[
+    ControllerMade {
+        kind: WorkloadKind::Pod,
+        group: "",
+        resource: "pods",
+        operations: &[Operation::Create],
+        controllers: &[
+            "replicaset-controller",
+            "replication-controller",
+            "statefulset-controller",
+            "daemon-set-controller",
+            "job-controller",
+        ],
+    },
+    ControllerMade {
+        kind: WorkloadKind::ReplicaSet,
+        group: "apps",
+        resource: "replicasets",
+        operations: &[Operation::Create, Operation::Update],
+        controllers: &["deployment-controller"],
+    },
+    ControllerMade {
+        kind: WorkloadKind::Job,
+        group: "batch",
+        resource: "jobs",
+        operations: &[Operation::Create],
+        controllers: &["cronjob-controller"],
+    },
 ];
+
+/// A built-in controller's userInfo when the controller manager gives each controller its
+/// own credentials (`--use-service-account-credentials`, what kubeadm and most managed
+/// clusters do).
+pub const CONTROLLER_ACCOUNT_PREFIX: &str = "system:serviceaccount:kube-system:";
+
+/// The controller manager's single identity, when it runs without per-controller
+/// credentials: every built-in controller writes as this user.
+pub const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
+
+impl ControllerMade {
+    /// The usernames this entry trusts: each controller's service account, and the
+    /// controller manager's own identity.
+    pub fn usernames(&self) -> impl Iterator<Item = String> + '_ {
+        self.controllers
+            .iter()
+            .map(|c| format!("{CONTROLLER_ACCOUNT_PREFIX}{c}"))
+            .chain(std::iter::once(CONTROLLER_MANAGER.to_string()))
+    }
+
+    fn made_by(&self, username: &str) -> bool {
+        username == CONTROLLER_MANAGER
+            || username
+                .strip_prefix(CONTROLLER_ACCOUNT_PREFIX)
+                .is_some_and(|sa| self.controllers.contains(&sa))
+    }
+}
+
+/// Whether this request is a built-in controller making an object from its owner's
+/// template (identified by userInfo, never by ownerReferences: anyone can set those).
+pub fn controller_made(
+    kind: WorkloadKind,
+    operation: Operation,
+    subresource: Option<&str>,
+    username: &str,
+) -> bool {
+    subresource.is_none()
+        && CONTROLLER_MADE
+            .iter()
+            .any(|m| m.kind == kind && m.operations.contains(&operation) && m.made_by(username))
+}
 
 /// Webhook settings that shape the decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +179,7 @@ pub struct Request<'a> {
 pub enum Relief {
     /// It was already there before this UPDATE.
     Ratcheted,
-    /// A built-in controller creates a Pod from an admitted template.
+    /// A built-in controller makes the object from its owner's admitted template.
     Controller,
     /// verifyfull's own service account asks.
     OwnServiceAccount,
@@ -168,9 +255,12 @@ pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>)
         }
         _ => true,
     };
-    let controller = req.operation == Operation::Create
-        && req.object.kind == WorkloadKind::Pod
-        && BUILT_IN_CONTROLLERS.contains(&req.user.username);
+    let controller = controller_made(
+        req.object.kind,
+        req.operation,
+        req.subresource,
+        req.user.username,
+    );
     let own = policy
         .own_service_accounts
         .iter()

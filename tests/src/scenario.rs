@@ -4,7 +4,7 @@
 use crate::harness::{Kubectl, WebhookProcess, ca_bundle};
 use crate::pki::{Ca, Pair};
 use crate::standin::api::User;
-use crate::standin::{Options, StandIn, client_from};
+use crate::standin::{ControllerIdentity, Options, StandIn, client_from};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
@@ -36,6 +36,33 @@ const RULES: &[(&str, &[&str])] = &[
 /// UPDATEs that change neither the spec nor the annotations need no review.
 const SKIP_UNCHANGED: &str = "request.operation != 'UPDATE' || object.spec != oldObject.spec || (has(object.metadata.annotations) ? object.metadata.annotations : {}) != (has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {})";
 
+/// Requests in which a built-in controller makes an object from its owner's template are
+/// never denied, so the API server need not call the webhook for them (and an outage of
+/// verifyfull cannot block a rollout, a scheduled run or a scale-up). Built from the same
+/// table the decision uses.
+pub fn skip_controller_made() -> String {
+    let quoted = |items: Vec<String>| {
+        items
+            .iter()
+            .map(|i| format!("'{i}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let clauses: Vec<String> = policy::admission::CONTROLLER_MADE
+        .iter()
+        .map(|m| {
+            format!(
+                "(request.resource.group == '{}' && request.resource.resource == '{}' && request.operation in [{}] && request.userInfo.username in [{}])",
+                m.group,
+                m.resource,
+                quoted(m.operations.iter().map(|o| o.as_str().to_string()).collect()),
+                quoted(m.usernames().collect()),
+            )
+        })
+        .collect();
+    format!("!({})", clauses.join(" || "))
+}
+
 /// The ValidatingWebhookConfiguration: one entry per mode, routed by the namespace label
 /// (SPEC 6), plus one for changes of that label.
 pub fn webhook_configuration(ca_pem: &str) -> Value {
@@ -54,7 +81,10 @@ pub fn webhook_configuration(ca_pem: &str) -> Value {
                              "caBundle": ca_bundle(ca_pem)},
             "rules": rules,
             "namespaceSelector": {"matchExpressions": [selector, not_ours.clone()]},
-            "matchConditions": [{"name": "skip-unchanged-updates", "expression": SKIP_UNCHANGED}],
+            "matchConditions": [
+                {"name": "skip-unchanged-updates", "expression": SKIP_UNCHANGED},
+                {"name": "skip-controller-made", "expression": skip_controller_made()},
+            ],
         })
     };
     let mode_key = "verifyfull.dev/mode";
@@ -114,6 +144,16 @@ pub fn mutating_configuration(ca_pem: &str) -> Value {
     })
 }
 
+/// How a scenario's stand-in is set up (a real cluster is what it is).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Setup {
+    /// Whose credentials the built-in controllers write with.
+    pub controller_identity: ControllerIdentity,
+    /// Register the validating configuration as it was before it skipped controller-made
+    /// objects, so that only the webhook's own relief admits them.
+    pub without_controller_skip: bool,
+}
+
 /// A scenario's environment.
 pub struct Env {
     /// An admin client.
@@ -125,6 +165,8 @@ pub struct Env {
     kubeconfig: PathBuf,
     dir: PathBuf,
     namespaces: Vec<String>,
+    /// The validating configuration registered on the stand-in.
+    configuration: Value,
 }
 
 impl std::fmt::Debug for Env {
@@ -155,6 +197,11 @@ impl Env {
     /// The stand-in with the webhook running, or the real cluster named by
     /// `VERIFYFULL_E2E_KUBECONFIG` with the chart installed.
     pub async fn start(name: &str) -> Result<Env, String> {
+        Env::start_with(name, Setup::default()).await
+    }
+
+    /// [`Env::start`] with a stand-in set up as `setup` says.
+    pub async fn start_with(name: &str, setup: Setup) -> Result<Env, String> {
         let dir = std::env::temp_dir().join(format!(
             "verifyfull-e2e-{name}-{}-{}",
             std::process::id(),
@@ -163,14 +210,17 @@ impl Env {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         match std::env::var_os(KUBECONFIG_VAR) {
             Some(k) => Env::real(PathBuf::from(k), dir).await,
-            None => Env::on_standin(dir).await,
+            None => Env::on_standin(dir, setup).await,
         }
     }
 
-    async fn on_standin(dir: PathBuf) -> Result<Env, String> {
-        let standin = StandIn::start(Options::default())
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn on_standin(dir: PathBuf, setup: Setup) -> Result<Env, String> {
+        let standin = StandIn::start(Options {
+            controller_identity: setup.controller_identity,
+            ..Options::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         let admin = standin
             .kubeconfig(&User::admin())
             .map_err(|e| e.to_string())?;
@@ -185,6 +235,7 @@ impl Env {
             kubeconfig: admin,
             dir,
             namespaces: Vec::new(),
+            configuration: Value::Null,
         };
         env.create_namespace(NAMESPACE, json!({})).await?;
         env.start_webhook().await?;
@@ -193,13 +244,61 @@ impl Env {
             .as_ref()
             .map(|c| c.pem().to_string())
             .unwrap_or_default();
+        env.configuration = webhook_configuration(&ca_pem);
+        if setup.without_controller_skip {
+            for w in env.configuration["webhooks"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(conditions) = w["matchConditions"].as_array_mut() {
+                    conditions.retain(|c| c["name"] != "skip-controller-made");
+                }
+            }
+        }
+        env.register().await?;
+        Ok(env)
+    }
+
+    async fn register(&self) -> Result<(), String> {
         let vwc: DynamicObject =
-            serde_json::from_value(webhook_configuration(&ca_pem)).map_err(|e| e.to_string())?;
-        vwc_api(&env.client)
+            serde_json::from_value(self.configuration.clone()).map_err(|e| e.to_string())?;
+        vwc_api(&self.client)
             .create(&PostParams::default(), &vwc)
             .await
             .map_err(|e| format!("registering the webhook: {e}"))?;
-        Ok(env)
+        Ok(())
+    }
+
+    /// Takes verifyfull out of `ns`'s admission, as if it were not installed yet: the
+    /// stand-in's configuration is removed; on a real cluster the namespace is labelled
+    /// `off`. [`Env::resume`] puts it back.
+    pub async fn suspend(&self, ns: &str) -> Result<(), String> {
+        match self.standin {
+            Some(_) => vwc_api(&self.client)
+                .delete(CONFIGURATION, &Default::default())
+                .await
+                .map(drop)
+                .map_err(|e| format!("removing the webhook: {e}")),
+            None => self.label_mode(ns, json!("off")).await,
+        }
+    }
+
+    /// Registers verifyfull again after [`Env::suspend`].
+    pub async fn resume(&self, ns: &str) -> Result<(), String> {
+        match self.standin {
+            Some(_) => self.register().await,
+            None => self.label_mode(ns, Value::Null).await,
+        }
+    }
+
+    async fn label_mode(&self, ns: &str, mode: Value) -> Result<(), String> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let patch = json!({"metadata": {"labels": {"verifyfull.dev/mode": mode}}});
+        api.patch(ns, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(drop)
+            .map_err(|e| format!("labelling {ns}: {e}"))
     }
 
     async fn real(kubeconfig: PathBuf, dir: PathBuf) -> Result<Env, String> {
@@ -213,6 +312,7 @@ impl Env {
             kubeconfig,
             dir,
             namespaces: Vec::new(),
+            configuration: Value::Null,
         };
         env.install_chart().await?;
         Ok(env)

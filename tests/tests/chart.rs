@@ -302,6 +302,22 @@ fn rendered_crd_and_configurations_are_the_ones_in_use() {
         w
     };
     assert_eq!(strip(&rendered), strip(&ours));
+    // Every mode's entry lets the API server skip what built-in controllers make from an
+    // admitted template, with the decision's own list of controllers.
+    for entry in rendered["webhooks"].as_array().unwrap().iter().take(3) {
+        let skip = entry["matchConditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "skip-controller-made")
+            .unwrap_or_else(|| panic!("{}: no skip-controller-made", entry["name"]));
+        let expression = skip["expression"].as_str().unwrap();
+        for m in policy::admission::CONTROLLER_MADE {
+            for user in m.usernames() {
+                assert!(expression.contains(&format!("'{user}'")), "{user}");
+            }
+        }
+    }
     assert_eq!(
         strip(&data_json(&docs, "mutating.json")),
         strip(&e2e::scenario::mutating_configuration(""))

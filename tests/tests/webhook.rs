@@ -375,3 +375,205 @@ async fn only_allowed_subjects_change_a_namespace_mode() {
     create(&env, &ns, &pod("weak", weak_env())).await.unwrap();
     env.finish().await;
 }
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `within`.
+async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(t) = check().await {
+            return t;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The Deployment's ReplicaSet for its current template, once it exists and has a Pod:
+/// the rollout completed.
+async fn rolled_out(env: &Env, ns: &str, name: &str, image: &str) -> String {
+    let rss: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(env.client.clone(), ns);
+    let what = format!("deployment {name} rolled out to {image}");
+    let restarts = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        t.metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("kubectl.kubernetes.io/restartedAt").cloned())
+    };
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(env.client.clone(), ns);
+    let want = deployments.get(name).await.unwrap();
+    let want = want.spec.unwrap().template;
+    let hash = eventually(Duration::from_secs(60), &what, || async {
+        let list = rss
+            .list(&kube::api::ListParams::default().labels(&format!("app={name}")))
+            .await
+            .ok()?;
+        let current = list.items.into_iter().find(|rs| {
+            let t = rs.spec.as_ref().and_then(|s| s.template.clone());
+            t.as_ref().is_some_and(|t| {
+                restarts(t) == restarts(&want)
+                    && t.spec.as_ref().map(|s| s.containers[0].image.clone())
+                        == Some(Some(image.to_string()))
+            })
+        })?;
+        current.metadata.labels?.get("pod-template-hash").cloned()
+    })
+    .await;
+    wait_for_pods(env, ns, &format!("pod-template-hash={hash}"), 1).await;
+    hash
+}
+
+/// No controller reported a creation it could not make.
+async fn nothing_stalled(env: &Env, ns: &str) {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(env.client.clone(), ns);
+    let stalls: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e.reason.as_deref(),
+                Some("FailedCreate" | "ReplicaSetCreateError")
+            )
+        })
+        .map(|e| e.message.unwrap_or_default())
+        .collect();
+    assert!(stalls.is_empty(), "{stalls:?}");
+}
+
+/// In an enforce namespace, workloads that violated before verifyfull was registered keep
+/// working: a rollout restart and an image bump complete with new Pods, a CronJob's
+/// scheduled run produces its Job and Pod — while a new violating Deployment is still
+/// denied at its own CREATE.
+async fn preexisting_violators_keep_rolling(name: &str, setup: e2e::scenario::Setup) {
+    let mut env = match Env::start_with(name, setup).await {
+        Ok(e) => e,
+        Err(e) => panic!("environment for {name}: {e}"),
+    };
+    let stand_in_only = setup.without_controller_skip
+        || setup.controller_identity != e2e::standin::ControllerIdentity::PerController;
+    if stand_in_only && !env.is_standin() {
+        eprintln!(
+            "stand-in only: a real cluster's controller identity and configuration are its own"
+        );
+        return env.finish().await;
+    }
+    let ns = env.namespace("rollouts", None).await.unwrap();
+    let legacy = deployment("legacy", weak_env());
+    let mut nightly = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+        "spec": {"schedule": "* * * * *", "suspend": true, "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "app", "image": "example.com/app:1", "env": weak_env()}]}}}}}});
+    env.suspend(&ns).await.unwrap();
+    create(&env, &ns, &legacy).await.unwrap();
+    create(&env, &ns, &nightly).await.unwrap();
+    rolled_out(&env, &ns, "legacy", "example.com/app:1").await;
+    env.resume(&ns).await.unwrap();
+    // The webhook is back in the path: the same Deployment, new, is denied.
+    let e = create(&env, &ns, &deployment("newcomer", weak_env()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, 403, "{}", e.message);
+
+    let kubectl = |args: Vec<String>| {
+        let k = env.kubectl.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = k.run(&args, None).await.unwrap();
+            assert!(out.ok, "kubectl {args:?}: {}", out.stderr);
+            out
+        }
+    };
+    let first = rolled_out(&env, &ns, "legacy", "example.com/app:1").await;
+    let out = kubectl(vec![
+        "rollout".into(),
+        "restart".into(),
+        "deployment/legacy".into(),
+        "-n".into(),
+        ns.clone(),
+    ])
+    .await;
+    // The Deployment's own UPDATE is ratcheted: admitted, with its warning.
+    assert!(out.stderr.contains("SslModeTooWeak"), "{}", out.stderr);
+    let restarted = rolled_out(&env, &ns, "legacy", "example.com/app:1").await;
+    assert_ne!(first, restarted);
+    kubectl(vec![
+        "set".into(),
+        "image".into(),
+        "deployment/legacy".into(),
+        "app=example.com/app:2".into(),
+        "-n".into(),
+        ns.clone(),
+    ])
+    .await;
+    let bumped = rolled_out(&env, &ns, "legacy", "example.com/app:2").await;
+    assert_ne!(restarted, bumped);
+
+    let job = match &env.standin {
+        Some(s) => s.trigger_cronjob(&ns, "nightly").await.unwrap(),
+        None => {
+            // A real cluster runs it on its schedule, within a minute of resuming it (the
+            // CronJob's UPDATE is ratcheted).
+            let cronjobs: Api<k8s_openapi::api::batch::v1::CronJob> =
+                Api::namespaced(env.client.clone(), &ns);
+            let resume = kube::api::Patch::Merge(json!({"spec": {"suspend": false}}));
+            cronjobs
+                .patch("nightly", &Default::default(), &resume)
+                .await
+                .unwrap();
+            let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+                Api::namespaced(env.client.clone(), &ns);
+            eventually(Duration::from_secs(150), "the CronJob's run", || async {
+                jobs.list(&Default::default())
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .find_map(|j| j.metadata.name)
+            })
+            .await
+        }
+    };
+    wait_for_pods(&env, &ns, &format!("job-name={job}"), 1).await;
+    nothing_stalled(&env, &ns).await;
+    nightly["metadata"]["name"] = json!("nightly-new");
+    let e = create(&env, &ns, &nightly).await.unwrap_err();
+    assert_eq!(e.code, 403, "{}", e.message);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn preexisting_violators_roll_out_and_run_on_schedule() {
+    preexisting_violators_keep_rolling("rollouts", Default::default()).await;
+}
+
+#[tokio::test]
+async fn preexisting_violators_roll_out_under_the_controller_managers_identity() {
+    let setup = e2e::scenario::Setup {
+        controller_identity: e2e::standin::ControllerIdentity::Manager,
+        ..Default::default()
+    };
+    preexisting_violators_keep_rolling("rollouts-kcm", setup).await;
+}
+
+/// A configuration registered before it skipped controller-made objects: the webhook's own
+/// relief admits them, under both identity styles.
+#[tokio::test]
+async fn preexisting_violators_roll_out_through_the_webhook_itself() {
+    for controller_identity in [
+        e2e::standin::ControllerIdentity::PerController,
+        e2e::standin::ControllerIdentity::Manager,
+    ] {
+        let setup = e2e::scenario::Setup {
+            controller_identity,
+            without_controller_skip: true,
+        };
+        preexisting_violators_keep_rolling("rollouts-legacy", setup).await;
+    }
+}

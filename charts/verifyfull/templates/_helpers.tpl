@@ -82,6 +82,12 @@ closed, warn and audit open; plus one entry for changes of the mode label. */ -}
   (dict "operations" (list "CREATE" "UPDATE") "apiGroups" (list "apps") "apiVersions" (list "*") "resources" (list "deployments" "statefulsets" "daemonsets" "replicasets") "scope" "Namespaced")
   (dict "operations" (list "CREATE" "UPDATE") "apiGroups" (list "batch") "apiVersions" (list "*") "resources" (list "jobs" "cronjobs") "scope" "Namespaced") -}}
 {{- $skipUnchanged := dict "name" "skip-unchanged-updates" "expression" "request.operation != 'UPDATE' || object.spec != oldObject.spec || (has(object.metadata.annotations) ? object.metadata.annotations : {}) != (has(oldObject.metadata.annotations) ? oldObject.metadata.annotations : {})" -}}
+{{- /* Objects a built-in controller makes from its owner's template are never denied (the
+owner was judged when it was written): the API server skips them, so an outage of
+verifyfull cannot stall a rollout, a scheduled run or a scale-up either. Under
+per-controller credentials each controller has its own account; otherwise the controller
+manager writes as system:kube-controller-manager. */ -}}
+{{- $skipControllerMade := dict "name" "skip-controller-made" "expression" "!((request.resource.group == '' && request.resource.resource == 'pods' && request.operation in ['CREATE'] && request.userInfo.username in ['system:serviceaccount:kube-system:replicaset-controller', 'system:serviceaccount:kube-system:replication-controller', 'system:serviceaccount:kube-system:statefulset-controller', 'system:serviceaccount:kube-system:daemon-set-controller', 'system:serviceaccount:kube-system:job-controller', 'system:kube-controller-manager']) || (request.resource.group == 'apps' && request.resource.resource == 'replicasets' && request.operation in ['CREATE', 'UPDATE'] && request.userInfo.username in ['system:serviceaccount:kube-system:deployment-controller', 'system:kube-controller-manager']) || (request.resource.group == 'batch' && request.resource.resource == 'jobs' && request.operation in ['CREATE'] && request.userInfo.username in ['system:serviceaccount:kube-system:cronjob-controller', 'system:kube-controller-manager']))" -}}
 {{- $webhooks := list -}}
 {{- $all := list "enforce" "warn" "audit" -}}
 {{- range $mode := $all -}}
@@ -96,7 +102,7 @@ closed, warn and audit open; plus one entry for changes of the mode label. */ -}
   "clientConfig" (dict "service" (dict "namespace" $root.Release.Namespace "name" (printf "%s-webhook" $fullname) "port" 443 "path" (printf "/validate/%s" $mode)))
   "rules" $rules
   "namespaceSelector" (dict "matchExpressions" (list $selector (dict "key" "kubernetes.io/metadata.name" "operator" "NotIn" "values" $excluded)))
-  "matchConditions" (list $skipUnchanged)) -}}
+  "matchConditions" (list $skipUnchanged $skipControllerMade)) -}}
 {{- end -}}
 {{- $label := "(has(%s.metadata.labels) && 'verifyfull.dev/mode' in %s.metadata.labels ? %s.metadata.labels['verifyfull.dev/mode'] : '')" -}}
 {{- $webhooks = append $webhooks (dict

@@ -157,6 +157,141 @@ fn controllers_and_own_service_accounts() {
     assert_eq!(a.relieved, vec![Relief::OwnServiceAccount]);
 }
 
+fn template_of(kind: &str, api_version: &str) -> Workload {
+    let template = json!({"metadata": {"labels": {"app": "a"}}, "spec": {"containers": app(BAD)}});
+    let spec = if kind == "CronJob" {
+        json!({"schedule": "@daily", "jobTemplate": {"spec": {"template": template}}})
+    } else {
+        json!({"template": template})
+    };
+    workload(json!({
+        "apiVersion": api_version, "kind": kind,
+        "metadata": {"name": "w", "namespace": "shop"}, "spec": spec
+    }))
+}
+
+/// Every object a built-in controller makes from a violating template, by every controller
+/// that makes it, under both identity styles, every operation and every mode: relieved
+/// exactly where the controller makes that kind with that operation.
+#[test]
+fn controller_made_objects_are_never_denied() {
+    let pod_ = pod(json!({}), app(BAD), json!(null));
+    let rs = template_of("ReplicaSet", "apps/v1");
+    let job = template_of("Job", "batch/v1");
+    let objects: [(WorkloadKind, &Workload); 3] = [
+        (WorkloadKind::Pod, &pod_),
+        (WorkloadKind::ReplicaSet, &rs),
+        (WorkloadKind::Job, &job),
+    ];
+    let every_controller = [
+        "replicaset-controller",
+        "replication-controller",
+        "statefulset-controller",
+        "daemon-set-controller",
+        "job-controller",
+        "deployment-controller",
+        "cronjob-controller",
+    ];
+    let mut relieved_cases = 0;
+    for (kind, object) in objects {
+        for controller in every_controller {
+            let names = [
+                (format!("{CONTROLLER_ACCOUNT_PREFIX}{controller}"), false),
+                (CONTROLLER_MANAGER.to_string(), true),
+            ];
+            for (name, manager) in &names {
+                for op in [Operation::Create, Operation::Update] {
+                    // An UPDATE that adds a finding (the old object was compliant).
+                    let old = pod(json!({}), app(GOOD), json!(null));
+                    let old = (op == Operation::Update).then_some(&old);
+                    let expected = match (kind, op) {
+                        (WorkloadKind::Pod, Operation::Create) => {
+                            *manager
+                                || [
+                                    "replicaset-controller",
+                                    "replication-controller",
+                                    "statefulset-controller",
+                                    "daemon-set-controller",
+                                    "job-controller",
+                                ]
+                                .contains(&controller)
+                        }
+                        (WorkloadKind::ReplicaSet, _) => {
+                            *manager || controller == "deployment-controller"
+                        }
+                        (WorkloadKind::Job, Operation::Create) => {
+                            *manager || controller == "cronjob-controller"
+                        }
+                        _ => false,
+                    };
+                    for mode in [Mode::Enforce, Mode::Warn, Mode::Audit] {
+                        let a = run(op, None, user(name), object, old, mode);
+                        let case = format!("{kind:?} {op:?} by {name} in {mode:?}");
+                        assert!(a.allowed || !expected, "{case}: {a:?}");
+                        assert_eq!(
+                            a.allowed,
+                            expected || mode != Mode::Enforce,
+                            "{case}: {a:?}"
+                        );
+                        let want = if expected {
+                            vec![Relief::Controller]
+                        } else if mode == Mode::Enforce {
+                            vec![]
+                        } else {
+                            vec![Relief::Mode]
+                        };
+                        assert_eq!(a.relieved, want, "{case}");
+                        // Relieved, not hidden: warn mode still tells, audit still records.
+                        assert_eq!(a.audit.len(), 1, "{case}");
+                        relieved_cases += usize::from(expected && mode == Mode::Enforce);
+                    }
+                }
+            }
+        }
+    }
+    // Pods: 5 controllers + the manager for each of 7 names; ReplicaSets: both operations;
+    // Jobs: CREATE only.
+    assert_eq!(relieved_cases, (5 + 7) + 2 * (1 + 7) + (1 + 7));
+}
+
+#[test]
+fn controller_identities_are_exact() {
+    let bad = pod(json!({}), app(BAD), json!(null));
+    for impostor in [
+        // Another namespace's account of the same name, a prefix, a suffix, a user.
+        "system:serviceaccount:shop:replicaset-controller",
+        "system:serviceaccount:kube-system:replicaset-controller-x",
+        "system:serviceaccount:kube-system:",
+        "system:kube-controller-manager:x",
+        "replicaset-controller",
+    ] {
+        assert!(
+            !create(user(impostor), &bad, Mode::Enforce).allowed,
+            "{impostor}"
+        );
+    }
+    // `kubectl debug` as a controller identity is judged as anyone's.
+    let with_debug = pod(json!({}), json!([]), app(BAD));
+    let without = pod(json!({}), json!([]), json!(null));
+    let a = run(
+        Operation::Update,
+        Some("ephemeralcontainers"),
+        user(CONTROLLER_MANAGER),
+        &with_debug,
+        Some(&without),
+        Mode::Enforce,
+    );
+    assert!(!a.allowed);
+    // The chart's table and the decision agree.
+    for m in CONTROLLER_MADE {
+        for name in m.usernames() {
+            for op in m.operations {
+                assert!(controller_made(m.kind, *op, None, &name), "{name}");
+            }
+        }
+    }
+}
+
 #[test]
 fn exemptions_and_their_authorship() {
     let exempt = json!({"verifyfull.dev/exempt": "true", "verifyfull.dev/exempt-reason": "INC-42"});

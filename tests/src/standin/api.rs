@@ -39,6 +39,12 @@ impl User {
         User::new("kubernetes-admin", &["system:masters"])
     }
 
+    /// The controller manager's own identity, which every built-in controller uses when
+    /// it runs without per-controller credentials.
+    pub fn controller_manager() -> User {
+        User::new("system:kube-controller-manager", &[])
+    }
+
     /// A built-in controller's identity, e.g. `replicaset-controller`.
     pub fn controller(name: &str) -> User {
         User::new(

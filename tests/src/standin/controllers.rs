@@ -1,7 +1,11 @@
 //! Minimal built-in controllers, so that Pods exist as they do in a cluster: Deployment →
 //! ReplicaSet → Pod, CronJob (on demand) → Job → Pod, namespace termination. Each writes
-//! through the API with its real controller identity, so its Pods go through admission.
+//! through the API with its real controller identity (per controller, or the controller
+//! manager's single one), so what it makes goes through admission: ReplicaSets as
+//! `deployment-controller`, Jobs as `cronjob-controller`, Pods as `replicaset-controller` /
+//! `job-controller`.
 
+use super::ControllerIdentity;
 use super::api::{Server, Target, User, WriteOpts};
 use super::resources::{ResKey, ResourceDef};
 use super::store::{Change, EventType};
@@ -37,9 +41,26 @@ fn suffix() -> String {
     )
 }
 
+/// The reason the Deployment controller gives when it cannot create a ReplicaSet.
+const RS_CREATE_ERROR: &str = "ReplicaSetCreateError";
+
+/// A Warning Event about `obj`, from `component`.
+fn event(obj: &Value, reason: &str, message: &str, component: &str) -> Value {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{name}.")},
+        "involvedObject": {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": name,
+                           "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"]},
+        "reason": reason, "type": "Warning", "message": message,
+        "source": {"component": component}, "count": 1,
+    })
+}
+
 #[derive(Debug)]
 pub struct Controllers {
     server: Arc<Server>,
+    identity: ControllerIdentity,
 }
 
 fn def(server: &Server, group: &str, plural: &str) -> Option<ResourceDef> {
@@ -47,9 +68,12 @@ fn def(server: &Server, group: &str, plural: &str) -> Option<ResourceDef> {
     server.state().storage_def(&key).cloned()
 }
 
-fn opts(controller: &str) -> WriteOpts {
+fn opts(identity: ControllerIdentity, controller: &str) -> WriteOpts {
     WriteOpts {
-        user: User::controller(controller),
+        user: match identity {
+            ControllerIdentity::PerController => User::controller(controller),
+            ControllerIdentity::Manager => User::controller_manager(),
+        },
         dry_run: false,
         field_manager: controller.into(),
         force: false,
@@ -83,9 +107,9 @@ fn target(def: &ResourceDef, ns: &str, name: &str) -> Target {
 
 impl Controllers {
     /// Starts the controllers; they run until the server is dropped.
-    pub fn start(server: Arc<Server>) {
+    pub fn start(server: Arc<Server>, identity: ControllerIdentity) {
         let mut rx = server.state().subscribe();
-        let c = Controllers { server };
+        let c = Controllers { server, identity };
         tokio::spawn(async move {
             let mut resync = tokio::time::interval(Duration::from_millis(500));
             loop {
@@ -121,8 +145,27 @@ impl Controllers {
         }
     }
 
-    /// Retries failed Pod creations, as the controllers' work queues do.
+    fn opts(&self, controller: &str) -> WriteOpts {
+        opts(self.identity, controller)
+    }
+
+    /// Retries failed creations, as the controllers' work queues do.
     async fn resync(&self) {
+        let key: ResKey = ("apps".into(), "deployments".into());
+        let stalled: Vec<Value> = self
+            .server
+            .state()
+            .range(&key, None, None)
+            .filter(|(_, o)| {
+                o.value["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["reason"] == RS_CREATE_ERROR))
+            })
+            .map(|(_, o)| o.value.clone())
+            .collect();
+        for d in stalled {
+            self.deployment(&d).await;
+        }
         for (group, plural, who) in [
             ("apps", "replicasets", "replicaset-controller"),
             ("batch", "jobs", "job-controller"),
@@ -171,7 +214,8 @@ impl Controllers {
             .filter(|(_, o)| owned_by(&o.value, uid))
             .map(|(_, o)| o.value.clone())
             .collect();
-        let o = opts("deployment-controller");
+        let o = self.opts("deployment-controller");
+        let mut failure = None;
         for old in existing
             .iter()
             .filter(|r| r["metadata"]["name"] != rs_name.as_str())
@@ -218,12 +262,30 @@ impl Controllers {
                                  "ownerReferences": [owner_ref(d)]},
                     "spec": {"replicas": replicas, "selector": selector, "template": tpl},
                 });
-                let _ = self.server.create(&target(&rs_def, ns, ""), rs, &o).await;
+                if let Err(e) = self.server.create(&target(&rs_def, ns, ""), rs, &o).await {
+                    let msg = e.status["message"].as_str().unwrap_or_default();
+                    failure = Some(format!(
+                        "Failed to create new replica set \"{rs_name}\": {msg}"
+                    ));
+                }
             }
         }
-        let status =
+        let mut status =
             json!({"observedGeneration": d["metadata"]["generation"], "replicas": replicas});
-        if d["status"]["observedGeneration"] != status["observedGeneration"] {
+        // A ReplicaSet that cannot be created stalls the rollout, as the real controller
+        // reports it: a Warning Event and `Progressing=False`, retried on resync.
+        if let Some(msg) = &failure {
+            status["conditions"] = json!([{"type": "Progressing", "status": "False",
+                                          "reason": RS_CREATE_ERROR, "message": msg}]);
+            let reported = d["status"]["conditions"] == status["conditions"];
+            if let (false, Some(ev_def)) = (reported, def(&self.server, "", "events")) {
+                let ev = event(d, RS_CREATE_ERROR, msg, "deployment-controller");
+                let _ = self.server.create(&target(&ev_def, ns, ""), ev, &o).await;
+            }
+        }
+        if d["status"]["observedGeneration"] != status["observedGeneration"]
+            || d["status"]["conditions"] != status["conditions"]
+        {
             let mut t = target(&d_def, ns, name);
             t.subresource = "status".into();
             let _ = self.server.update(&t, json!({"status": status}), &o).await;
@@ -268,7 +330,7 @@ impl Controllers {
             .map(|((_, n), _)| n.clone())
             .collect();
         let have = pods.len() as i64;
-        let o = opts(who);
+        let o = self.opts(who);
         let mut failure: Option<String> = None;
         for _ in have..want {
             let mut tpl = owner["spec"]["template"].clone();
@@ -323,20 +385,18 @@ impl Controllers {
         let had = owner["status"]["conditions"]
             .as_array()
             .is_some_and(|c| !c.is_empty());
-        let o = opts(who);
+        let o = self.opts(who);
         let mut t = target(&owner_def, ns, name);
         t.subresource = "status".into();
         match failure {
             Some(msg) => {
                 if let Some(ev_def) = def(&self.server, "", "events") {
-                    let ev = json!({
-                        "apiVersion": "v1", "kind": "Event",
-                        "metadata": {"generateName": format!("{name}.")},
-                        "involvedObject": {"apiVersion": owner["apiVersion"], "kind": owner["kind"],
-                                           "name": name, "namespace": ns, "uid": owner["metadata"]["uid"]},
-                        "reason": "FailedCreate", "type": "Warning", "message": format!("Error creating: {msg}"),
-                        "source": {"component": who}, "count": 1,
-                    });
+                    let ev = event(
+                        owner,
+                        "FailedCreate",
+                        &format!("Error creating: {msg}"),
+                        who,
+                    );
                     let _ = self.server.create(&target(&ev_def, ns, ""), ev, &o).await;
                 }
                 if !had {
@@ -382,8 +442,14 @@ impl Controllers {
         }
     }
 
-    /// Creates a Job from a CronJob's template, as the CronJob controller does on schedule.
-    pub async fn trigger(server: &Server, ns: &str, cronjob: &str) -> Result<String, String> {
+    /// Creates a Job from a CronJob's template, as the CronJob controller does on schedule;
+    /// a refused Job is a `FailedCreate` Event on the CronJob, as the real controller says.
+    pub async fn trigger(
+        server: &Server,
+        identity: ControllerIdentity,
+        ns: &str,
+        cronjob: &str,
+    ) -> Result<String, String> {
         let cj_def = def(server, "batch", "cronjobs").ok_or("no cronjobs")?;
         let job_def = def(server, "batch", "jobs").ok_or("no jobs")?;
         let cj = server
@@ -401,11 +467,19 @@ impl Controllers {
         meta["ownerReferences"] = json!([owner_ref(cj)]);
         let job =
             json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": tpl["spec"]});
-        server
-            .create(&target(&job_def, ns, ""), job, &opts("cronjob-controller"))
-            .await
-            .map(|_| name)
-            .map_err(|e| e.status["message"].as_str().unwrap_or_default().to_string())
+        let o = opts(identity, "cronjob-controller");
+        match server.create(&target(&job_def, ns, ""), job, &o).await {
+            Ok(_) => Ok(name),
+            Err(e) => {
+                let msg = e.status["message"].as_str().unwrap_or_default().to_string();
+                if let Some(ev_def) = def(server, "", "events") {
+                    let text = format!("Error creating job: {msg}");
+                    let ev = event(cj, "FailedCreate", &text, "cronjob-controller");
+                    let _ = server.create(&target(&ev_def, ns, ""), ev, &o).await;
+                }
+                Err(msg)
+            }
+        }
     }
 
     /// Namespace termination: delete everything in it, then the namespace.
@@ -426,7 +500,7 @@ impl Controllers {
                 .cloned()
                 .collect()
         };
-        let o = opts("namespace-controller");
+        let o = self.opts("namespace-controller");
         for d in defs {
             let names: Vec<String> = self
                 .server

@@ -34,6 +34,19 @@ pub struct Options {
     pub log_cap: usize,
     /// How often watches that allow bookmarks get one.
     pub bookmark_every: Duration,
+    /// Whose credentials the built-in controllers write with.
+    pub controller_identity: ControllerIdentity,
+}
+
+/// How the controller manager authenticates its controllers' writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ControllerIdentity {
+    /// Each controller as its own service account,
+    /// `system:serviceaccount:kube-system:<controller>` (`--use-service-account-credentials`).
+    #[default]
+    PerController,
+    /// Every controller as `system:kube-controller-manager`.
+    Manager,
 }
 
 impl Default for Options {
@@ -42,6 +55,7 @@ impl Default for Options {
             controllers: true,
             log_cap: 100_000,
             bookmark_every: Duration::from_secs(1),
+            controller_identity: ControllerIdentity::default(),
         }
     }
 }
@@ -54,6 +68,7 @@ pub struct StandIn {
     auth: Arc<http::Auth>,
     ca: String,
     dir: PathBuf,
+    controller_identity: ControllerIdentity,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -111,7 +126,7 @@ impl StandIn {
             seed_namespace(&server, ns);
         }
         if opts.controllers {
-            controllers::Controllers::start(server.clone());
+            controllers::Controllers::start(server.clone(), opts.controller_identity);
         }
         let (srv, au) = (server.clone(), auth.clone());
         let accept = tokio::spawn(async move {
@@ -144,6 +159,7 @@ impl StandIn {
             auth,
             ca: ca.pem().to_string(),
             dir,
+            controller_identity: opts.controller_identity,
             accept,
         })
     }
@@ -202,7 +218,8 @@ impl StandIn {
 
     /// Runs a CronJob now, as its schedule would; returns the Job's name.
     pub async fn trigger_cronjob(&self, namespace: &str, name: &str) -> Result<String, String> {
-        controllers::Controllers::trigger(&self.server, namespace, name).await
+        controllers::Controllers::trigger(&self.server, self.controller_identity, namespace, name)
+            .await
     }
 }
 
