@@ -335,9 +335,45 @@ pub fn parse(source: &Source, text: &str) -> (Vec<Document>, Vec<InputError>) {
     (docs, errors)
 }
 
-/// The parser's message without its own location suffix (we add ours).
+/// The parser's message without its own location suffix (we add ours), and without the
+/// offending scalar: it says what type was found, never the value.
 fn plain_yaml_message(e: &serde_saphyr::Error) -> String {
-    policy::message::parser_error(e.to_string().lines().next().unwrap_or_default())
+    let text = e.render_with_formatter(&ValueFree);
+    policy::message::parser_error(text.lines().next().unwrap_or_default())
+}
+
+/// serde-saphyr's user-facing messages, except for the ones that quote a scalar.
+struct ValueFree;
+
+impl serde_saphyr::MessageFormatter for ValueFree {
+    fn format_message<'a>(&self, err: &'a serde_saphyr::Error) -> std::borrow::Cow<'a, str> {
+        match err {
+            serde_saphyr::Error::QuotingRequired { value, .. } => format!(
+                "an unquoted {} where a string is expected: quote it",
+                scalar_type(value)
+            )
+            .into(),
+            serde_saphyr::Error::NonFiniteFloat { .. } => "a number that is not finite".into(),
+            other => serde_saphyr::UserMessageFormatter.format_message(other),
+        }
+    }
+}
+
+/// What YAML reads an unquoted scalar as, named without the scalar.
+fn scalar_type(value: &str) -> &'static str {
+    let v = value.trim_start_matches(['+', '-']);
+    if matches!(
+        value,
+        "true" | "false" | "True" | "False" | "TRUE" | "FALSE"
+    ) {
+        "boolean"
+    } else if matches!(value, "null" | "Null" | "NULL" | "~") {
+        "null"
+    } else if v.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        "number"
+    } else {
+        "scalar"
+    }
 }
 
 fn with_path(track: serde_path_to_error::Track, message: &str) -> String {

@@ -99,6 +99,50 @@ proptest! {
         }
     }
 
+    /// A secret written unquoted, so that YAML or JSON reads it as another type: every
+    /// message names the type and the position, never the scalar.
+    #[test]
+    fn mistyped_secrets_never_appear_in_errors(
+        digits in "[1-9][0-9]{11,19}",
+        shape in 0usize..7,
+        field in 0usize..3,
+    ) {
+        let scalar = match shape {
+            0 => digits.clone(),
+            1 => format!("-{digits}"),
+            2 => format!("{digits}.5"),
+            3 => format!("{digits}e3"),
+            4 => format!("0x{digits}"),
+            5 => format!("0o{}", digits.replace(['8', '9'], "7")),
+            _ => format!("+{digits}"),
+        };
+        let secret = scalar.trim_start_matches(['+', '-']).trim_start_matches("0x").trim_start_matches("0o");
+        let place = match field {
+            0 => format!("    env:\n    - name: PGPASSWORD\n      value: {scalar}\n"),
+            1 => format!("    env:\n    - {{name: DATABASE_URL, value: {scalar}}}\n"),
+            _ => format!("    env:\n    - name: PGHOST\n      value: {scalar}\n"),
+        };
+        let yaml = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n  - name: c\n{place}");
+        let json = format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod", "spec": {{"containers": [{{"name": "c", "env": [{{"name": "PGPASSWORD", "value": {}}}]}}]}}}}"#,
+            if shape == 4 || shape == 5 || shape == 6 { digits.clone() } else { scalar.clone() }
+        );
+        for doc in [yaml, json] {
+            let (_, errors) = input::parse(&Source::Stdin, &doc);
+            prop_assert_eq!(errors.len(), 1, "{}", doc);
+            let e = &errors[0];
+            prop_assert!(e.line.is_some() && e.column.is_some(), "{:?}", e);
+            prop_assert!(e.message.contains("env[0].value"), "{}", e.message);
+            prop_assert!(
+                ["integer", "number", "floating point"].iter().any(|t| e.message.contains(t)),
+                "{}", e.message
+            );
+            let out = outputs(&doc);
+            prop_assert!(!out.contains(&digits[..12]), "leaked:\n{}", out);
+            prop_assert!(!out.contains(secret), "leaked:\n{}", out);
+        }
+    }
+
     #[test]
     fn cli_parsing_never_panics(text in "(apiVersion: v1\nkind: Pod\n|---\n|spec:\n|  containers:\n|  - name: c\n|    env:\n|[ -~]{0,20}\n){0,12}") {
         let _ = outputs(&text);

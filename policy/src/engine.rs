@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar};
 
 use smallvec::{SmallVec, smallvec};
 
-use crate::env::{Env, Get, OpenSource, Origin, PodInfo, ValueSource, Var, Visibility};
+use crate::env::{Budget, Env, Get, OpenSource, Origin, PodInfo, ValueSource, Var, Visibility};
 use crate::exemptions;
 use crate::hosts::{self, HIDDEN_STR, Loopback, Slot, has_hidden};
 use crate::jdbc::{self, JdbcUrl};
@@ -98,8 +98,9 @@ pub fn evaluate<'a>(view: PodView<'a>, ctx: &Context<'a>) -> Report<'a> {
         ..Report::default()
     };
     exemptions::apply(view, ctx, &mut report);
+    let mut budget = Budget::default();
     for c in containers(spec) {
-        let mut r = evaluate_container(c, &pod, host_network, ctx);
+        let mut r = evaluate_container(c, &pod, host_network, ctx, &mut budget);
         r.exempt = report.exemption.as_ref().is_some_and(|e| e.covers(c.name));
         report.containers.push(r);
     }
@@ -112,8 +113,9 @@ pub fn evaluate_container<'a>(
     pod: &PodInfo<'a>,
     host_network: bool,
     ctx: &Context<'a>,
+    budget: &mut Budget,
 ) -> ContainerReport<'a> {
-    let env = Env::build(c.env_from, c.env, pod, ctx.sources);
+    let env = Env::build(c.env_from, c.env, pod, ctx.sources, budget);
     let mut judge = Judge {
         env: &env,
         settings: ctx.settings,
@@ -136,6 +138,11 @@ pub fn evaluate_container<'a>(
                 });
             }
         }
+    }
+    for variable in &env.over_limit {
+        judge.notes.push(Note::ExpansionLimit {
+            variable: variable.clone(),
+        });
     }
     if judge.system_root {
         for name in ["SSL_CERT_FILE", "SSL_CERT_DIR"] {

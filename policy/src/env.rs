@@ -8,11 +8,35 @@
 //! [`OpenSource`] that may define any name with its prefix.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar};
 
 use crate::hosts::{HIDDEN, HIDDEN_STR, NON_LOOPBACK_IP, NON_LOOPBACK_IP_STR};
+
+/// At most this many bytes of one value come from `$(VAR)` references. The kubelet expands
+/// a reference to the *expanded* value of an earlier variable, so a chain of variables
+/// that each reference the previous one twice doubles at every step: a 4 KB Pod spec can
+/// ask for gigabytes. Beyond the limit a reference becomes a hidden span, judged as a value
+/// that cannot be seen (docs/limits.md).
+pub const MAX_EXPANDED_VALUE: usize = 64 * 1024;
+
+/// At most this many bytes come from `$(VAR)` references in one whole Pod spec.
+pub const MAX_EXPANDED_POD: usize = 1024 * 1024;
+
+/// What is left of a Pod's `$(VAR)` expansion allowance ([`MAX_EXPANDED_POD`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    left: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            left: MAX_EXPANDED_POD,
+        }
+    }
+}
 
 /// The kind of object a reference points to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -180,6 +204,10 @@ pub struct PodInfo<'a> {
 pub struct Env<'a> {
     pub vars: Vec<Var<'a>>,
     pub open: Vec<OpenSource<'a>>,
+    /// Variables whose `$(VAR)` expansion went over a limit (in part hidden).
+    pub over_limit: Vec<Cow<'a, str>>,
+    /// Where each name is in `vars`: building stays linear in the number of variables.
+    index: HashMap<Cow<'a, str>, usize>,
 }
 
 /// Replaces the engine's own marker characters in user text, so no input can forge a
@@ -200,10 +228,12 @@ impl<'a> Env<'a> {
         env: &'a [EnvVar],
         pod: &PodInfo<'a>,
         sources: &'a dyn ValueSource,
+        budget: &mut Budget,
     ) -> Env<'a> {
         let mut out = Env {
             vars: Vec::with_capacity(env.len()),
-            open: Vec::new(),
+            index: HashMap::with_capacity(env.len()),
+            ..Env::default()
         };
         for (index, source) in env_from.iter().enumerate() {
             let (kind, name, optional) = if let Some(r) = &source.config_map_ref {
@@ -244,11 +274,13 @@ impl<'a> Env<'a> {
         }
         for var in env {
             let resolved = match (&var.value, &var.value_from) {
-                (Some(v), _) if !v.is_empty() => Some((
-                    out.expand(&scrub(v), pod),
-                    Origin::Literal,
-                    Visibility::Visible,
-                )),
+                (Some(v), _) if !v.is_empty() => {
+                    let (value, over) = out.expand(&scrub(v), pod, budget);
+                    if over {
+                        out.over_limit.push(Cow::Borrowed(var.name.as_str()));
+                    }
+                    Some((value, Origin::Literal, Visibility::Visible))
+                }
                 (_, Some(from)) => resolve_value_from(from, pod, sources),
                 _ => Some((Cow::Borrowed(""), Origin::Literal, Visibility::Visible)),
             };
@@ -267,19 +299,23 @@ impl<'a> Env<'a> {
     }
 
     fn insert(&mut self, var: Var<'a>) {
-        match self.vars.iter_mut().find(|v| v.name == var.name) {
-            Some(existing) => {
+        match self.index.get(&var.name) {
+            Some(&i) => {
+                let existing = &mut self.vars[i];
                 let redefined =
                     existing.redefined || (existing.env_from.is_none() && var.env_from.is_none());
                 *existing = Var { redefined, ..var };
             }
-            None => self.vars.push(var),
+            None => {
+                self.index.insert(var.name.clone(), self.vars.len());
+                self.vars.push(var);
+            }
         }
     }
 
     /// Looks a name up, taking unresolved `envFrom` sources into account.
     pub fn get(&self, name: &str) -> Get<'_, 'a> {
-        let var = self.vars.iter().find(|v| v.name == name);
+        let var = self.index.get(name).map(|&i| &self.vars[i]);
         let after = match var {
             Some(v) => match v.env_from {
                 None => return Get::Set(v),
@@ -300,11 +336,19 @@ impl<'a> Env<'a> {
     }
 
     /// `$(VAR)` expansion exactly as the kubelet's `expansion.Expand`: `$$` is `$`, an
-    /// unclosed `$(` stays literal, an undefined name stays literal as `$(NAME)`.
-    fn expand<'v>(&self, input: &Cow<'v, str>, pod: &PodInfo<'_>) -> Cow<'v, str> {
+    /// unclosed `$(` stays literal, an undefined name stays literal as `$(NAME)`. A
+    /// reference that would take the value over [`MAX_EXPANDED_VALUE`] or the Pod over its
+    /// budget becomes a hidden span instead (the second result says so).
+    fn expand<'v>(
+        &self,
+        input: &Cow<'v, str>,
+        pod: &PodInfo<'_>,
+        budget: &mut Budget,
+    ) -> (Cow<'v, str>, bool) {
         if !input.contains('$') {
-            return input.clone();
+            return (input.clone(), false);
         }
+        let mut over = false;
         let b = input.as_bytes();
         let mut out = String::with_capacity(b.len());
         let mut checkpoint = 0;
@@ -322,7 +366,18 @@ impl<'a> Env<'a> {
                         Some(close) => {
                             let name = &rest[1..1 + close];
                             match self.reference(name, pod) {
-                                Some(v) => out.push_str(&v),
+                                Some(v) => {
+                                    let room = MAX_EXPANDED_VALUE
+                                        .saturating_sub(out.len())
+                                        .min(budget.left);
+                                    if v.len() <= room {
+                                        out.push_str(&v);
+                                        budget.left -= v.len();
+                                    } else {
+                                        out.push(HIDDEN);
+                                        over = true;
+                                    }
+                                }
                                 None => {
                                     out.push_str("$(");
                                     out.push_str(name);
@@ -348,7 +403,7 @@ impl<'a> Env<'a> {
             cursor += 1;
         }
         out.push_str(&input[checkpoint.min(b.len())..]);
-        Cow::Owned(out)
+        (Cow::Owned(out), over)
     }
 
     /// The value a `$(NAME)` reference expands to, or `None` to leave it literal.
@@ -561,7 +616,7 @@ mod tests {
         ];
         let env = vec![lit("X", "1"), lit("X", "2"), lit("HOST", "env")];
         let pod = PodInfo::default();
-        let e = Env::build(&ef, &env, &pod, &m);
+        let e = Env::build(&ef, &env, &pod, &m, &mut Budget::default());
         assert_eq!(value(&e, "PGSSLMODE"), Some("require"));
         assert_eq!(value(&e, "DB_HOST"), Some("c"));
         assert_eq!(value(&e, "HOST"), Some("env"));
@@ -586,6 +641,82 @@ mod tests {
         );
     }
 
+    /// A chain where each variable references the previous one twice doubles at every
+    /// step (the kubelet expands against expanded values): 64 steps would be 2^64 bytes.
+    #[test]
+    fn an_expansion_bomb_stops_at_the_limits_and_is_hidden_not_guessed() {
+        let mut env = vec![lit("V0", "xxxxxxxxxxxxxxxx")];
+        for i in 1..64 {
+            env.push(lit(
+                &format!("V{i}"),
+                &format!("$(V{})$(V{})", i - 1, i - 1),
+            ));
+        }
+        env.push(lit("DATABASE_URL", "postgres://$(V63)/db?sslmode=disable"));
+        let mut budget = Budget::default();
+        let e = Env::build(&[], &env, &PodInfo::default(), &NoSources, &mut budget);
+        let total: usize = e.vars.iter().map(|v| v.value.len()).sum();
+        assert!(
+            total <= MAX_EXPANDED_POD + 64 * 32,
+            "{total} bytes expanded"
+        );
+        // (A hidden marker may follow a value that is at its limit.)
+        for v in &e.vars {
+            assert!(v.value.len() <= MAX_EXPANDED_VALUE + 64, "{}", v.name);
+        }
+        // Every step past the limit is (partly) hidden and named; the literal text stays.
+        assert_eq!(value(&e, "V1"), Some("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"));
+        let url = value(&e, "DATABASE_URL").expect("set");
+        assert!(url.starts_with("postgres://\u{E000}"), "{url:?}");
+        assert!(url.ends_with("/db?sslmode=disable"), "{url:?}");
+        // The variables where expansion stopped are named; later ones carry the hidden span.
+        assert!(e.over_limit.iter().any(|n| n == "V13"));
+        assert!(!e.over_limit.iter().any(|n| n == "V12"));
+    }
+
+    /// The Pod's budget is shared by its containers: the second container gets what the
+    /// first left.
+    #[test]
+    fn the_expansion_budget_is_per_pod() {
+        let big = "y".repeat(MAX_EXPANDED_VALUE / 2);
+        let mut env = vec![lit("BIG", &big)];
+        for i in 0..40 {
+            env.push(lit(&format!("COPY{i}"), "$(BIG)"));
+        }
+        let mut budget = Budget::default();
+        let first = Env::build(&[], &env, &PodInfo::default(), &NoSources, &mut budget);
+        let second = Env::build(&[], &env, &PodInfo::default(), &NoSources, &mut budget);
+        let copied = |e: &Env<'_>| {
+            (0..40)
+                .filter(|i| value(e, &format!("COPY{i}")) == Some(big.as_str()))
+                .count()
+        };
+        // 1 MiB holds 32 copies of 32 KiB.
+        assert_eq!(copied(&first), 32);
+        assert_eq!(copied(&second), 0);
+        assert_eq!(second.over_limit.len(), 40);
+    }
+
+    /// Names are looked up through an index: a later duplicate replaces the earlier entry,
+    /// and 100,000 distinct names are all there, in order.
+    #[test]
+    fn many_variables_keep_their_order_and_last_duplicate_wins() {
+        let env: Vec<EnvVar> = (0..100_000)
+            .map(|i| lit(&format!("V{}", i % 50_000), &format!("{i}")))
+            .collect();
+        let e = Env::build(
+            &[],
+            &env,
+            &PodInfo::default(),
+            &NoSources,
+            &mut Budget::default(),
+        );
+        assert_eq!(e.vars.len(), 50_000);
+        assert_eq!(e.vars[7].name, "V7");
+        assert_eq!(value(&e, "V7"), Some("50007"));
+        assert!(e.vars.iter().all(|v| v.redefined));
+    }
+
     #[test]
     fn expansion_follows_the_kubelet() {
         let mut m = Map::default();
@@ -605,7 +736,7 @@ mod tests {
             service_links: true,
             ..PodInfo::default()
         };
-        let e = Env::build(&ef, &env, &pod, &m);
+        let e = Env::build(&ef, &env, &pod, &m, &mut Budget::default());
         assert_eq!(
             value(&e, "URL"),
             Some("postgres://db/a?x=$(A)&y=$(B)&z=$(A")
@@ -613,7 +744,7 @@ mod tests {
         assert_eq!(value(&e, "DOLLAR"), Some("$ $x $"));
         assert_eq!(value(&e, "SVC"), Some("\u{E001}:\u{E000}"));
         let no_links = PodInfo::default();
-        let e = Env::build(&ef, &env, &no_links, &m);
+        let e = Env::build(&ef, &env, &no_links, &m, &mut Budget::default());
         assert_eq!(
             value(&e, "SVC"),
             Some("$(PG_SERVICE_HOST):$(PG_SERVICE_PORT)")
@@ -630,7 +761,7 @@ mod tests {
             from("OPT", secret_key("gone", "k", Some(true))),
         ];
         let pod = PodInfo::default();
-        let e = Env::build(&ef, &env, &pod, &m);
+        let e = Env::build(&ef, &env, &pod, &m, &mut Budget::default());
         assert_eq!(value(&e, "URL"), Some("postgres://u:\u{E000}@\u{E000}/db"));
         assert!(matches!(e.get("PGSSLMODE"), Get::MaybeSet(o) if o.name == "s"));
         assert!(
@@ -645,7 +776,7 @@ mod tests {
 
         // With a synced cache, a missing optional reference sets nothing.
         let synced = Map(BTreeMap::new(), true);
-        let e = Env::build(&ef, &env, &pod, &synced);
+        let e = Env::build(&ef, &env, &pod, &synced, &mut Budget::default());
         assert!(matches!(e.get("OPT"), Get::Unset));
         let pass = e.vars.iter().find(|v| v.name == "PASS").expect("PASS");
         assert_eq!(pass.visibility, Visibility::Unresolved { not_found: true });
@@ -660,10 +791,10 @@ mod tests {
         );
         let ef = vec![secret_from("s", None), cm_from("late", None)];
         let pod = PodInfo::default();
-        let e = Env::build(&ef, &[], &pod, &m);
+        let e = Env::build(&ef, &[], &pod, &m, &mut Budget::default());
         assert_eq!(value(&e, "PGSSLMODE"), Some("verify-full"));
         let ef = vec![cm_from("late", None), secret_from("s", None)];
-        let e = Env::build(&ef, &[], &pod, &m);
+        let e = Env::build(&ef, &[], &pod, &m, &mut Budget::default());
         assert!(matches!(e.get("PGSSLMODE"), Get::MaybeSet(_)));
     }
 
@@ -700,7 +831,7 @@ mod tests {
                 },
             ),
         ];
-        let e = Env::build(&[], &env, &pod, &NoSources);
+        let e = Env::build(&[], &env, &pod, &NoSources, &mut Budget::default());
         assert_eq!(value(&e, "NS"), Some("prod"));
         assert_eq!(value(&e, "APP"), Some("shop"));
         assert_eq!(value(&e, "IP"), Some("\u{E001}"));
@@ -716,7 +847,13 @@ mod tests {
     #[test]
     fn forged_markers_are_scrubbed() {
         let env = vec![lit("PGHOST", "\u{E000}")];
-        let e = Env::build(&[], &env, &PodInfo::default(), &NoSources);
+        let e = Env::build(
+            &[],
+            &env,
+            &PodInfo::default(),
+            &NoSources,
+            &mut Budget::default(),
+        );
         assert_eq!(value(&e, "PGHOST"), Some("\u{FFFD}"));
     }
 }

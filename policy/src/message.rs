@@ -308,13 +308,14 @@ impl Finding<'_> {
 }
 
 /// Removes quoted text from a parser or deserializer message: serde's messages quote the
-/// offending value (`invalid type: string "…"`), which may be a password.
+/// offending value (`invalid type: string "…"`, ``integer `…` ``, serde-saphyr's `[…]`),
+/// which may be a password. Only short names without digits survive.
 pub fn without_quoted_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut chars = message.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '"' || c == '`' {
-            let close = c;
+        if c == '"' || c == '`' || c == '[' {
+            let close = if c == '[' { ']' } else { c };
             let mut inner = String::new();
             let mut closed = false;
             for d in chars.by_ref() {
@@ -324,14 +325,17 @@ pub fn without_quoted_values(message: &str) -> String {
                 }
                 inner.push(d);
             }
-            // Type names and field names are short identifiers; keep those.
+            // Type names and field names are short identifiers, list indices short
+            // numbers; keep those.
+            let index = c == '[' && (1..=5).contains(&inner.len());
             let keep = closed
                 && inner.len() <= 40
                 && inner.chars().all(|ch| {
                     ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '[' | ']' | '-' | '/')
                 })
-                && !inner.chars().any(|ch| ch.is_ascii_digit());
-            out.push(close);
+                && (index && inner.chars().all(|ch| ch.is_ascii_digit())
+                    || !inner.chars().any(|ch| ch.is_ascii_digit()));
+            out.push(c);
             out.push_str(if keep { &inner } else { "…" });
             out.push(close);
         } else {
@@ -388,6 +392,11 @@ impl Note<'_> {
             Note::ExemptionExpired => {
                 "the exemption has expired (verifyfull.dev/exempt-until)".to_string()
             }
+            Note::ExpansionLimit { variable } => format!(
+                "{variable}: a $(VAR) reference would take it over {} KiB (or the Pod over {} KiB) of expanded text; verifyfull does not expand it and judges that part as unseen",
+                crate::env::MAX_EXPANDED_VALUE / 1024,
+                crate::env::MAX_EXPANDED_POD / 1024
+            ),
         }
     }
 }
@@ -411,6 +420,17 @@ mod tests {
         assert_eq!(
             without_quoted_values("invalid value: `Pa55word!`"),
             "invalid value: `…`"
+        );
+        // serde-saphyr brackets the scalar; list indices stay.
+        assert_eq!(
+            without_quoted_values("The string value [918273645501] must be quoted"),
+            "The string value […] must be quoted"
+        );
+        assert_eq!(
+            without_quoted_values(
+                "spec.containers[12].env[0].value: invalid type: integer `918273645501`"
+            ),
+            "spec.containers[12].env[0].value: invalid type: integer `…`"
         );
     }
 }

@@ -389,6 +389,9 @@ pub enum Note<'a> {
     },
     /// The exemption ended.
     ExemptionExpired,
+    /// A `$(VAR)` reference in this variable was not expanded: it would have gone over
+    /// the expansion limit. It is judged as a value that cannot be seen.
+    ExpansionLimit { variable: Cow<'a, str> },
 }
 
 /// Which list of the Pod spec a container is in.

@@ -3,20 +3,30 @@
 //! [`Object`] deserializes a Kubernetes object in one pass from any serde format (YAML,
 //! JSON, an AdmissionReview's `object`): once `kind` is known, `spec` is read straight
 //! into the one shape that kind needs, and everything else is skipped. Only when `spec`
-//! comes before `kind` is it buffered.
+//! comes before `kind` is it buffered — as compact JSON text, never as a tree of values
+//! (which costs many times the input).
+//!
+//! What one object may hold is capped ([`MAX_CONTAINERS`], [`MAX_ENV_FROM`],
+//! [`MAX_ENV_PER_POD`]): beyond a cap the object is refused with an error that names it,
+//! before the work or the memory is spent (docs/limits.md).
 //!
 //! The shapes keep only what the engine reads ([`PodSpec`], [`Container`], [`Meta`]):
 //! parsing skips resources, probes, volumes and `managedFields`, and a caller holding many
 //! workloads keeps a fraction of the memory full `k8s-openapi` types take. The values
 //! inside (`EnvVar`, `EnvFromSource`) are `k8s-openapi`'s own.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar};
 use serde::Deserialize;
-use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
+    Visitor,
+};
 
 use crate::engine::PodView;
 
@@ -145,12 +155,148 @@ pub struct Meta {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// At most this many containers in each of a Pod spec's three lists.
+pub const MAX_CONTAINERS: usize = 100;
+/// At most this many `envFrom` sources in one container.
+pub const MAX_ENV_FROM: usize = 100;
+/// At most this many `env` entries in one object's Pod spec, all containers together.
+pub const MAX_ENV_PER_POD: usize = 10_000;
+
+thread_local! {
+    /// `env` entries the object being read may still have; `None` outside [`Object`]'s
+    /// deserializer (deserialization runs on one thread, and [`EnvAllowance`] restores it).
+    static ENV_LEFT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Gives one object [`MAX_ENV_PER_POD`] `env` entries while it is read.
+struct EnvAllowance(Option<usize>);
+
+impl EnvAllowance {
+    fn enter() -> EnvAllowance {
+        EnvAllowance(ENV_LEFT.replace(Some(MAX_ENV_PER_POD)))
+    }
+}
+
+impl Drop for EnvAllowance {
+    fn drop(&mut self) {
+        ENV_LEFT.set(self.0);
+    }
+}
+
+/// A list with a cap on its length.
+trait Cap {
+    const MAX: usize;
+    /// What the list holds, for the error.
+    const WHAT: &'static str;
+    /// Each entry also takes one of the object's [`MAX_ENV_PER_POD`].
+    const POD_ENV: bool = false;
+}
+
+struct ContainersCap;
+impl Cap for ContainersCap {
+    const MAX: usize = MAX_CONTAINERS;
+    const WHAT: &'static str = "containers in one list";
+}
+
+struct EnvFromCap;
+impl Cap for EnvFromCap {
+    const MAX: usize = MAX_ENV_FROM;
+    const WHAT: &'static str = "envFrom sources in one container";
+}
+
+struct EnvCap;
+impl Cap for EnvCap {
+    const MAX: usize = MAX_ENV_PER_POD;
+    const WHAT: &'static str = "env entries in one Pod spec";
+    const POD_ENV: bool = true;
+}
+
+struct Capped<T, C>(PhantomData<(T, C)>);
+
+impl<'de, T: Deserialize<'de>, C: Cap> Visitor<'de> for Capped<T, C> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a list of at most {} {}", C::MAX, C::WHAT)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let over = || {
+            de::Error::custom(format_args!(
+                "more than {} {} (verifyfull's limit)",
+                C::MAX,
+                C::WHAT
+            ))
+        };
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(C::MAX).min(64));
+        while let Some(item) = seq.next_element()? {
+            if out.len() == C::MAX {
+                return Err(over());
+            }
+            if C::POD_ENV {
+                match ENV_LEFT.get() {
+                    Some(0) => return Err(over()),
+                    Some(n) => ENV_LEFT.set(Some(n - 1)),
+                    None => {}
+                }
+            }
+            out.push(item);
+        }
+        Ok(out)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, C: Cap> DeserializeSeed<'de> for Capped<T, C> {
+    type Value = Vec<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+struct OptionalCapped<T, C>(PhantomData<(T, C)>);
+
+impl<'de, T: Deserialize<'de>, C: Cap> Visitor<'de> for OptionalCapped<T, C> {
+    type Value = Option<Vec<T>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "null or a list of at most {} {}", C::MAX, C::WHAT)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        Capped::<T, C>(PhantomData).deserialize(d).map(Some)
+    }
+}
+
+fn capped<'de, D: Deserializer<'de>, T: Deserialize<'de>, C: Cap>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    d.deserialize_option(OptionalCapped::<T, C>(PhantomData))
+}
+
+fn capped_required<'de, D: Deserializer<'de>, T: Deserialize<'de>, C: Cap>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    capped::<D, T, C>(d).map(Option::unwrap_or_default)
+}
+
 /// The parts of a Pod spec the engine reads.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
+    #[serde(default, deserialize_with = "capped_required::<_, _, ContainersCap>")]
     pub containers: Vec<Container>,
+    #[serde(default, deserialize_with = "capped::<_, _, ContainersCap>")]
     pub init_containers: Option<Vec<Container>>,
+    #[serde(default, deserialize_with = "capped::<_, _, ContainersCap>")]
     pub ephemeral_containers: Option<Vec<Container>>,
     pub host_network: Option<bool>,
     pub service_account_name: Option<String>,
@@ -188,7 +334,9 @@ pub struct VolumeMount {
 #[serde(rename_all = "camelCase")]
 pub struct Container {
     pub name: String,
+    #[serde(default, deserialize_with = "capped::<_, _, EnvCap>")]
     pub env: Option<Vec<EnvVar>>,
+    #[serde(default, deserialize_with = "capped::<_, _, EnvFromCap>")]
     pub env_from: Option<Vec<EnvFromSource>>,
     pub volume_mounts: Option<Vec<VolumeMount>>,
 }
@@ -350,14 +498,34 @@ impl Shape {
     }
 }
 
-/// A field read before `kind` was known.
-type Buffered = Option<serde_json::Value>;
+/// A field read before `kind` was known, as compact JSON text.
+type Buffered = String;
 
-fn from_buffer<T: DeserializeOwned, E: de::Error>(
-    v: serde_json::Value,
-    field: &str,
-) -> Result<T, E> {
-    serde_json::from_value(v).map_err(|e| E::custom(format_args!("{field}: {e}")))
+/// Reads a field's value, whatever its format, into JSON text.
+struct ToJson;
+
+impl<'de> DeserializeSeed<'de> for ToJson {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        let mut out = Vec::new();
+        serde_transcode::transcode(d, &mut serde_json::Serializer::new(&mut out))
+            .map_err(de::Error::custom)?;
+        String::from_utf8(out).map_err(de::Error::custom)
+    }
+}
+
+/// Reads a buffered field; an error names the path inside it.
+fn from_buffer<T: DeserializeOwned, E: de::Error>(v: &str, field: &str) -> Result<T, E> {
+    let mut de = serde_json::Deserializer::from_str(v);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match path.as_str() {
+            "" | "." => E::custom(format_args!("{field}: {inner}")),
+            _ => E::custom(format_args!("{field}.{path}: {inner}")),
+        }
+    })
 }
 
 struct ObjectVisitor;
@@ -370,6 +538,7 @@ impl<'de> Visitor<'de> for ObjectVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object, A::Error> {
+        let _allowance = EnvAllowance::enter();
         let mut api_version: Option<String> = None;
         let mut kind: Option<String> = None;
         let mut metadata: Option<Meta> = None;
@@ -390,7 +559,7 @@ impl<'de> Visitor<'de> for ObjectVisitor {
                 "kind" => kind = map.next_value()?,
                 "metadata" => metadata = map.next_value()?,
                 "spec" | "template" | "data" | "stringData" | "items" if !known => {
-                    early.push((key.into_owned(), map.next_value()?));
+                    early.push((key.into_owned(), map.next_value_seed(ToJson)?));
                 }
                 "spec" => match shape {
                     Shape::Workload(WorkloadKind::Pod) => {
@@ -433,7 +602,10 @@ impl<'de> Visitor<'de> for ObjectVisitor {
 
         let shape = Shape::of(api_version.as_deref(), kind.as_deref());
         for (key, value) in early {
-            let Some(value) = value else { continue };
+            if value == "null" {
+                continue;
+            }
+            let value = value.as_str();
             match (key.as_str(), shape) {
                 ("spec", Shape::Workload(WorkloadKind::Pod)) => {
                     carried = Some(Some(pod_template(from_buffer(value, "spec")?)))
@@ -653,5 +825,87 @@ mod tests {
                 .to_string();
             assert!(err.contains(want), "{json}: {err}");
         }
+    }
+
+    fn pod_json(
+        containers: usize,
+        env_each: usize,
+        env_from_each: usize,
+        kind_last: bool,
+    ) -> String {
+        let container = |i: usize| {
+            let env: Vec<String> = (0..env_each)
+                .map(|j| format!(r#"{{"name":"V{j}","value":"x"}}"#))
+                .collect();
+            let env_from: Vec<String> = (0..env_from_each)
+                .map(|j| format!(r#"{{"configMapRef":{{"name":"cm{j}"}}}}"#))
+                .collect();
+            format!(
+                r#"{{"name":"c{i}","env":[{}],"envFrom":[{}]}}"#,
+                env.join(","),
+                env_from.join(",")
+            )
+        };
+        let list: Vec<String> = (0..containers).map(container).collect();
+        let spec = format!(r#""spec":{{"containers":[{}]}}"#, list.join(","));
+        let head = r#""apiVersion":"v1","kind":"Pod""#;
+        if kind_last {
+            format!("{{{spec},{head}}}")
+        } else {
+            format!("{{{head},{spec}}}")
+        }
+    }
+
+    /// What one object may hold is capped, in either field order, and the error names the
+    /// cap; an object within the caps (the next one read on the same thread too) is fine.
+    #[test]
+    fn caps_on_what_an_object_holds() {
+        for kind_last in [false, true] {
+            for (json, want) in [
+                (
+                    pod_json(MAX_CONTAINERS + 1, 0, 0, kind_last),
+                    "more than 100 containers in one list",
+                ),
+                (
+                    pod_json(1, 0, MAX_ENV_FROM + 1, kind_last),
+                    "more than 100 envFrom sources in one container",
+                ),
+                (
+                    pod_json(1, MAX_ENV_PER_POD + 1, 0, kind_last),
+                    "more than 10000 env entries in one Pod spec",
+                ),
+                // The cap is for the whole Pod spec, not each container.
+                (
+                    pod_json(11, 1_000, 0, kind_last),
+                    "more than 10000 env entries in one Pod spec",
+                ),
+            ] {
+                let err = serde_json::from_str::<Object>(&json)
+                    .expect_err(want)
+                    .to_string();
+                assert!(err.contains(want), "{err}");
+            }
+            for _ in 0..3 {
+                let ok = pod_json(10, 1_000, MAX_ENV_FROM, kind_last);
+                let Object::Workload(w) = obj(&ok) else {
+                    panic!("not a workload")
+                };
+                assert_eq!(w.spec.containers.len(), 10);
+            }
+        }
+        // Outside an object (a bare Pod spec) only the per-list caps apply.
+        let env = vec![r#"{"name":"A"}"#; MAX_ENV_PER_POD / 2 + 1].join(",");
+        let spec = format!(
+            r#"{{"containers":[{{"name":"a","env":[{env}]}},{{"name":"b","env":[{env}]}}]}}"#
+        );
+        assert!(serde_json::from_str::<PodSpec>(&spec).is_ok());
+    }
+
+    /// `spec` before `kind` reads the same as after it.
+    #[test]
+    fn field_order_does_not_matter() {
+        let a = obj(&pod_json(2, 3, 1, false));
+        let b = obj(&pod_json(2, 3, 1, true));
+        assert_eq!(a, b);
     }
 }

@@ -442,8 +442,28 @@ fn response(uid: &str, answer: Answer, mode: Mode) -> ResponseOut<'_> {
     }
 }
 
+/// Reads an object; a failure names the field path and the position inside the object,
+/// and the type found, never the value.
 fn parse_object(raw: &RawValue) -> Result<Object, String> {
-    serde_json::from_str::<Object>(raw.get()).map_err(|e| policy_free_message(&e))
+    if let Ok(o) = serde_json::from_str::<Object>(raw.get()) {
+        return Ok(o);
+    }
+    let mut track = serde_path_to_error::Track::new();
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let result = <Object as serde::Deserialize>::deserialize(
+        serde_path_to_error::Deserializer::new(&mut de, &mut track),
+    );
+    match result {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            let path = track.path().to_string();
+            let at = format!("line {}, column {} of the object", e.line(), e.column());
+            Err(match path.as_str() {
+                "" | "." => format!("{} ({at})", policy_free_message(&e)),
+                _ => format!("{path}: {} ({at})", policy_free_message(&e)),
+            })
+        }
+    }
 }
 
 fn policy_free_message(e: &serde_json::Error) -> String {

@@ -886,3 +886,55 @@ fn messages_name_the_fix_and_fit_warnings() {
     );
     assert!(warning.chars().count() <= crate::message::WARNING_LIMIT);
 }
+
+/// A `$(VAR)` chain that would double past the limits: the settings it feeds are
+/// `Unresolved` (never guessed), the variable where expansion stopped is named in a note,
+/// and a visible weak setting elsewhere is still a violation.
+#[test]
+fn expansion_bombs_are_unresolved_with_a_note() {
+    let mut vars: Vec<(String, String)> = vec![("B0".into(), "x".repeat(16))];
+    for i in 1..40 {
+        vars.push((format!("B{i}"), format!("$(B{})$(B{})", i - 1, i - 1)));
+    }
+    vars.push(("PGHOST".into(), "$(B39)".into()));
+    vars.push((
+        "DATABASE_URL".into(),
+        "postgres://db.example.net/app?sslmode=verify-full&sslrootcert=$(B39)".into(),
+    ));
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let w = pod_env(&pairs);
+    let settings = Settings::default();
+    let sources = Sources::default();
+    let r = report_with(&w, &sources, &settings);
+    let c = &r.containers[0];
+    assert!(c.client);
+    let found: Vec<(&str, Code)> = c
+        .findings
+        .iter()
+        .map(|f| (f.variable.as_deref().unwrap_or(""), f.code))
+        .collect();
+    assert!(
+        found.contains(&("DATABASE_URL", Code::Unresolved)),
+        "{found:?}"
+    );
+    assert!(found.contains(&("PGHOST", Code::Unresolved)), "{found:?}");
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| matches!(n, Note::ExpansionLimit { variable } if variable == "B13")),
+        "{:?}",
+        c.notes
+    );
+    // A weak setting in plain sight still denies.
+    vars.push((
+        "WEAK_URL".into(),
+        "postgres://db.example.net/app?sslmode=disable&application_name=$(B39)".into(),
+    ));
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let w = pod_env(&pairs);
+    assert!(
+        codes(&w).contains(&("app".into(), "WEAK_URL".into(), Code::SslModeTooWeak)),
+        "{:?}",
+        codes(&w)
+    );
+}
