@@ -55,12 +55,15 @@ async fn baseline(cert: PathBuf, key: PathBuf, addr: SocketAddr) {
     let listener = TcpListener::bind(addr).await.expect("bind");
     let router = axum::Router::new().route("/validate/{mode}", post(handle));
     let (_stop, stop) = tokio::sync::watch::channel(false);
-    let timeouts = webhook::Timeouts {
-        request: Duration::from_secs(10),
+    let limits = runtime::serve::Limits {
+        max_connections: webhook::ServerLimits::default().max_connections,
+        header_timeout: Duration::from_secs(10),
+    };
+    let shutdown = runtime::serve::Shutdown {
         delay: Duration::ZERO,
         drain: Duration::ZERO,
     };
-    webhook::serve_https(listener, acceptor, router, timeouts, stop, || {}).await;
+    runtime::serve::serve(listener, acceptor, router, limits, shutdown, stop, || {}).await;
 }
 
 fn free_port() -> SocketAddr {
@@ -373,6 +376,8 @@ async fn cached(cert: PathBuf, key: PathBuf, addr: SocketAddr) {
         mode_label_subjects: policy::admission::Subjects::default(),
         caches: Some(caches),
         policies: None,
+        limits: webhook::ServerLimits::default(),
+        log_dropped: None,
     };
     webhook::start(config, provider())
         .await

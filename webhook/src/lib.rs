@@ -16,17 +16,15 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use http_body_util::BodyExt;
 use policy::admission::{Mode, Policy, Subjects};
 use policy::{Context, NoSources, Settings};
+use runtime::serve::{Limits, Plain, Shutdown};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 pub mod cache;
 pub mod metrics;
@@ -36,6 +34,40 @@ pub mod tls;
 
 /// An UPDATE carries `object` and `oldObject`, each up to the API server's ~3 MiB.
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// The first this many bytes of every body need no share of the body budget: with at most
+/// [`ServerLimits::max_connections`] requests they are bounded anyway, and an ordinary
+/// review (a 10 KB Deployment, twice for an UPDATE) never waits for large ones.
+pub const SMALL_BODY: usize = 64 * 1024;
+
+/// What the admission server allows, all together (docs/operations.md says why each
+/// number is what it is; the chart's memory limit is sized from them).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// HTTPS connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// Admin-port connections open at once (probes and scrapes need few).
+    pub max_admin_connections: usize,
+    /// Requests whose body has arrived, waiting for or in a decision; more get 503.
+    pub max_in_flight: usize,
+    /// Decisions running at once, on blocking threads (never on the async workers).
+    pub decisions: usize,
+    /// Bytes of bodies beyond [`SMALL_BODY`] each, buffered at once by all requests
+    /// together; a request that would go over gets 503.
+    pub body_budget: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 512,
+            max_admin_connections: 16,
+            max_in_flight: 64,
+            decisions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            body_budget: 32 * 1024 * 1024,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -57,6 +89,9 @@ pub struct Config {
     pub caches: Option<Arc<cache::Caches>>,
     /// `Some` with `--watch-policies`: not ready until policies and namespaces have synced.
     pub policies: Option<Arc<policies::Policies>>,
+    pub limits: ServerLimits,
+    /// Log lines the writer dropped, for the metric (`None`: logging is not ours).
+    pub log_dropped: Option<runtime::logging::Dropped>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,11 +118,17 @@ struct App {
     caches: Option<Arc<cache::Caches>>,
     policies: Option<Arc<policies::Policies>>,
     cert: Arc<tls::Reloading>,
+    in_flight: Arc<Semaphore>,
+    decisions: Arc<Semaphore>,
+    /// [`ServerLimits::body_budget`], in KiB.
+    body_budget: Arc<Semaphore>,
+    log_dropped: Option<runtime::logging::Dropped>,
 }
 
 impl App {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+            && self.cert.valid_now()
             && self.caches.as_ref().is_none_or(|c| c.synced())
             && self.policies.as_ref().is_none_or(|p| p.synced())
     }
@@ -149,6 +190,7 @@ pub async fn start(
         source,
     })?;
 
+    let limits = config.limits;
     let app = Arc::new(App {
         settings: config.settings,
         policy: config.policy,
@@ -159,6 +201,10 @@ pub async fn start(
         caches: config.caches,
         policies: config.policies,
         cert: resolver.clone(),
+        in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+        decisions: Arc::new(Semaphore::new(limits.decisions.max(1))),
+        body_budget: Arc::new(Semaphore::new(limits.body_budget / 1024)),
+        log_dropped: config.log_dropped,
     });
     let (shutdown, stop) = watch::channel(false);
     let reload = tokio::spawn(resolver.watch(config.cert_reload_interval));
@@ -173,28 +219,48 @@ pub async fn start(
         .route("/metrics", get(metrics_text))
         .with_state(app.clone());
 
+    let timeout = config.request_timeout;
     // The admin port outlives the drain, so probes see "not ready" during it.
-    let (admin_stop, mut admin_stopped) = watch::channel(false);
-    let admin_task = tokio::spawn(async move {
-        let _ = axum::serve(admin, admin_router)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stopped.wait_for(|s| *s).await;
-            })
-            .await;
-    });
+    let (admin_stop, admin_stopped) = watch::channel(false);
+    let admin_limits = Limits {
+        max_connections: limits.max_admin_connections,
+        header_timeout: timeout,
+    };
+    let immediate = Shutdown {
+        delay: Duration::ZERO,
+        drain: Duration::from_secs(1),
+    };
+    let admin_task = tokio::spawn(runtime::serve::serve(
+        admin,
+        Plain,
+        admin_router,
+        admin_limits,
+        immediate,
+        admin_stopped,
+        || {},
+    ));
 
-    let timeouts = Timeouts {
-        request: config.request_timeout,
+    let https_limits = Limits {
+        max_connections: limits.max_connections,
+        header_timeout: timeout,
+    };
+    let stopping = Shutdown {
         delay: config.shutdown_delay,
         drain: config.drain_timeout,
     };
     app.ready.store(true, Ordering::SeqCst);
     let ready_app = app.clone();
     let done = tokio::spawn(async move {
-        serve_https(listener, acceptor, router, timeouts, stop, || {
-            // Not ready at once; serving goes on for the delay so endpoints drop this Pod first.
-            ready_app.ready.store(false, Ordering::SeqCst);
-        })
+        runtime::serve::serve(
+            listener,
+            acceptor,
+            router,
+            https_limits,
+            stopping,
+            stop,
+            // Not ready at once; serving goes on for the delay so endpoints drop this Pod.
+            || ready_app.ready.store(false, Ordering::SeqCst),
+        )
         .await;
         reload.abort();
         let _ = admin_stop.send(true);
@@ -206,71 +272,6 @@ pub async fn start(
         shutdown,
         done,
     })
-}
-
-/// Timeouts of the HTTPS server.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// TLS handshake, request headers and body must arrive within this.
-    pub request: Duration,
-    /// How long to keep accepting after the stop signal.
-    pub delay: Duration,
-    /// How long in-flight requests may take to finish after that.
-    pub drain: Duration,
-}
-
-/// Serves `router` over TLS, HTTP/1.1 with keep-alive and `TCP_NODELAY`, until `stop`;
-/// then calls `on_stop`, keeps accepting for the delay, stops accepting, closes idle
-/// connections and lets in-flight requests finish.
-pub async fn serve_https(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: Router,
-    timeouts: Timeouts,
-    mut stop: watch::Receiver<bool>,
-    on_stop: impl FnOnce(),
-) {
-    let graceful = GracefulShutdown::new();
-    let service = TowerToHyperService::new(router);
-    let mut on_stop = Some(on_stop);
-    let mut deadline: Option<tokio::time::Instant> = None;
-    loop {
-        let delay_over = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let service = service.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let Ok(Ok(tls)) = tokio::time::timeout(timeouts.request, acceptor.accept(tcp)).await else {
-                        return;
-                    };
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(timeouts.request)
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(tls), service);
-                    let _ = watcher.watch(conn).await;
-                });
-            }
-            _ = stop.wait_for(|s| *s), if deadline.is_none() => {
-                if let Some(f) = on_stop.take() {
-                    f();
-                }
-                deadline = Some(tokio::time::Instant::now() + timeouts.delay);
-            }
-            _ = delay_over => break,
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(timeouts.drain, graceful.shutdown()).await;
 }
 
 /// The log line of one review: names of kinds and results only, never an env value.
@@ -294,7 +295,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     app.metrics.ready.set(i64::from(app.ready()));
-    app.metrics.certificate_not_after.set(app.cert.not_after());
+    let dropped = app.log_dropped.as_ref().map_or(0, |d| d.lines());
+    app.metrics.observe_counts(dropped, &app.cert);
     if let Some(caches) = &app.caches {
         app.metrics.observe_caches(caches);
     }
@@ -311,30 +313,120 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// The request body, within the size and time limits.
-async fn read_body(app: &App, body: Body) -> Result<axum::body::Bytes, Response> {
-    match tokio::time::timeout(app.request_timeout, Limited::new(body, MAX_BODY).collect()).await {
-        Err(_) => Err((
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body did not arrive in time",
-        )
-            .into_response()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is over {MAX_BODY} bytes"),
-        )
-            .into_response()),
-        Ok(Err(_)) => Err((
-            StatusCode::BAD_REQUEST,
-            "the request body could not be read",
-        )
-            .into_response()),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+/// A request refused by a limit: answered at once, counted.
+fn refuse(app: &App, status: StatusCode, reason: &'static str, text: &'static str) -> Response {
+    app.metrics.refused(reason);
+    (status, text).into_response()
+}
+
+/// Why a body could not be taken.
+enum BodyError {
+    TooLarge,
+    Budget,
+    Unreadable,
+    Late,
+}
+
+/// The request body, within the size, time and memory limits: an oversized
+/// `Content-Length` is refused before anything is read; beyond [`SMALL_BODY`] every KiB
+/// needs a share of the body budget, held (the returned permit) until the answer is sent.
+async fn read_body(
+    app: &App,
+    headers: &HeaderMap,
+    mut body: Body,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(SMALL_BODY));
+    let mut budget: Option<OwnedSemaphorePermit> = None;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| BodyError::Unreadable)?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let len = bytes.len() + data.len();
+            if len > MAX_BODY {
+                return Err(BodyError::TooLarge);
+            }
+            let want = len.saturating_sub(SMALL_BODY).div_ceil(1024);
+            let held = budget.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
+            if want > held {
+                let more = u32::try_from(want - held).map_err(|_| BodyError::TooLarge)?;
+                let permit = app
+                    .body_budget
+                    .clone()
+                    .try_acquire_many_owned(more)
+                    .map_err(|_| BodyError::Budget)?;
+                match &mut budget {
+                    Some(b) => b.merge(permit),
+                    None => budget = Some(permit),
+                }
+            }
+            bytes.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(app.request_timeout, read).await {
+        Err(_) => Err(BodyError::Late),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok((bytes, budget)),
     }
 }
 
-/// Decides one review on `route` (a mode, or `mutate`) and answers it.
-fn answer(app: &App, bytes: &[u8], route: Option<Mode>) -> Response {
+impl BodyError {
+    fn response(self, app: &App) -> Response {
+        match self {
+            BodyError::TooLarge => refuse(
+                app,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is over 8 MiB (8388608 bytes)",
+            ),
+            BodyError::Budget => refuse(
+                app,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "body_budget",
+                "verifyfull is busy: too many large request bodies at once",
+            ),
+            BodyError::Unreadable => (
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            )
+                .into_response(),
+            BodyError::Late => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// Which decision a request asks for: a validating mode, or the mutating path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Validate(Mode),
+    Mutate,
+}
+
+impl Route {
+    /// The metric and log label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Validate(mode) => metrics::mode_label(mode),
+            Route::Mutate => "mutate",
+        }
+    }
+}
+
+/// Decides one review on `route` and answers it (synchronous: runs on a blocking thread).
+fn answer(app: &App, bytes: &[u8], route: Route) -> Response {
     let start = Instant::now();
     let snapshot = app.caches.as_ref().map(|c| c.snapshot());
     let sources: &dyn policy::ValueSource = match &snapshot {
@@ -351,13 +443,11 @@ fn answer(app: &App, bytes: &[u8], route: Option<Mode>) -> Response {
         },
         policies: app.policies.as_ref().map(|p| p.snapshot()),
     };
-    let (reviewed, label) = match route {
-        Some(mode) => (
-            review::review(bytes, mode, &decider),
-            metrics::mode_label(mode),
-        ),
-        None => (review::mutate(bytes, &decider), "mutate"),
+    let reviewed = match route {
+        Route::Validate(mode) => review::review(bytes, mode, &decider),
+        Route::Mutate => review::mutate(bytes, &decider),
     };
+    let label = route.label();
     app.metrics.record(&reviewed, label, start.elapsed());
     log_review(&reviewed, label);
     let content_type = if reviewed.status == 200 {
@@ -374,23 +464,51 @@ fn answer(app: &App, bytes: &[u8], route: Option<Mode>) -> Response {
         .into_response()
 }
 
-async fn validate(State(app): State<Arc<App>>, Path(mode): Path<String>, body: Body) -> Response {
+/// Reads the body, then decides off the async workers: at most
+/// [`ServerLimits::max_in_flight`] requests wait for one of [`ServerLimits::decisions`]
+/// blocking threads; more are refused at once. A request dropped while it waits gives its
+/// place back; a decision already running finishes (its work is bounded, docs/limits.md).
+async fn handle(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -> Response {
+    let (bytes, budget) = match read_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err(e) => return e.response(&app),
+    };
+    let Ok(place) = app.in_flight.clone().try_acquire_owned() else {
+        return refuse(
+            &app,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "in_flight",
+            "verifyfull is busy: too many reviews in flight",
+        );
+    };
+    let Ok(turn) = app.decisions.clone().acquire_owned().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let decided = tokio::task::spawn_blocking(move || {
+        let response = answer(&app, &bytes, route);
+        drop((bytes, budget, turn, place));
+        response
+    })
+    .await;
+    decided.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn validate(
+    State(app): State<Arc<App>>,
+    Path(mode): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let mode = match mode.as_str() {
         "enforce" => Mode::Enforce,
         "warn" => Mode::Warn,
         "audit" => Mode::Audit,
         _ => return (StatusCode::NOT_FOUND, "modes: enforce, warn, audit").into_response(),
     };
-    match read_body(&app, body).await {
-        Ok(bytes) => answer(&app, &bytes, Some(mode)),
-        Err(r) => r,
-    }
+    handle(app, Route::Validate(mode), headers, body).await
 }
 
 /// Admission-time injection into Pods (`--watch-policies`).
-async fn mutate(State(app): State<Arc<App>>, body: Body) -> Response {
-    match read_body(&app, body).await {
-        Ok(bytes) => answer(&app, &bytes, None),
-        Err(r) => r,
-    }
+async fn mutate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    handle(app, Route::Mutate, headers, body).await
 }

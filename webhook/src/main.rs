@@ -71,6 +71,18 @@ struct Args {
     /// Seconds to keep serving, not ready, after SIGTERM.
     #[arg(long, env = "VERIFYFULL_SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
     shutdown_delay_seconds: u64,
+    /// Seconds in-flight requests may take to finish after the delay.
+    #[arg(long, env = "VERIFYFULL_DRAIN_SECONDS", default_value_t = 20)]
+    drain_seconds: u64,
+    /// HTTPS connections open at once; more are closed at once.
+    #[arg(long, env = "VERIFYFULL_MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
+    /// Reviews waiting for or in a decision at once; more are answered 503 at once.
+    #[arg(long, env = "VERIFYFULL_MAX_IN_FLIGHT", default_value_t = 64)]
+    max_in_flight: usize,
+    /// MiB of request bodies (beyond the first 64 KiB of each) buffered at once.
+    #[arg(long, env = "VERIFYFULL_BODY_BUDGET_MIB", default_value_t = 32)]
+    body_budget_mib: usize,
     /// Log format.
     #[arg(long, value_enum, env = "VERIFYFULL_LOG_FORMAT", default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -85,13 +97,17 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let subscriber = tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    );
-    match args.log_format {
-        LogFormat::Json => subscriber.json().init(),
-        LogFormat::Text => subscriber.init(),
-    }
+    let logging = runtime::logging::init(match args.log_format {
+        LogFormat::Json => runtime::logging::Format::Json,
+        LogFormat::Text => runtime::logging::Format::Text,
+    });
+    let mut signals = match runtime::signals::Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch signals");
+            return ExitCode::from(1);
+        }
+    };
     // One crypto provider, chosen explicitly: with two in the dependency tree rustls has no default.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let _ = provider.as_ref().clone().install_default();
@@ -133,7 +149,7 @@ async fn main() -> ExitCode {
         tls_key_file: args.tls_key_file,
         cert_reload_interval: Duration::from_secs(args.cert_reload_seconds.max(1)),
         shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
-        drain_timeout: Duration::from_secs(25),
+        drain_timeout: Duration::from_secs(args.drain_seconds),
         request_timeout: Duration::from_secs(10),
         settings: args.settings.settings(),
         policy: Policy {
@@ -149,6 +165,13 @@ async fn main() -> ExitCode {
         },
         caches,
         policies,
+        limits: webhook::ServerLimits {
+            max_connections: args.max_connections.max(1),
+            max_in_flight: args.max_in_flight.max(1),
+            body_budget: args.body_budget_mib.saturating_mul(1024 * 1024),
+            ..webhook::ServerLimits::default()
+        },
+        log_dropped: Some(logging.dropped()),
     };
     let running = match webhook::start(config, provider).await {
         Ok(r) => r,
@@ -158,23 +181,14 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(addr = %running.addr, admin = %running.admin_addr, "serving");
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM");
-            return ExitCode::from(1);
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    signals.shutdown().await;
     tracing::info!("shutting down: not ready, draining");
     running.begin_shutdown();
     // A second signal exits at once.
-    tokio::select! {
+    let code = tokio::select! {
         _ = running.wait() => ExitCode::SUCCESS,
-        _ = term.recv() => ExitCode::from(1),
-        _ = tokio::signal::ctrl_c() => ExitCode::from(1),
-    }
+        _ = signals.shutdown() => ExitCode::from(1),
+    };
+    drop(logging);
+    code
 }

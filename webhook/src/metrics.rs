@@ -22,6 +22,11 @@ struct ReviewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabel {
     mode: &'static str,
 }
@@ -44,6 +49,10 @@ pub struct Metrics {
     pub certificate_not_after: Gauge,
     cache_synced: Family<KindLabel, Gauge>,
     cache_objects: Family<KindLabel, Gauge>,
+    refused: Family<ReasonLabel, Counter>,
+    log_lines_dropped: Counter,
+    certificate_reload_failures: Counter,
+    certificate_reload_failing: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +113,30 @@ impl Metrics {
             "Objects in the cache of a kind",
             cache_objects.clone(),
         );
+        let refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "refused",
+            "Requests refused by a limit (in_flight, body_budget, body_too_large), answered 503 or 413 at once",
+            refused.clone(),
+        );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stdout could not take them",
+            log_lines_dropped.clone(),
+        );
+        let certificate_reload_failures = Counter::default();
+        registry.register(
+            "certificate_reload_failures",
+            "Re-reads of the serving certificate that found a pair not whole or not valid now (the current one stays)",
+            certificate_reload_failures.clone(),
+        );
+        let certificate_reload_failing = Gauge::default();
+        registry.register(
+            "certificate_reload_failing",
+            "1 when the last re-read of the serving certificate was refused",
+            certificate_reload_failing.clone(),
+        );
         Metrics {
             registry,
             reviews,
@@ -113,7 +146,29 @@ impl Metrics {
             certificate_not_after,
             cache_synced,
             cache_objects,
+            refused,
+            log_lines_dropped,
+            certificate_reload_failures,
+            certificate_reload_failing,
         }
+    }
+
+    /// A request refused by a limit.
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Brings counters kept elsewhere up to date, at scrape time.
+    pub fn observe_counts(&self, log_dropped: u64, cert: &crate::tls::Reloading) {
+        catch_up(&self.log_lines_dropped, log_dropped);
+        catch_up(
+            &self.certificate_reload_failures,
+            cert.failures.load(std::sync::atomic::Ordering::SeqCst),
+        );
+        self.certificate_reload_failing.set(i64::from(
+            cert.failing.load(std::sync::atomic::Ordering::SeqCst),
+        ));
+        self.certificate_not_after.set(cert.not_after());
     }
 
     /// One review on a route: `enforce`, `warn`, `audit` ([`mode_label`]) or `mutate`.
@@ -155,5 +210,13 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// Raises a counter to a total counted elsewhere.
+fn catch_up(counter: &Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
     }
 }

@@ -1,9 +1,12 @@
 //! The serving certificate: loaded from files, re-read on an interval, and swapped only
-//! when a new pair parses and matches. Re-reading by path (not inotify) follows the
-//! kubelet's `..data` symlink swap of Secret volumes.
+//! when a new pair is whole — every certificate of the chain parses, the leaf matches the
+//! key and is within its validity period. Otherwise the current pair stays, the reason is
+//! logged and counted. Re-reading by path (not inotify) follows the kubelet's `..data`
+//! symlink swap of Secret volumes. Readiness is off while the pair served is expired.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -32,6 +35,16 @@ pub enum CertError {
     },
     #[error("the private key does not match the certificate: {0}")]
     Mismatch(rustls::Error),
+    #[error("{path}: certificate {index} of the chain is not a valid PEM block")]
+    BadPem { path: PathBuf, index: usize },
+    #[error("{path}: certificate {index} of the chain does not parse as X.509")]
+    BadCertificate { path: PathBuf, index: usize },
+    #[error("{path}: the certificate is not valid now (valid from {not_before} to {not_after})")]
+    OutOfValidity {
+        path: PathBuf,
+        not_before: String,
+        not_after: String,
+    },
 }
 
 /// The files, as read: compared on every tick so an unchanged pair is not re-parsed.
@@ -54,13 +67,23 @@ fn certified(
     key_path: &Path,
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, CertError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem.cert)
-        .filter_map(Result::ok)
-        .collect();
+    let path = || cert_path.to_path_buf();
+    let mut chain: Vec<CertificateDer<'static>> = Vec::new();
+    for (index, block) in CertificateDer::pem_slice_iter(&pem.cert).enumerate() {
+        let der = block.map_err(|_| CertError::BadPem {
+            path: path(),
+            index,
+        })?;
+        if x509_parser::parse_x509_certificate(der.as_ref()).is_err() {
+            return Err(CertError::BadCertificate {
+                path: path(),
+                index,
+            });
+        }
+        chain.push(der);
+    }
     if chain.is_empty() {
-        return Err(CertError::NoCertificate {
-            path: cert_path.to_path_buf(),
-        });
+        return Err(CertError::NoCertificate { path: path() });
     }
     let key = PrivateKeyDer::from_pem_slice(&pem.key).map_err(|_| CertError::BadKey {
         path: key_path.to_path_buf(),
@@ -77,6 +100,45 @@ fn certified(
     Ok(certified)
 }
 
+/// The leaf's validity period, in seconds since the epoch.
+fn validity(certified: &CertifiedKey) -> (i64, i64) {
+    certified
+        .cert
+        .first()
+        .and_then(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
+        .map_or((0, 0), |(_, cert)| {
+            let v = cert.validity();
+            (v.not_before.timestamp(), v.not_after.timestamp())
+        })
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// A pair for a reload: whole, and valid now.
+fn current_pair(
+    pem: &Pem,
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, CertError> {
+    let certified = certified(pem, cert_path, key_path, provider)?;
+    let (not_before, not_after) = validity(&certified);
+    let t = now();
+    if t < not_before || t > not_after {
+        let show = |s: i64| {
+            jiff::Timestamp::from_second(s).map_or_else(|_| s.to_string(), |t| t.to_string())
+        };
+        return Err(CertError::OutOfValidity {
+            path: cert_path.to_path_buf(),
+            not_before: show(not_before),
+            not_after: show(not_after),
+        });
+    }
+    Ok(certified)
+}
+
 /// Serves the current certificate to every handshake.
 #[derive(Debug)]
 pub struct Reloading {
@@ -86,20 +148,16 @@ pub struct Reloading {
     current: ArcSwap<CertifiedKey>,
     pem: std::sync::Mutex<Pem>,
     /// The serving certificate's notAfter, in seconds since the epoch (0: unknown).
-    not_after: std::sync::atomic::AtomicI64,
-}
-
-/// notAfter of the first (leaf) certificate, in seconds since the epoch.
-fn not_after(certified: &CertifiedKey) -> i64 {
-    certified
-        .cert
-        .first()
-        .and_then(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok())
-        .map_or(0, |(_, cert)| cert.validity().not_after.timestamp())
+    not_after: AtomicI64,
+    not_before: AtomicI64,
+    /// Reloads refused (a bad or out-of-date pair), and whether the last attempt was.
+    pub failures: AtomicU64,
+    pub failing: AtomicBool,
 }
 
 impl Reloading {
-    /// Loads the pair once; a failure here is fatal (there is nothing to serve).
+    /// Loads the pair once; a pair that is not whole is fatal (there is nothing to serve).
+    /// An expired one is served, not ready, until a valid one replaces it.
     pub fn load(
         cert_path: &Path,
         key_path: &Path,
@@ -110,19 +168,32 @@ impl Reloading {
             key: read(key_path)?,
         };
         let certified = certified(&pem, cert_path, key_path, &provider)?;
+        let (not_before, not_after) = validity(&certified);
         Ok(Reloading {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
             provider,
-            not_after: std::sync::atomic::AtomicI64::new(not_after(&certified)),
+            not_after: AtomicI64::new(not_after),
+            not_before: AtomicI64::new(not_before),
             current: ArcSwap::from_pointee(certified),
             pem: std::sync::Mutex::new(pem),
+            failures: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
         })
     }
 
-    /// Re-reads the files; swaps in a changed pair that parses and matches. Returns
-    /// whether it swapped; a bad pair keeps the current one.
+    /// Re-reads the files; swaps in a changed pair that is whole and valid now. Returns
+    /// whether it swapped; a bad pair keeps the current one (and is counted).
     pub fn reload(&self) -> Result<bool, CertError> {
+        let result = self.try_reload();
+        self.failing.store(result.is_err(), Ordering::SeqCst);
+        if result.is_err() {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<bool, CertError> {
         let pem = Pem {
             cert: read(&self.cert_path)?,
             key: read(&self.key_path)?,
@@ -134,9 +205,10 @@ impl Reloading {
         if *last == pem {
             return Ok(false);
         }
-        let certified = certified(&pem, &self.cert_path, &self.key_path, &self.provider)?;
-        self.not_after
-            .store(not_after(&certified), std::sync::atomic::Ordering::SeqCst);
+        let certified = current_pair(&pem, &self.cert_path, &self.key_path, &self.provider)?;
+        let (not_before, not_after) = validity(&certified);
+        self.not_before.store(not_before, Ordering::SeqCst);
+        self.not_after.store(not_after, Ordering::SeqCst);
         self.current.store(Arc::new(certified));
         *last = pem;
         Ok(true)
@@ -144,7 +216,13 @@ impl Reloading {
 
     /// The serving certificate's notAfter (seconds since the epoch; 0 if unreadable).
     pub fn not_after(&self) -> i64 {
-        self.not_after.load(std::sync::atomic::Ordering::SeqCst)
+        self.not_after.load(Ordering::SeqCst)
+    }
+
+    /// The certificate served is within its validity period now.
+    pub fn valid_now(&self) -> bool {
+        let t = now();
+        self.not_before.load(Ordering::SeqCst) <= t && t <= self.not_after()
     }
 
     /// Re-reads on every tick until the task is dropped.

@@ -103,6 +103,8 @@ fn config(cert: &Path, key: &Path) -> webhook::Config {
         mode_label_subjects: Subjects::default(),
         caches: None,
         policies: None,
+        limits: webhook::ServerLimits::default(),
+        log_dropped: None,
     }
 }
 
