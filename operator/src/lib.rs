@@ -105,10 +105,28 @@ pub async fn serve_admin(
                 }
             }),
         );
+    // Probes and scrapes need few connections; slow or idle clients are cut off.
+    let limits = runtime::serve::Limits {
+        max_connections: 16,
+        header_timeout: Duration::from_secs(10),
+    };
+    let shutdown = runtime::serve::Shutdown {
+        delay: Duration::ZERO,
+        drain: Duration::from_secs(1),
+    };
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "admin server stopped");
-        }
+        // Serves until the process exits.
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        runtime::serve::serve(
+            listener,
+            runtime::serve::Plain,
+            app,
+            limits,
+            shutdown,
+            stop,
+            || {},
+        )
+        .await;
     });
     Ok(bound)
 }

@@ -135,12 +135,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let logging = runtime::logging::init(runtime::logging::Format::Json);
+    let mut signals = match runtime::signals::Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch signals");
+            return ExitCode::from(1);
+        }
+    };
     // One crypto provider, chosen explicitly: with two in the dependency tree rustls has no default.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = match kube::Client::try_default().await {
@@ -170,6 +172,7 @@ async fn main() -> ExitCode {
         };
     }
     let metrics = operator::metrics::Metrics::default();
+    metrics.count_dropped_logs(logging.dropped());
     match operator::serve_admin(args.admin_listen, metrics.clone()).await {
         Ok(addr) => tracing::info!(admin = %addr, "admin port"),
         Err(e) => {
@@ -222,11 +225,8 @@ async fn main() -> ExitCode {
         default_policy,
         secret_sources: args.secret_sources,
     };
-    let shutdown = async {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate() => {}
-        }
+    let shutdown = async move {
+        signals.shutdown().await;
         tracing::info!("shutting down: releasing the lease");
     };
     match operator::run(client, config, metrics, shutdown).await {
@@ -235,14 +235,5 @@ async fn main() -> ExitCode {
             tracing::error!(error = %e, "stepping down");
             ExitCode::from(1)
         }
-    }
-}
-
-async fn terminate() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(_) => std::future::pending().await,
     }
 }

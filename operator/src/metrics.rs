@@ -25,6 +25,8 @@ struct Inner {
     writes: Family<Written, Counter>,
     leader: Gauge,
     ready: Gauge,
+    log_lines_dropped: Counter,
+    log_dropped: std::sync::OnceLock<runtime::logging::Dropped>,
 }
 
 /// Cheap to clone; all clones count into one registry.
@@ -54,12 +56,20 @@ impl Default for Metrics {
             "1 once the CRD is served and caches are synced",
             ready.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stdout could not take them",
+            log_lines_dropped.clone(),
+        );
         Metrics(Arc::new(Inner {
             registry,
             reconciles,
             writes,
             leader,
             ready,
+            log_lines_dropped,
+            log_dropped: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -88,7 +98,15 @@ impl Metrics {
         self.0.ready.get() == 1
     }
 
+    /// Counts the log lines the writer drops.
+    pub fn count_dropped_logs(&self, dropped: runtime::logging::Dropped) {
+        let _ = self.0.log_dropped.set(dropped);
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        if let Some(d) = self.0.log_dropped.get() {
+            runtime::metrics::catch_up(&self.0.log_lines_dropped, d.lines());
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.0.registry)?;
         Ok(out)

@@ -5,5 +5,6 @@
 //! The limits and why they are what they are: docs/operations.md.
 
 pub mod logging;
+pub mod metrics;
 pub mod serve;
 pub mod signals;

@@ -40,9 +40,12 @@ impl Logging {
     }
 }
 
-/// The default filter: `info`, and nothing from rustls (its handshake warnings quote what
-/// a client sent, such as the server name it asked for). `RUST_LOG` overrides it.
-pub const DEFAULT_FILTER: &str = "info,rustls=off";
+/// The default filter; `RUST_LOG` replaces it.
+pub const DEFAULT_FILTER: &str = "info";
+
+/// Never logged, whatever `RUST_LOG` says: rustls's handshake warnings quote what a client
+/// sent (the server name it asked for, for one).
+const ALWAYS_OFF: &str = "rustls=off";
 
 /// Installs the global subscriber writing to stdout.
 pub fn init(format: Format) -> Logging {
@@ -59,6 +62,10 @@ pub fn init_with<W: Write + Send + 'static>(format: Format, writer: W) -> Loggin
     let dropped = writer.error_counter();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| DEFAULT_FILTER.into());
+    let filter = match ALWAYS_OFF.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

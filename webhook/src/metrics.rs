@@ -160,8 +160,8 @@ impl Metrics {
 
     /// Brings counters kept elsewhere up to date, at scrape time.
     pub fn observe_counts(&self, log_dropped: u64, cert: &crate::tls::Reloading) {
-        catch_up(&self.log_lines_dropped, log_dropped);
-        catch_up(
+        runtime::metrics::catch_up(&self.log_lines_dropped, log_dropped);
+        runtime::metrics::catch_up(
             &self.certificate_reload_failures,
             cert.failures.load(std::sync::atomic::Ordering::SeqCst),
         );
@@ -210,13 +210,5 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
-    }
-}
-
-/// Raises a counter to a total counted elsewhere.
-fn catch_up(counter: &Counter, total: u64) {
-    let seen = counter.get();
-    if total > seen {
-        counter.inc_by(total - seen);
     }
 }
