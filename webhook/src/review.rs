@@ -238,7 +238,8 @@ pub fn mutate(body: &[u8], decider: &Decider<'_>) -> Reviewed {
         Ok(_) => return invalid("the object is not a Pod".to_string()),
         Err(e) => return invalid(format!("object: {e}")),
     };
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
+    let Ok(value) = serde_json::from_str::<PatchView>(raw.get()).and_then(serde_json::to_value)
+    else {
         return invalid("the object is not JSON".to_string());
     };
     let labels = p.namespace_labels(req.namespace.unwrap_or_default());
@@ -257,6 +258,41 @@ pub fn mutate(body: &[u8], decider: &Decider<'_>) -> Reviewed {
         },
         "patched",
     )
+}
+
+/// What the injection's JSON patch reads of a Pod (names of volumes, containers, mounts and
+/// variables, at their indices) — never the whole object as a tree of values.
+#[derive(Deserialize, Serialize)]
+struct PatchView {
+    spec: PatchSpec,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PatchSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volumes: Option<Vec<Named>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    containers: Option<Vec<PatchContainer>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init_containers: Option<Vec<PatchContainer>>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PatchContainer {
+    #[serde(default)]
+    name: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env: Option<Vec<Named>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volume_mounts: Option<Vec<Named>>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct Named {
+    #[serde(default)]
+    name: serde_json::Value,
 }
 
 /// An AdmissionReview answer (HTTP 200, a denial too).
