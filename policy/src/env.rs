@@ -206,9 +206,14 @@ pub struct Env<'a> {
     pub open: Vec<OpenSource<'a>>,
     /// Variables whose `$(VAR)` expansion went over a limit (in part hidden).
     pub over_limit: Vec<Cow<'a, str>>,
-    /// Where each name is in `vars`: building stays linear in the number of variables.
-    index: HashMap<Cow<'a, str>, usize>,
+    /// Where each name is in `vars`, once there are [`INDEXED`] of them: building stays
+    /// linear in the number of variables, and the few variables of most containers are
+    /// found by a scan without hashing.
+    index: Option<HashMap<Cow<'a, str>, usize>>,
 }
+
+/// From this many variables on, names are looked up through an index.
+const INDEXED: usize = 32;
 
 /// Replaces the engine's own marker characters in user text, so no input can forge a
 /// hidden span.
@@ -232,7 +237,6 @@ impl<'a> Env<'a> {
     ) -> Env<'a> {
         let mut out = Env {
             vars: Vec::with_capacity(env.len()),
-            index: HashMap::with_capacity(env.len()),
             ..Env::default()
         };
         for (index, source) in env_from.iter().enumerate() {
@@ -298,24 +302,42 @@ impl<'a> Env<'a> {
         out
     }
 
+    fn position(&self, name: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(name).copied(),
+            None => self.vars.iter().position(|v| v.name == name),
+        }
+    }
+
     fn insert(&mut self, var: Var<'a>) {
-        match self.index.get(&var.name) {
-            Some(&i) => {
+        match self.position(&var.name) {
+            Some(i) => {
                 let existing = &mut self.vars[i];
                 let redefined =
                     existing.redefined || (existing.env_from.is_none() && var.env_from.is_none());
                 *existing = Var { redefined, ..var };
             }
             None => {
-                self.index.insert(var.name.clone(), self.vars.len());
+                if let Some(index) = &mut self.index {
+                    index.insert(var.name.clone(), self.vars.len());
+                }
                 self.vars.push(var);
+                if self.index.is_none() && self.vars.len() == INDEXED {
+                    let index = self
+                        .vars
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (v.name.clone(), i))
+                        .collect();
+                    self.index = Some(index);
+                }
             }
         }
     }
 
     /// Looks a name up, taking unresolved `envFrom` sources into account.
     pub fn get(&self, name: &str) -> Get<'_, 'a> {
-        let var = self.index.get(name).map(|&i| &self.vars[i]);
+        let var = self.position(name).map(|i| &self.vars[i]);
         let after = match var {
             Some(v) => match v.env_from {
                 None => return Get::Set(v),

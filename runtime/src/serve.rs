@@ -2,8 +2,11 @@
 //! it may hold open, how long a handshake, a request's headers or an idle keep-alive may
 //! take, and what happens to each connection at shutdown.
 //!
-//! - Past [`Limits::max_connections`] a new connection is closed at once (refused fast,
-//!   never queued); the ones already open keep working.
+//! - At [`Limits::max_connections`] a new connection takes the place of the connection
+//!   that has been idle longest (between requests, still in its handshake, or still
+//!   sending headers): holding connections open costs an attacker nothing, so idle ones
+//!   must not lock out the API server. Only when every connection is busy with a request
+//!   is a new one closed at once (refused fast, never queued).
 //! - A TLS handshake and every request's headers must arrive within
 //!   [`Limits::header_timeout`]; an idle keep-alive connection is closed after it too.
 //! - When `accept` fails (out of file descriptors), the loop backs off instead of spinning
@@ -14,20 +17,22 @@
 //!   whatever is left (a half-sent request, a handshake) is dropped. The server returns
 //!   within delay + drain.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 /// What one server allows its clients.
@@ -115,6 +120,119 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// One open connection, as the eviction sees it.
+#[derive(Debug, Default)]
+struct Conn {
+    /// Requests being answered on it.
+    busy: AtomicUsize,
+    /// When it last finished a request (or opened), in ms since the server started.
+    last: AtomicU64,
+    /// Requests it has been answered.
+    served: AtomicU64,
+    /// Asked to close (evicted, or the server stops).
+    close: Notify,
+    closing: AtomicBool,
+}
+
+impl Conn {
+    fn ask_to_close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.close.notify_one();
+    }
+}
+
+/// The open connections.
+#[derive(Debug, Default)]
+struct Table {
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next: AtomicU64,
+    started: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+impl Table {
+    fn now_ms(&self) -> u64 {
+        let started = self.started.get_or_init(tokio::time::Instant::now);
+        started.elapsed().as_millis() as u64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Room for one more: a place under the cap, or the place of an idle connection (asked
+    /// to close; it leaves at once, having nothing in flight) — first one that never
+    /// completed a request (a slow handshake or headers, or a connection opened and left),
+    /// oldest first; else the one idle longest. `None`: every connection is busy.
+    fn admit(&self, max: usize) -> Option<(u64, Arc<Conn>)> {
+        let mut conns = self.lock();
+        let open = conns
+            .values()
+            .filter(|c| !c.closing.load(Ordering::Relaxed))
+            .count();
+        if open >= max {
+            let idlest = conns
+                .values()
+                .filter(|c| {
+                    !c.closing.load(Ordering::Relaxed) && c.busy.load(Ordering::Relaxed) == 0
+                })
+                .min_by_key(|c| {
+                    (
+                        c.served.load(Ordering::Relaxed) > 0,
+                        c.last.load(Ordering::Relaxed),
+                    )
+                })?;
+            idlest.ask_to_close();
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn::default());
+        conn.last.store(self.now_ms(), Ordering::Relaxed);
+        conns.insert(id, conn.clone());
+        Some((id, conn))
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn close_all(&self) {
+        for c in self.lock().values() {
+            c.ask_to_close();
+        }
+    }
+}
+
+/// The router as one connection's service: counts the requests in flight on it, so the
+/// connection is known idle or busy.
+#[derive(Clone)]
+struct Tracked {
+    inner: TowerToHyperService<Router>,
+    conn: Arc<Conn>,
+    table: Arc<Table>,
+}
+
+type Answer = Result<axum::response::Response, std::convert::Infallible>;
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        self.conn.busy.fetch_add(1, Ordering::Relaxed);
+        let answer = self.inner.call(req);
+        let (conn, table) = (self.conn.clone(), self.table.clone());
+        Box::pin(async move {
+            let response = answer.await;
+            conn.last.store(table.now_ms(), Ordering::Relaxed);
+            conn.served.fetch_add(1, Ordering::Relaxed);
+            conn.busy.fetch_sub(1, Ordering::Relaxed);
+            response
+        })
+    }
+}
+
 /// Serves `router` on `listener` until `stop` turns true, then shuts down as the module
 /// says. `on_stop` runs once, when the stop signal arrives.
 pub async fn serve<H: Handshake>(
@@ -144,8 +262,7 @@ pub async fn serve<H: Handshake>(
         },
     ));
     let service = TowerToHyperService::new(router);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let table = Arc::new(Table::default());
     let mut connections = JoinSet::new();
     let mut on_stop = Some(on_stop);
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -170,28 +287,18 @@ pub async fn serve<H: Handshake>(
                         continue;
                     }
                 };
-                // Full: refuse at once (dropping closes the socket).
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Every connection busy: refuse at once (dropping closes the socket).
+                let Some((id, conn)) = table.admit(limits.max_connections) else {
                     drop(tcp);
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
                 let handshake = handshake.clone();
-                let service = service.clone();
-                let watcher = graceful.watcher();
+                let tracked = Tracked { inner: service.clone(), conn: conn.clone(), table: table.clone() };
+                let table = table.clone();
                 connections.spawn(async move {
-                    let _slot = slot;
-                    let Ok(Ok(io)) =
-                        tokio::time::timeout(limits.header_timeout, handshake.handshake(tcp)).await
-                    else {
-                        return;
-                    };
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(limits.header_timeout)
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(io), service);
-                    let _ = watcher.watch(conn).await;
+                    serve_connection(tcp, handshake, tracked, limits).await;
+                    table.remove(id);
                 });
             }
             () = stopped(&mut stop), if deadline.is_none() => {
@@ -205,9 +312,42 @@ pub async fn serve<H: Handshake>(
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(shutdown.drain, graceful.shutdown()).await;
-    // Handshakes and half-sent requests that are still open: dropped.
+    // Idle connections close now, busy ones after their request; the drain bounds it, and
+    // whatever is left (handshakes, half-sent requests) is dropped.
+    table.close_all();
+    let drained = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(shutdown.drain, drained).await;
     connections.shutdown().await;
+}
+
+/// One connection: handshake, then HTTP/1.1 until the client leaves or the connection is
+/// asked to close (evicted, or the server stops) — then it closes as soon as it is idle.
+async fn serve_connection<H: Handshake>(
+    tcp: TcpStream,
+    handshake: H,
+    tracked: Tracked,
+    limits: Limits,
+) {
+    let conn = tracked.conn.clone();
+    let io = tokio::select! {
+        io = tokio::time::timeout(limits.header_timeout, handshake.handshake(tcp)) => match io {
+            Ok(Ok(io)) => io,
+            _ => return,
+        },
+        () = conn.close.notified() => return,
+    };
+    let http = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), tracked);
+    tokio::pin!(http);
+    tokio::select! {
+        _ = http.as_mut() => return,
+        () = conn.close.notified() => {}
+    }
+    http.as_mut().graceful_shutdown();
+    let _ = http.await;
 }
 
 #[cfg(test)]

@@ -384,7 +384,11 @@ fn main() {
         ),
         (
             "8 MiB uploads held open, 32 clients",
-            Box::new(|t| (0..32).map(|_| tokio::spawn(hold_upload(t.clone()))).collect()),
+            Box::new(|t| {
+                (0..32)
+                    .map(|_| tokio::spawn(hold_upload(t.clone())))
+                    .collect()
+            }),
         ),
         (
             "10,000 idle kept-alive connections",
@@ -393,7 +397,9 @@ fn main() {
         (
             "slow headers and bodies: 300 HTTPS, 100 bodies, 50 admin",
             Box::new(|t| {
-                let mut v: Vec<_> = (0..300).map(|_| tokio::spawn(slow(t.clone(), false, false))).collect();
+                let mut v: Vec<_> = (0..300)
+                    .map(|_| tokio::spawn(slow(t.clone(), false, false)))
+                    .collect();
                 v.extend((0..100).map(|_| tokio::spawn(slow(t.clone(), false, true))));
                 v.extend((0..50).map(|_| tokio::spawn(slow(t.clone(), true, false))));
                 v

@@ -50,7 +50,8 @@ pub struct ServerLimits {
     pub max_admin_connections: usize,
     /// Requests whose body has arrived, waiting for or in a decision; more get 503.
     pub max_in_flight: usize,
-    /// Decisions running at once, on blocking threads (never on the async workers).
+    /// Decisions of ordinary reviews (up to [`SMALL_BODY`]) running at once, on blocking
+    /// threads (never on the async workers); larger reviews get half as many, apart.
     pub decisions: usize,
     /// Bytes of bodies beyond [`SMALL_BODY`] each, buffered at once by all requests
     /// together; a request that would go over gets 503.
@@ -119,7 +120,11 @@ struct App {
     policies: Option<Arc<policies::Policies>>,
     cert: Arc<tls::Reloading>,
     in_flight: Arc<Semaphore>,
+    /// Decisions of reviews up to [`SMALL_BODY`] (what the API server sends) and of larger
+    /// ones run in separate lanes, so a flood of large reviews cannot make ordinary ones
+    /// wait behind it.
     decisions: Arc<Semaphore>,
+    large_decisions: Arc<Semaphore>,
     /// [`ServerLimits::body_budget`], in KiB.
     body_budget: Arc<Semaphore>,
     log_dropped: Option<runtime::logging::Dropped>,
@@ -203,6 +208,7 @@ pub async fn start(
         cert: resolver.clone(),
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
         decisions: Arc::new(Semaphore::new(limits.decisions.max(1))),
+        large_decisions: Arc::new(Semaphore::new((limits.decisions / 2).max(1))),
         body_budget: Arc::new(Semaphore::new(limits.body_budget / 1024)),
         log_dropped: config.log_dropped,
     });
@@ -481,7 +487,12 @@ async fn handle(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -> 
             "verifyfull is busy: too many reviews in flight",
         );
     };
-    let Ok(turn) = app.decisions.clone().acquire_owned().await else {
+    let lane = if bytes.len() <= SMALL_BODY {
+        &app.decisions
+    } else {
+        &app.large_decisions
+    };
+    let Ok(turn) = lane.clone().acquire_owned().await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let decided = tokio::task::spawn_blocking(move || {

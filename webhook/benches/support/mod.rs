@@ -30,7 +30,6 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-
 pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
     l.local_addr().expect("addr")
@@ -48,7 +47,6 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
-
 
 /// A `Name:   value kB` line of `/proc/<pid>/status`.
 pub fn status_kib(pid: u32, field: &str) -> u64 {
@@ -99,7 +97,6 @@ pub async fn post(sender: &mut Sender, body: &Bytes) -> (u16, Bytes) {
         resp.into_body().collect().await.expect("body").to_bytes(),
     )
 }
-
 
 /// A CREATE review of `object` as the API server sends it.
 pub fn review(object: Value) -> Bytes {
@@ -261,4 +258,3 @@ pub async fn cached(cert: PathBuf, key: PathBuf, addr: SocketAddr) {
         .wait()
         .await;
 }
-
