@@ -109,6 +109,7 @@ pub async fn serve_admin(
     let limits = runtime::serve::Limits {
         max_connections: 16,
         header_timeout: Duration::from_secs(10),
+        new_connections_per_second: 50,
     };
     let shutdown = runtime::serve::Shutdown {
         delay: Duration::ZERO,

@@ -7,6 +7,9 @@
 //!   sending headers): holding connections open costs an attacker nothing, so idle ones
 //!   must not lock out the API server. Only when every connection is busy with a request
 //!   is a new one closed at once (refused fast, never queued).
+//! - New connections are taken at most [`Limits::new_connections_per_second`] (a burst of
+//!   twice that); past it a connection is closed before its handshake, the costly part of
+//!   a connection flood. The API server keeps its connections, so it opens few.
 //! - A TLS handshake and every request's headers must arrive within
 //!   [`Limits::header_timeout`]; an idle keep-alive connection is closed after it too.
 //! - When `accept` fails (out of file descriptors), the loop backs off instead of spinning
@@ -42,6 +45,42 @@ pub struct Limits {
     pub max_connections: usize,
     /// A TLS handshake, each request's headers, and an idle keep-alive gap, at most.
     pub header_timeout: Duration,
+    /// New connections taken per second (a burst of twice as many).
+    pub new_connections_per_second: u32,
+}
+
+/// A token bucket for new connections.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Bucket {
+        let rate = f64::from(rate.max(1));
+        Bucket {
+            tokens: 2.0 * rate,
+            rate,
+            burst: 2.0 * rate,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// How a server stops.
@@ -267,6 +306,7 @@ pub async fn serve<H: Handshake>(
     let mut on_stop = Some(on_stop);
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut backoff = Backoff::new();
+    let mut bucket = Bucket::new(limits.new_connections_per_second);
     loop {
         while connections.try_join_next().is_some() {}
         let delay_over = async {
@@ -287,7 +327,12 @@ pub async fn serve<H: Handshake>(
                         continue;
                     }
                 };
-                // Every connection busy: refuse at once (dropping closes the socket).
+                // Too many new connections, or every connection busy: refuse at once
+                // (dropping closes the socket).
+                if !bucket.take() {
+                    drop(tcp);
+                    continue;
+                }
                 let Some((id, conn)) = table.admit(limits.max_connections) else {
                     drop(tcp);
                     continue;
@@ -339,6 +384,8 @@ async fn serve_connection<H: Handshake>(
     let http = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        // Bounds the read buffer of each connection (hyper's default is 400 KiB).
+        .max_buf_size(64 * 1024)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), tracked);
     tokio::pin!(http);
@@ -353,6 +400,16 @@ async fn serve_connection<H: Handshake>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_allows_a_burst_then_the_rate() {
+        let mut b = Bucket::new(10);
+        assert_eq!((0..30).filter(|_| b.take()).count(), 20);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!((0..30).filter(|_| b.take()).count(), 5);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!((0..30).filter(|_| b.take()).count(), 20);
+    }
 
     #[test]
     fn backoff_doubles_to_a_second_and_resets() {

@@ -220,13 +220,29 @@ async fn drip<S: AsyncWriteExt + Unpin>(s: &mut S, text: &[u8], t: &Target) -> s
     Ok(())
 }
 
+type Pool = (
+    tokio::sync::mpsc::Sender<Option<Sender>>,
+    tokio::sync::mpsc::Receiver<Option<Sender>>,
+);
+
+/// The client's keep-alive connections, opened before an attack starts (as the API
+/// server's are); one that breaks is reopened during the phase.
+async fn pool(t: &Target) -> Pool {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Option<Sender>>(CLIENT_CONNECTIONS);
+    let warm = review(deployment(true));
+    for _ in 0..CLIENT_CONNECTIONS {
+        let mut s = try_connect(t.addr, &t.connector).await.ok();
+        if let Some(s) = &mut s {
+            let _ = try_post(s, &warm).await;
+        }
+        let _ = tx.send(s).await;
+    }
+    (tx, rx)
+}
+
 /// The well-behaved client for one phase: latencies (ms) and failures; readiness probes
 /// and how many failed.
-async fn good_client(t: &Target, body: &Bytes) -> (Vec<f64>, u64, u64, u64) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Option<Sender>>(CLIENT_CONNECTIONS);
-    for _ in 0..CLIENT_CONNECTIONS {
-        let _ = tx.send(try_connect(t.addr, &t.connector).await.ok()).await;
-    }
+async fn good_client(t: &Target, body: &Bytes, (tx, rx): Pool) -> (Vec<f64>, u64, u64, u64) {
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let total = RATE * PHASE.as_secs();
     let start = tokio::time::Instant::now() + Duration::from_millis(20);
@@ -315,7 +331,17 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("dir");
     let (cert, key, ca) = certificate(&dir);
     let (addr, admin) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_verifyfull-webhook"))
+    // `VERIFYFULL_ATTACK_SERVER_CPU=0` pins the server to core 0 (run the benchmark itself
+    // under `taskset -c 1`), so that the attackers' own CPU does not count against it.
+    let mut command = match std::env::var("VERIFYFULL_ATTACK_SERVER_CPU") {
+        Ok(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu, env!("CARGO_BIN_EXE_verifyfull-webhook")]);
+            c
+        }
+        Err(_) => Command::new(env!("CARGO_BIN_EXE_verifyfull-webhook")),
+    };
+    let mut child = command
         .args(["--standalone", "--listen", &addr.to_string()])
         .args(["--admin-listen", &admin.to_string()])
         .arg("--tls-cert-file")
@@ -408,8 +434,19 @@ fn main() {
     ];
     let connector = connector(ca);
     let mut worst_p99: f64 = 0.0;
+    // `VERIFYFULL_ATTACK_ONLY=bombs,idle` runs only the attacks whose names contain one of
+    // the words (and the baseline).
+    let only: Vec<String> = std::env::var("VERIFYFULL_ATTACK_ONLY")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
     rt.block_on(async {
         for (name, attack) in &phases {
+            if !only.is_empty()
+                && !name.starts_with("none")
+                && !only.iter().any(|w| name.contains(w.as_str()))
+            {
+                continue;
+            }
             let t = Target {
                 addr,
                 admin,
@@ -417,9 +454,10 @@ fn main() {
                 stop: Arc::new(AtomicBool::new(false)),
                 sent: Arc::new(AtomicU64::new(0)),
             };
+            let connections = pool(&t).await;
             let attackers = attack(&t);
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let (mut lat, failed, _probes, bad_probes) = good_client(&t, &good).await;
+            let (mut lat, failed, _probes, bad_probes) = good_client(&t, &good, connections).await;
             let now = support::status_kib(pid, "VmRSS:") as f64 / 1024.0;
             t.stop.store(true, Ordering::Relaxed);
             for a in attackers {

@@ -55,6 +55,7 @@ async fn baseline(cert: PathBuf, key: PathBuf, addr: SocketAddr) {
     let limits = runtime::serve::Limits {
         max_connections: webhook::ServerLimits::default().max_connections,
         header_timeout: Duration::from_secs(10),
+        new_connections_per_second: webhook::ServerLimits::default().new_connections_per_second,
     };
     let shutdown = runtime::serve::Shutdown {
         delay: Duration::ZERO,

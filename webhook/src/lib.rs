@@ -48,6 +48,9 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// Admin-port connections open at once (probes and scrapes need few).
     pub max_admin_connections: usize,
+    /// New HTTPS connections taken per second (a burst of twice as many); the API server
+    /// keeps its connections, so only a flood meets this.
+    pub new_connections_per_second: u32,
     /// Requests whose body has arrived, waiting for or in a decision; more get 503.
     pub max_in_flight: usize,
     /// Decisions of ordinary reviews (up to [`SMALL_BODY`]) running at once, on blocking
@@ -63,9 +66,10 @@ impl Default for ServerLimits {
         ServerLimits {
             max_connections: 512,
             max_admin_connections: 16,
+            new_connections_per_second: 100,
             max_in_flight: 64,
             decisions: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            body_budget: 32 * 1024 * 1024,
+            body_budget: 16 * 1024 * 1024,
         }
     }
 }
@@ -231,6 +235,7 @@ pub async fn start(
     let admin_limits = Limits {
         max_connections: limits.max_admin_connections,
         header_timeout: timeout,
+        new_connections_per_second: 50,
     };
     let immediate = Shutdown {
         delay: Duration::ZERO,
@@ -249,6 +254,7 @@ pub async fn start(
     let https_limits = Limits {
         max_connections: limits.max_connections,
         header_timeout: timeout,
+        new_connections_per_second: limits.new_connections_per_second,
     };
     let stopping = Shutdown {
         delay: config.shutdown_delay,
@@ -319,10 +325,11 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// A request refused by a limit: answered at once, counted.
+/// A request refused by a limit: answered at once, counted, and the connection closed so
+/// that the rest of a body is not read.
 fn refuse(app: &App, status: StatusCode, reason: &'static str, text: &'static str) -> Response {
     app.metrics.refused(reason);
-    (status, text).into_response()
+    (status, [(header::CONNECTION, "close")], text).into_response()
 }
 
 /// Why a body could not be taken.
@@ -348,8 +355,20 @@ async fn read_body(
     if declared.is_some_and(|n| n > MAX_BODY) {
         return Err(BodyError::TooLarge);
     }
-    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(SMALL_BODY));
+    // A declared large body takes its whole share of the budget before anything is read:
+    // refusing it then costs nothing, and the buffer is allocated once, at its size.
+    let share = |len: usize| len.saturating_sub(SMALL_BODY).div_ceil(1024);
     let mut budget: Option<OwnedSemaphorePermit> = None;
+    if let Some(n) = declared.filter(|n| *n > SMALL_BODY) {
+        let permits = u32::try_from(share(n)).map_err(|_| BodyError::TooLarge)?;
+        let permit = app
+            .body_budget
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| BodyError::Budget)?;
+        budget = Some(permit);
+    }
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY));
     let read = async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| BodyError::Unreadable)?;
@@ -360,7 +379,7 @@ async fn read_body(
             if len > MAX_BODY {
                 return Err(BodyError::TooLarge);
             }
-            let want = len.saturating_sub(SMALL_BODY).div_ceil(1024);
+            let want = share(len);
             let held = budget.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
             if want > held {
                 let more = u32::try_from(want - held).map_err(|_| BodyError::TooLarge)?;

@@ -81,7 +81,7 @@ struct Args {
     #[arg(long, env = "VERIFYFULL_MAX_IN_FLIGHT", default_value_t = 64)]
     max_in_flight: usize,
     /// MiB of request bodies (beyond the first 64 KiB of each) buffered at once.
-    #[arg(long, env = "VERIFYFULL_BODY_BUDGET_MIB", default_value_t = 32)]
+    #[arg(long, env = "VERIFYFULL_BODY_BUDGET_MIB", default_value_t = 16)]
     body_budget_mib: usize,
     /// Log format.
     #[arg(long, value_enum, env = "VERIFYFULL_LOG_FORMAT", default_value_t = LogFormat::Json)]
