@@ -53,9 +53,9 @@ pub struct ServerLimits {
     pub new_connections_per_second: u32,
     /// Requests whose body has arrived, waiting for or in a decision; more get 503.
     pub max_in_flight: usize,
-    /// Decisions of ordinary reviews (up to [`SMALL_BODY`]) running at once, on blocking
-    /// threads (never on the async workers); larger reviews get half as many, apart.
-    pub decisions: usize,
+    /// Decisions of reviews larger than [`SMALL_BODY`] running at once, on blocking
+    /// threads (ordinary reviews are decided where they arrive).
+    pub large_decisions: usize,
     /// Bytes of bodies beyond [`SMALL_BODY`] each, buffered at once by all requests
     /// together; a request that would go over gets 503.
     pub body_budget: usize,
@@ -68,7 +68,8 @@ impl Default for ServerLimits {
             max_admin_connections: 16,
             new_connections_per_second: 100,
             max_in_flight: 64,
-            decisions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            large_decisions: (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2)
+                .max(1),
             body_budget: 16 * 1024 * 1024,
         }
     }
@@ -124,10 +125,8 @@ struct App {
     policies: Option<Arc<policies::Policies>>,
     cert: Arc<tls::Reloading>,
     in_flight: Arc<Semaphore>,
-    /// Decisions of reviews up to [`SMALL_BODY`] (what the API server sends) and of larger
-    /// ones run in separate lanes, so a flood of large reviews cannot make ordinary ones
-    /// wait behind it.
-    decisions: Arc<Semaphore>,
+    /// Decisions of reviews larger than [`SMALL_BODY`], on blocking threads: a lane of
+    /// their own, so a flood of large reviews cannot make ordinary ones wait behind it.
     large_decisions: Arc<Semaphore>,
     /// [`ServerLimits::body_budget`], in KiB.
     body_budget: Arc<Semaphore>,
@@ -211,8 +210,7 @@ pub async fn start(
         policies: config.policies,
         cert: resolver.clone(),
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
-        decisions: Arc::new(Semaphore::new(limits.decisions.max(1))),
-        large_decisions: Arc::new(Semaphore::new((limits.decisions / 2).max(1))),
+        large_decisions: Arc::new(Semaphore::new(limits.large_decisions.max(1))),
         body_budget: Arc::new(Semaphore::new(limits.body_budget / 1024)),
         log_dropped: config.log_dropped,
     });
@@ -489,10 +487,13 @@ fn answer(app: &App, bytes: &[u8], route: Route) -> Response {
         .into_response()
 }
 
-/// Reads the body, then decides off the async workers: at most
-/// [`ServerLimits::max_in_flight`] requests wait for one of [`ServerLimits::decisions`]
-/// blocking threads; more are refused at once. A request dropped while it waits gives its
-/// place back; a decision already running finishes (its work is bounded, docs/limits.md).
+/// Reads the body, then decides. At most [`ServerLimits::max_in_flight`] requests wait or
+/// are decided at once; more are refused at once. A review up to [`SMALL_BODY`] is
+/// decided on the async worker: its work is a bounded slice (the caps of docs/limits.md
+/// hold a 64 KiB object to a few milliseconds at worst), and handing it to another thread
+/// would cost more than deciding it. A larger review waits for one of the blocking threads
+/// of its own lane. A request dropped while it waits gives its place back; a decision
+/// already running finishes.
 async fn handle(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -> Response {
     let (bytes, budget) = match read_body(&app, &headers, body).await {
         Ok(b) => b,
@@ -506,12 +507,12 @@ async fn handle(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -> 
             "verifyfull is busy: too many reviews in flight",
         );
     };
-    let lane = if bytes.len() <= SMALL_BODY {
-        &app.decisions
-    } else {
-        &app.large_decisions
-    };
-    let Ok(turn) = lane.clone().acquire_owned().await else {
+    if bytes.len() <= SMALL_BODY {
+        let response = answer(&app, &bytes, route);
+        drop((bytes, budget, place));
+        return response;
+    }
+    let Ok(turn) = app.large_decisions.clone().acquire_owned().await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
     let decided = tokio::task::spawn_blocking(move || {
