@@ -612,6 +612,17 @@ mod tests {
             }),
         }
     }
+    /// The environment of `env` alone (no sources, no Pod facts, a fresh budget).
+    fn plain(env: &[EnvVar]) -> Env<'_> {
+        Env::build(
+            &[],
+            env,
+            &PodInfo::default(),
+            &NoSources,
+            &mut Budget::default(),
+        )
+    }
+
     fn value<'a>(env: &'a Env<'_>, name: &str) -> Option<&'a str> {
         match env.get(name) {
             Get::Set(v) => Some(v.value.as_ref()),
@@ -726,13 +737,7 @@ mod tests {
         let env: Vec<EnvVar> = (0..100_000)
             .map(|i| lit(&format!("V{}", i % 50_000), &format!("{i}")))
             .collect();
-        let e = Env::build(
-            &[],
-            &env,
-            &PodInfo::default(),
-            &NoSources,
-            &mut Budget::default(),
-        );
+        let e = plain(&env);
         assert_eq!(e.vars.len(), 50_000);
         assert_eq!(e.vars[7].name, "V7");
         assert_eq!(value(&e, "V7"), Some("50007"));
@@ -869,13 +874,7 @@ mod tests {
     #[test]
     fn forged_markers_are_scrubbed() {
         let env = vec![lit("PGHOST", "\u{E000}")];
-        let e = Env::build(
-            &[],
-            &env,
-            &PodInfo::default(),
-            &NoSources,
-            &mut Budget::default(),
-        );
+        let e = plain(&env);
         assert_eq!(value(&e, "PGHOST"), Some("\u{FFFD}"));
     }
 }

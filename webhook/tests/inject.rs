@@ -2,13 +2,15 @@
 //! for the validating paths, tested in tls.rs; end to end in tests/tests/operator.rs).
 
 use base64::Engine;
-use policy::admission::{Mode, Policy, Subjects};
+use policy::admission::Mode;
 use policy::crd::PostgresTLSPolicy;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use webhook::policies::Snapshot;
 use webhook::review::{Decider, mutate, review};
+
+mod common;
 
 fn policies() -> Snapshot {
     let p: PostgresTLSPolicy = serde_json::from_value(json!({
@@ -48,18 +50,7 @@ fn libpq() -> Value {
 }
 
 fn with_decider<T>(f: impl FnOnce(&Decider<'_>) -> T) -> T {
-    let settings = policy::Settings::default();
-    let decider = Decider {
-        policy: &Policy::default(),
-        mode_label_subjects: &Subjects::default(),
-        context: policy::Context {
-            settings: &settings,
-            sources: &policy::NoSources,
-            now: jiff::Timestamp::UNIX_EPOCH,
-        },
-        policies: Some(policies()),
-    };
-    f(&decider)
+    common::with_decider(Some(policies()), f)
 }
 
 fn response(body: &[u8]) -> Value {

@@ -1,24 +1,15 @@
 //! Bad and hostile objects, through `review`: an absurd object is an `invalid` answer that
 //! names the cap it broke, and a mistyped secret never appears in any answer.
 
-use policy::admission::{Mode, Policy, Subjects};
+use policy::admission::Mode;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use webhook::review::{Decider, review};
+use webhook::review::review;
+
+mod common;
 
 fn answer(body: &[u8]) -> (u16, Value) {
-    let settings = policy::Settings::default();
-    let decider = Decider {
-        policy: &Policy::default(),
-        mode_label_subjects: &Subjects::default(),
-        context: policy::Context {
-            settings: &settings,
-            sources: &policy::NoSources,
-            now: jiff::Timestamp::UNIX_EPOCH,
-        },
-        policies: None,
-    };
-    let r = review(body, Mode::Enforce, &decider);
+    let r = common::with_decider(None, |d| review(body, Mode::Enforce, d));
     let v = serde_json::from_slice(&r.body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into_owned()));
     (r.status, v)

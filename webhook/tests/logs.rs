@@ -2,8 +2,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use policy::admission::{Mode, Policy, Subjects};
+use policy::admission::Mode;
 use serde_json::json;
+
+mod common;
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -36,18 +38,9 @@ fn logs_never_carry_env_values() {
                     {"name": "DATABASE_URL", "value": format!("postgres://u:{password}@db/app?sslmode=require")},
                     {"name": "PGPASSWORD", "value": password}]}]}}}
     });
-    let settings = policy::Settings::default();
-    let decider = webhook::review::Decider {
-        policy: &Policy::default(),
-        mode_label_subjects: &Subjects::default(),
-        context: policy::Context {
-            settings: &settings,
-            sources: &policy::NoSources,
-            now: jiff::Timestamp::UNIX_EPOCH,
-        },
-        policies: None,
-    };
-    let reviewed = webhook::review::review(review.to_string().as_bytes(), Mode::Enforce, &decider);
+    let reviewed = common::with_decider(None, |d| {
+        webhook::review::review(review.to_string().as_bytes(), Mode::Enforce, d)
+    });
     webhook::log_review(&reviewed, "enforce");
     assert_eq!(reviewed.result, "denied");
     assert!(!String::from_utf8_lossy(&reviewed.body).contains(password));

@@ -224,3 +224,22 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+/// A decider with the default policy and settings, no caches, and `policies`.
+pub fn with_decider<T>(
+    policies: Option<webhook::policies::Snapshot>,
+    f: impl FnOnce(&webhook::review::Decider<'_>) -> T,
+) -> T {
+    let settings = policy::Settings::default();
+    let decider = webhook::review::Decider {
+        policy: &Policy::default(),
+        mode_label_subjects: &Subjects::default(),
+        context: policy::Context {
+            settings: &settings,
+            sources: &policy::NoSources,
+            now: jiff::Timestamp::UNIX_EPOCH,
+        },
+        policies,
+    };
+    f(&decider)
+}
