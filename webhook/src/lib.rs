@@ -66,7 +66,7 @@ impl Default for ServerLimits {
         ServerLimits {
             max_connections: 512,
             max_admin_connections: 16,
-            new_connections_per_second: 100,
+            new_connections_per_second: 50,
             max_in_flight: 64,
             large_decisions: (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2)
                 .max(1),
