@@ -7,9 +7,11 @@
 //!   sending headers): holding connections open costs an attacker nothing, so idle ones
 //!   must not lock out the API server. Only when every connection is busy with a request
 //!   is a new one closed at once (refused fast, never queued).
-//! - New connections are taken at most [`Limits::new_connections_per_second`] (a burst of
-//!   twice that); past it a connection is closed before its handshake, the costly part of
-//!   a connection flood. The API server keeps its connections, so it opens few.
+//! - Once half the connections are open, new ones are taken at most
+//!   [`Limits::new_connections_per_second`] (a burst of twice that); past it a connection
+//!   is closed before its handshake, the costly part of a connection flood. Below half,
+//!   nothing is rate limited, so the API server's own bursts of new connections under a
+//!   heavy rollout are never refused.
 //! - A TLS handshake and every request's headers must arrive within
 //!   [`Limits::header_timeout`]; an idle keep-alive connection is closed after it too.
 //! - When `accept` fails (out of file descriptors), the loop backs off instead of spinning
@@ -45,7 +47,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// A TLS handshake, each request's headers, and an idle keep-alive gap, at most.
     pub header_timeout: Duration,
-    /// New connections taken per second (a burst of twice as many).
+    /// New connections taken per second (a burst of twice as many) once half of
+    /// `max_connections` are open.
     pub new_connections_per_second: u32,
 }
 
@@ -231,6 +234,14 @@ impl Table {
         Some((id, conn))
     }
 
+    /// Connections open and not closing.
+    fn open(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|c| !c.closing.load(Ordering::Relaxed))
+            .count()
+    }
+
     fn remove(&self, id: u64) {
         self.lock().remove(&id);
     }
@@ -329,7 +340,7 @@ pub async fn serve<H: Handshake>(
                 };
                 // Too many new connections, or every connection busy: refuse at once
                 // (dropping closes the socket).
-                if !bucket.take() {
+                if table.open() * 2 >= limits.max_connections && !bucket.take() {
                     drop(tcp);
                     continue;
                 }
