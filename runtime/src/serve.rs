@@ -7,11 +7,9 @@
 //!   sending headers): holding connections open costs an attacker nothing, so idle ones
 //!   must not lock out the API server. Only when every connection is busy with a request
 //!   is a new one closed at once (refused fast, never queued).
-//! - Once half the connections are open, new ones are taken at most
-//!   [`Limits::new_connections_per_second`] (a burst of twice that); past it a connection
-//!   is closed before its handshake, the costly part of a connection flood. Below half,
-//!   nothing is rate limited, so the API server's own bursts of new connections under a
-//!   heavy rollout are never refused.
+//! - New connections are taken at most [`Limits::new_connections_per_second`] (a burst of
+//!   four times that); past it a connection is closed before its handshake, the costly part of
+//!   a connection flood. The API server keeps its connections, so it opens few.
 //! - A TLS handshake and every request's headers must arrive within
 //!   [`Limits::header_timeout`]; an idle keep-alive connection is closed after it too.
 //! - When `accept` fails (out of file descriptors), the loop backs off instead of spinning
@@ -47,8 +45,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// A TLS handshake, each request's headers, and an idle keep-alive gap, at most.
     pub header_timeout: Duration,
-    /// New connections taken per second (a burst of twice as many) once half of
-    /// `max_connections` are open.
+    /// New connections taken per second (a burst of four times as many, for the API
+    /// server's own bursts of connections under a heavy rollout).
     pub new_connections_per_second: u32,
 }
 
@@ -65,9 +63,9 @@ impl Bucket {
     fn new(rate: u32) -> Bucket {
         let rate = f64::from(rate.max(1));
         Bucket {
-            tokens: 2.0 * rate,
+            tokens: 4.0 * rate,
             rate,
-            burst: 2.0 * rate,
+            burst: 4.0 * rate,
             at: tokio::time::Instant::now(),
         }
     }
@@ -234,14 +232,6 @@ impl Table {
         Some((id, conn))
     }
 
-    /// Connections open and not closing.
-    fn open(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|c| !c.closing.load(Ordering::Relaxed))
-            .count()
-    }
-
     fn remove(&self, id: u64) {
         self.lock().remove(&id);
     }
@@ -340,7 +330,7 @@ pub async fn serve<H: Handshake>(
                 };
                 // Too many new connections, or every connection busy: refuse at once
                 // (dropping closes the socket).
-                if table.open() * 2 >= limits.max_connections && !bucket.take() {
+                if !bucket.take() {
                     drop(tcp);
                     continue;
                 }
@@ -415,11 +405,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_bucket_allows_a_burst_then_the_rate() {
         let mut b = Bucket::new(10);
-        assert_eq!((0..30).filter(|_| b.take()).count(), 20);
+        assert_eq!((0..60).filter(|_| b.take()).count(), 40);
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert_eq!((0..30).filter(|_| b.take()).count(), 5);
+        assert_eq!((0..60).filter(|_| b.take()).count(), 5);
         tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!((0..30).filter(|_| b.take()).count(), 20);
+        assert_eq!((0..60).filter(|_| b.take()).count(), 40);
     }
 
     #[test]
