@@ -1,0 +1,42 @@
+//! The driver conformance lab (docs/drivers.md): eight real drivers, four real servers, every
+//! case of `cases.yaml`. Needs the clients `.ci/drivers` installs; fails loudly without them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use lab::matrix;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn no_driver_reaches_an_impostor_where_the_engine_passes() {
+    // Failures carry the driver's or the server's last log lines: printed as text.
+    if let Err(e) = lab() {
+        panic!("{e}");
+    }
+}
+
+fn lab() -> Result<(), String> {
+    let root = root();
+    let cases = lab::cases::load(&root.join("tests/drivers/cases.yaml"))?;
+    assert!(cases.len() >= 150, "the lab needs at least 150 cases, has {}", cases.len());
+    let mut drivers = lab::clients::drivers(&root, Path::new(env!("CARGO_BIN_EXE_sqlx-client")));
+    // A developer's knob to run a few drivers (comma-separated names); the matrix says which ran.
+    if let Ok(only) = std::env::var("VERIFYFULL_LAB_ONLY") {
+        drivers.retain(|d| only.split(',').any(|n| n == d.name));
+    }
+    let work = matrix::work_dir()?;
+    let run = matrix::run(&drivers, cases, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    let run = run?;
+    // Written past the test harness's capture: CI's log shows the matrix on success too.
+    let _ = std::io::stdout().write_all(matrix::render_matrix(&run).as_bytes());
+    let allowed = matrix::load_allowed(&root.join("tests/drivers/allowed.yaml"))?;
+    let problems = matrix::problems(&run, &allowed);
+    if !problems.is_empty() {
+        return Err(format!("{} problems:\n{}", problems.len(), problems.join("\n")));
+    }
+    Ok(())
+}
