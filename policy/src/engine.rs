@@ -123,6 +123,10 @@ pub fn evaluate_container<'a>(
         client: false,
         system_root: false,
         libpq: LibpqTargets::default(),
+        node_tls_off: match env.get("NODE_TLS_REJECT_UNAUTHORIZED") {
+            Get::Set(v) if v.visibility == Visibility::Visible && v.value == "0" => Some(v.origin),
+            _ => None,
+        },
         findings: Vec::new(),
         notes: Vec::new(),
     };
@@ -280,6 +284,8 @@ struct Judge<'e, 'a> {
     client: bool,
     system_root: bool,
     libpq: LibpqTargets,
+    /// `NODE_TLS_REJECT_UNAUTHORIZED=0`: where it was set.
+    node_tls_off: Option<Origin<'a>>,
     findings: Vec<Finding<'a>>,
     notes: Vec<Note<'a>>,
 }
@@ -584,17 +590,20 @@ impl<'e, 'a> Judge<'e, 'a> {
             );
             return;
         }
-        let unverifiable = if url.last("sslhostnameverifier").is_some() {
-            Some(Unverifiable::JdbcHostnameVerifier)
-        } else {
-            match factory {
-                None
-                | Some("org.postgresql.ssl.LibPQFactory")
-                | Some("org.postgresql.ssl.jdbc4.LibPQFactory")
-                | Some("org.postgresql.ssl.DefaultJavaSSLFactory") => None,
-                Some(_) => Some(Unverifiable::JdbcFactory),
-            }
-        };
+        // pgjdbc's own verifier, named explicitly, is no override.
+        let verifier = url.last("sslhostnameverifier");
+        let unverifiable =
+            if verifier.is_some_and(|v| v != "org.postgresql.ssl.PGjdbcHostnameVerifier") {
+                Some(Unverifiable::JdbcHostnameVerifier)
+            } else {
+                match factory {
+                    None
+                    | Some("org.postgresql.ssl.LibPQFactory")
+                    | Some("org.postgresql.ssl.jdbc4.LibPQFactory")
+                    | Some("org.postgresql.ssl.DefaultJavaSSLFactory") => None,
+                    Some(_) => Some(Unverifiable::JdbcFactory),
+                }
+            };
         let mut mode_stores: Candidates<&str> = url.values("sslmode").collect();
         keep_last_distinct(&mut mode_stores, |v| *v);
         if mode_stores.len() > 1 {
@@ -683,6 +692,20 @@ impl<'e, 'a> Judge<'e, 'a> {
         }
         match worst {
             None | Some(Outcome::NotNetwork) => {}
+            Some(Outcome::Pass {
+                loopback_behind: None,
+                ..
+            }) if !jdbc && self.node_tls_off.is_some() => {
+                self.client = true;
+                if let Some(origin) = self.node_tls_off {
+                    self.push(
+                        s,
+                        Code::VerificationDisabled,
+                        Cause::NodeTlsOff { origin },
+                        None,
+                    );
+                }
+            }
             Some(Outcome::Pass {
                 loopback_behind,
                 system,

@@ -157,6 +157,9 @@ impl Finding<'_> {
             Cause::NonValidatingFactory => {
                 "sslfactory=org.postgresql.ssl.NonValidatingFactory: pgjdbc accepts any server certificate".to_string()
             }
+            Cause::NodeTlsOff { origin } => format!(
+                "NODE_TLS_REJECT_UNAUTHORIZED=0 ({origin}) turns certificate verification off for every TLS connection of a Node.js process: node-postgres would accept any server"
+            ),
             Cause::Syntax(e) => {
                 let (what, who) = match e {
                     Syntax::Libpq(e) => (e.to_string(), "libpq"),
@@ -244,6 +247,7 @@ impl Finding<'_> {
             Cause::NonValidatingFactory => {
                 format!("remove sslfactory from {var} and use sslmode=verify-full&sslrootcert=<CA file>")
             }
+            Cause::NodeTlsOff { .. } => "remove NODE_TLS_REJECT_UNAUTHORIZED from the container".to_string(),
             Cause::Syntax(_) => format!("fix the syntax of {var} (percent-encode special characters, quote values)"),
             Cause::Hidden { .. } => {
                 "let verifyfull see the value (include the ConfigMap/Secret, or let the webhook read Secrets)".to_string()

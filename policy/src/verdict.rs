@@ -324,6 +324,9 @@ pub enum Cause<'a> {
     SystemRoot { by: By<'a>, mode: Option<SslMode> },
     /// `VerificationDisabled` by pgjdbc's `NonValidatingFactory`.
     NonValidatingFactory,
+    /// `VerificationDisabled`: `NODE_TLS_REJECT_UNAUTHORIZED=0` turns verification off for
+    /// every TLS connection of a Node.js process (node-postgres reads the target).
+    NodeTlsOff { origin: Origin<'a> },
     /// `ConnectionStringInvalid`.
     Syntax(Syntax),
     /// `Unresolved`.

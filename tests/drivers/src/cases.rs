@@ -151,8 +151,7 @@ impl Case {
 }
 
 pub fn load(path: &Path) -> Result<Vec<Case>, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let cases: Vec<Case> =
         serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut seen = std::collections::BTreeSet::new();

@@ -32,20 +32,36 @@ pub fn drivers(root: &Path, sqlx: &Path) -> Vec<Driver> {
     let py_client = root.join("tests/drivers/clients/python/client.py");
     let py = |name, arg: &str, env| Driver {
         name,
-        forms: if arg == "asyncpg" { URL_AND_ENV } else { LIBPQ_FORMS },
+        forms: if arg == "asyncpg" {
+            URL_AND_ENV
+        } else {
+            LIBPQ_FORMS
+        },
         program: python.clone(),
         args: vec![py_client.display().to_string(), arg.to_string()],
         env,
     };
     vec![
-        py("libpq 15 (Debian)", "psycopg", vec![("PSYCOPG_IMPL", "python")]),
-        py("libpq (psycopg wheel)", "psycopg", vec![("PSYCOPG_IMPL", "binary")]),
+        py(
+            "libpq 15 (Debian)",
+            "psycopg",
+            vec![("PSYCOPG_IMPL", "python")],
+        ),
+        py(
+            "libpq (psycopg wheel)",
+            "psycopg",
+            vec![("PSYCOPG_IMPL", "binary")],
+        ),
         py("asyncpg", "asyncpg", vec![]),
         Driver {
             name: "node-postgres",
             forms: URL_AND_ENV,
             program: "node".into(),
-            args: vec![root.join("tests/drivers/clients/node/client.js").display().to_string()],
+            args: vec![
+                root.join("tests/drivers/clients/node/client.js")
+                    .display()
+                    .to_string(),
+            ],
             env: vec![],
         },
         Driver {
@@ -56,7 +72,10 @@ pub fn drivers(root: &Path, sqlx: &Path) -> Vec<Driver> {
             args: vec![
                 "-Duser.home={home}".into(),
                 "-cp".into(),
-                format!("{}:/usr/share/java/postgresql.jar", built.join("java").display()),
+                format!(
+                    "{}:/usr/share/java/postgresql.jar",
+                    built.join("java").display()
+                ),
                 "Client".into(),
             ],
             env: vec![],
@@ -124,7 +143,8 @@ impl Client {
     /// waits for its ready line.
     pub fn start(driver: &Driver, home: &Path) -> Result<Client, String> {
         let stderr = home.join("stderr.log");
-        let log = std::fs::File::create(&stderr).map_err(|e| format!("{}: {e}", stderr.display()))?;
+        let log =
+            std::fs::File::create(&stderr).map_err(|e| format!("{}: {e}", stderr.display()))?;
         let mut command = Command::new(&driver.program);
         // Nothing of this machine's own TLS or libpq settings reaches a driver: each attempt
         // sets exactly its case's variables.
@@ -138,7 +158,12 @@ impl Client {
             }
         }
         let mut child = command
-            .args(driver.args.iter().map(|a| a.replace("{home}", &home.display().to_string())))
+            .args(
+                driver
+                    .args
+                    .iter()
+                    .map(|a| a.replace("{home}", &home.display().to_string())),
+            )
             .envs(driver.env.iter().copied())
             .env("HOME", home)
             .stdin(Stdio::piped())
@@ -208,7 +233,10 @@ impl Client {
         let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-        format!("driver {}: {what}{status}; its last lines:\n{tail}", self.name)
+        format!(
+            "driver {}: {what}{status}; its last lines:\n{tail}",
+            self.name
+        )
     }
 
     /// The process id (the lab's watchdog kills a client that stops answering).

@@ -159,7 +159,10 @@ pub fn run(drivers: &[Driver], cases: Vec<Case>, work: &Path) -> Result<Run, Str
                 std::thread::sleep(Duration::from_millis(200));
             }
             for pid in &pids {
-                let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                let _ = std::process::Command::new("kill")
+                    .arg("-9")
+                    .arg(pid.to_string())
+                    .status();
             }
         });
         let workers: Vec<_> = clients
@@ -200,7 +203,10 @@ pub fn run(drivers: &[Driver], cases: Vec<Case>, work: &Path) -> Result<Run, Str
             .collect();
         let results: Vec<_> = workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err("a driver thread panicked".into())))
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a driver thread panicked".into()))
+            })
             .collect();
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         results
@@ -262,7 +268,7 @@ pub fn run(drivers: &[Driver], cases: Vec<Case>, work: &Path) -> Result<Run, Str
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Allowed {
-    pub driver: String,
+    pub drivers: Vec<String>,
     pub cases: Vec<String>,
     pub reason: String,
 }
@@ -276,13 +282,12 @@ pub fn load_allowed(path: &Path) -> Result<Vec<Allowed>, String> {
 /// cannot verify even the canonical settings.
 pub fn problems(run: &Run, allowed: &[Allowed]) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut listed: BTreeSet<(&str, &str)> = BTreeSet::new();
-    for a in allowed {
-        for c in &a.cases {
-            listed.insert((a.driver.as_str(), c.as_str()));
-        }
-    }
-    let mut used = BTreeSet::new();
+    let listed = |driver: &str, case: &str| {
+        allowed
+            .iter()
+            .any(|a| a.drivers.iter().any(|d| d == driver) && a.cases.iter().any(|c| c == case))
+    };
+    let mut used: BTreeSet<(&str, &str)> = BTreeSet::new();
     for (&(d, c), o) in &run.observed {
         let (driver, case, verdict) = (run.drivers[d].0, &run.cases[c], &run.verdicts[c]);
         if verdict.pass() && !o.class.safe() {
@@ -294,7 +299,7 @@ pub fn problems(run: &Run, allowed: &[Allowed]) -> Vec<String> {
             ));
         }
         if !verdict.pass() && o.class == Class::Verified {
-            if listed.contains(&(driver, case.id.as_str())) {
+            if listed(driver, &case.id) {
                 used.insert((driver, case.id.as_str()));
             } else {
                 problems.push(format!(
@@ -306,10 +311,25 @@ pub fn problems(run: &Run, allowed: &[Allowed]) -> Vec<String> {
             }
         }
     }
-    for (driver, case) in listed.difference(&used) {
-        problems.push(format!(
-            "stale allowance: {driver} on {case} is not a deny where the driver verified"
-        ));
+    // Every listed driver and every listed case must still be needed by the entry.
+    for a in allowed {
+        let needed = |d: &str, c: &str| used.contains(&(d, c));
+        for c in &a.cases {
+            if !a.drivers.iter().any(|d| needed(d, c)) {
+                problems.push(format!(
+                    "stale allowance: no listed driver needs {c} ({})",
+                    a.reason
+                ));
+            }
+        }
+        for d in &a.drivers {
+            if !a.cases.iter().any(|c| needed(d, c)) {
+                problems.push(format!(
+                    "stale allowance: {d} needs none of the cases of \"{}\"",
+                    a.reason
+                ));
+            }
+        }
     }
     for (d, (driver, _, forms)) in run.drivers.iter().enumerate() {
         let canonical = if forms.contains(&Form::Jdbc) {
@@ -345,7 +365,10 @@ fn cell(o: &Observation) -> String {
         Class::Unverified => 'U',
         Class::Plaintext => 'P',
     };
-    format!("{letter} {}", Kind::ALL.map(mark).iter().collect::<String>())
+    format!(
+        "{letter} {}",
+        Kind::ALL.map(mark).iter().collect::<String>()
+    )
 }
 
 /// The console matrix: one row per case, one cell per driver (class, then the trusted,
@@ -377,7 +400,11 @@ pub fn render_matrix(run: &Run) -> String {
         let verdict: String = verdict.chars().take(16).collect();
         out.push_str(&format!("{:width$}  {verdict:<16}", case.id));
         for d in 0..run.drivers.len() {
-            let text = run.observed.get(&(d, c)).map(cell).unwrap_or_else(|| "-".into());
+            let text = run
+                .observed
+                .get(&(d, c))
+                .map(cell)
+                .unwrap_or_else(|| "-".into());
             out.push_str(&format!(" {text:<7}"));
         }
         out.push('\n');

@@ -22,7 +22,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Trusted, Kind::WrongName, Kind::Impostor, Kind::Plaintext];
+    pub const ALL: [Kind; 4] = [
+        Kind::Trusted,
+        Kind::WrongName,
+        Kind::Impostor,
+        Kind::Plaintext,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -87,7 +92,12 @@ fn server_bin() -> Result<PathBuf, String> {
     }
     let root = Path::new("/usr/lib/postgresql");
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(root)
-        .map_err(|e| format!("{}: {e} (is Debian's postgresql installed? .ci/drivers installs it)", root.display()))?
+        .map_err(|e| {
+            format!(
+                "{}: {e} (is Debian's postgresql installed? .ci/drivers installs it)",
+                root.display()
+            )
+        })?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let v = e.file_name().to_str()?.parse::<u32>().ok()?;
@@ -223,8 +233,8 @@ impl Servers {
     pub fn sessions(&self) -> Result<BTreeMap<Kind, BTreeMap<String, BTreeSet<Channel>>>, String> {
         let mut all = BTreeMap::new();
         for s in &self.servers {
-            let text = std::fs::read_to_string(&s.log)
-                .map_err(|e| format!("{}: {e}", s.log.display()))?;
+            let text =
+                std::fs::read_to_string(&s.log).map_err(|e| format!("{}: {e}", s.log.display()))?;
             all.insert(s.kind, parse_log(&text));
         }
         Ok(all)
@@ -249,7 +259,9 @@ impl Servers {
     fn chown(&self, path: &Path) -> Result<(), String> {
         if self.as_postgres {
             run(
-                Command::new("chown").args(["-R", "postgres:postgres"]).arg(path),
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(path),
                 "chown",
             )?;
         }
@@ -295,7 +307,10 @@ pub fn parse_log(text: &str) -> BTreeMap<String, BTreeSet<Channel>> {
         } else {
             continue;
         };
-        sessions.entry(user.to_string()).or_default().insert(channel);
+        sessions
+            .entry(user.to_string())
+            .or_default()
+            .insert(channel);
     }
     sessions
 }

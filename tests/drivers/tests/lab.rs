@@ -21,7 +21,11 @@ fn no_driver_reaches_an_impostor_where_the_engine_passes() {
 fn lab() -> Result<(), String> {
     let root = root();
     let cases = lab::cases::load(&root.join("tests/drivers/cases.yaml"))?;
-    assert!(cases.len() >= 150, "the lab needs at least 150 cases, has {}", cases.len());
+    assert!(
+        cases.len() >= 150,
+        "the lab needs at least 150 cases, has {}",
+        cases.len()
+    );
     let mut drivers = lab::clients::drivers(&root, Path::new(env!("CARGO_BIN_EXE_sqlx-client")));
     // A developer's knob to run a few drivers (comma-separated names); the matrix says which ran.
     if let Ok(only) = std::env::var("VERIFYFULL_LAB_ONLY") {
@@ -36,7 +40,11 @@ fn lab() -> Result<(), String> {
     let allowed = matrix::load_allowed(&root.join("tests/drivers/allowed.yaml"))?;
     let problems = matrix::problems(&run, &allowed);
     if !problems.is_empty() {
-        return Err(format!("{} problems:\n{}", problems.len(), problems.join("\n")));
+        return Err(format!(
+            "{} problems:\n{}",
+            problems.len(),
+            problems.join("\n")
+        ));
     }
     Ok(())
 }

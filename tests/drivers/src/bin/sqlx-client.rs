@@ -24,7 +24,10 @@ fn is_attempt_variable(name: &str) -> bool {
     name.starts_with("PG")
         || matches!(
             name,
-            "NODE_TLS_REJECT_UNAUTHORIZED" | "NODE_EXTRA_CA_CERTS" | "SSL_CERT_FILE" | "SSL_CERT_DIR"
+            "NODE_TLS_REJECT_UNAUTHORIZED"
+                | "NODE_EXTRA_CA_CERTS"
+                | "SSL_CERT_FILE"
+                | "SSL_CERT_DIR"
         )
 }
 
@@ -73,9 +76,8 @@ fn main() -> std::io::Result<()> {
             Ok(a) => {
                 set_environment(&a.env);
                 let limit = Duration::from_millis(a.timeout_ms);
-                let result = runtime.block_on(async {
-                    tokio::time::timeout(limit, connect(&a.target)).await
-                });
+                let result = runtime
+                    .block_on(async { tokio::time::timeout(limit, connect(&a.target)).await });
                 let error = match result {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(e.to_string()),
