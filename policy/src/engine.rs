@@ -7,8 +7,10 @@ use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar};
 
 use smallvec::{SmallVec, smallvec};
 
+use crate::drivers;
 use crate::env::{Budget, Env, Get, OpenSource, Origin, PodInfo, ValueSource, Var, Visibility};
 use crate::exemptions;
+use crate::fixes;
 use crate::hosts::{self, HIDDEN_STR, Loopback, Slot, has_hidden};
 use crate::jdbc::{self, JdbcUrl};
 use crate::libpq::{self, Conninfo, KeyValueRecognition, Place};
@@ -291,10 +293,13 @@ struct Judge<'e, 'a> {
 }
 
 /// Text that names what a variable holds, for findings about it.
+#[derive(Clone)]
 struct Subject<'a> {
     variable: Cow<'a, str>,
     origin: Origin<'a>,
     target: Target<'a>,
+    /// What a fix may change.
+    scope: fixes::Scope,
 }
 
 impl<'e, 'a> Judge<'e, 'a> {
@@ -318,13 +323,19 @@ impl<'e, 'a> Judge<'e, 'a> {
             }
             return;
         }
+        for driver in drivers::DRIVERS {
+            if let Some(target) = driver.recognise(&var.name, &var.value) {
+                self.driver(*driver, var, &target);
+                return;
+            }
+        }
         let Some(found) = recognise(&var.value) else {
             return;
         };
         match found {
             Recognised::Libpq { info, uri, driver } => {
                 let target = match (driver, uri) {
-                    (Some(driver), _) => Target::DriverUri {
+                    (Some(driver), _) => Target::Driver {
                         driver: Cow::Owned(driver.to_owned()),
                     },
                     (None, true) => Target::Uri,
@@ -346,6 +357,63 @@ impl<'e, 'a> Judge<'e, 'a> {
         }
     }
 
+    /// A target of a driver beyond libpq and pgjdbc, judged by that driver's rules.
+    fn driver(&mut self, driver: &dyn drivers::Driver, var: &Var<'a>, target: &drivers::Parsed) {
+        let name = driver.name();
+        let s = self.subject(
+            var,
+            Target::Driver {
+                driver: Cow::Borrowed(name),
+            },
+        );
+        let mut net = Net::Socket;
+        for h in &target.hosts {
+            net = weaker_net(
+                net,
+                match hosts::loopback(h) {
+                    Loopback::Yes => Net::Loopback,
+                    Loopback::No => Net::Remote,
+                    Loopback::Unknown => Net::Unknown(Ok(hidden_var(var))),
+                },
+            );
+        }
+        if matches!(net, Net::Socket) {
+            return;
+        }
+        self.client = true;
+        if has_hidden(&var.value) {
+            let cause = Cause::Hidden {
+                setting: Setting::Target,
+                hidden: hidden_var(var),
+            };
+            self.push_fixed(&s, Code::Unresolved, cause, None, Vec::new());
+            return;
+        }
+        let judged = driver.judge(&var.name, target, self);
+        for text in judged.notes {
+            self.notes.push(Note::Driver {
+                variable: var.name.clone(),
+                driver: name,
+                text,
+            });
+        }
+        let Err(found) = judged.outcome else {
+            return;
+        };
+        if matches!(net, Net::Loopback) && self.loopback_allowed {
+            self.notes.push(Note::LoopbackAllowed {
+                variable: var.name.clone(),
+                behind: found.code,
+            });
+            return;
+        }
+        let cause = Cause::Driver {
+            driver: name,
+            what: found.what,
+        };
+        self.push_fixed(&s, found.code, cause, None, found.fixes);
+    }
+
     /// The libpq environment alone is a target when `PGHOST`, `PGHOSTADDR` or `PGSERVICE` is set.
     fn environment(&mut self) {
         let set = ["PGHOST", "PGHOSTADDR", "PGSERVICE"]
@@ -364,11 +432,62 @@ impl<'e, 'a> Judge<'e, 'a> {
         Subject {
             variable: var.name.clone(),
             origin: var.origin,
+            scope: fixes::Scope {
+                form: if target == Target::Environment {
+                    fixes::Form::Environment
+                } else {
+                    fixes::Form::Libpq
+                },
+                ..Default::default()
+            },
             target,
         }
     }
 
     fn push(&mut self, s: &Subject<'a>, code: Code, cause: Cause<'a>, behind: Option<Code>) {
+        let fixes = match &cause {
+            Cause::NodeTlsOff { .. } => vec![Fix {
+                driver: None,
+                changes: vec![NODE_TLS_UNSET],
+            }],
+            Cause::NonValidatingFactory => vec![Fix {
+                driver: None,
+                changes: vec![
+                    Change::Param {
+                        key: "sslmode",
+                        value: FixValue::Literal("verify-full"),
+                        drop: &["sslfactory"],
+                    },
+                    Change::Param {
+                        key: "sslrootcert",
+                        value: FixValue::CaFile,
+                        drop: &[],
+                    },
+                ],
+            }],
+            _ if behind.is_some() => Vec::new(),
+            _ => fixes::libpq(code, &s.scope),
+        };
+        self.push_fixed(s, code, cause, behind, fixes);
+    }
+
+    /// Records a finding. While `NODE_TLS_REJECT_UNAUTHORIZED=0` is set, no fix of a
+    /// target that node-postgres may read passes without removing it.
+    fn push_fixed(
+        &mut self,
+        s: &Subject<'a>,
+        code: Code,
+        cause: Cause<'a>,
+        behind: Option<Code>,
+        mut fixes: Vec<Fix>,
+    ) {
+        if self.node_tls_off.is_some() && s.scope.form != fixes::Form::Jdbc {
+            for fix in &mut fixes {
+                if !fix.changes.contains(&NODE_TLS_UNSET) {
+                    fix.changes.push(NODE_TLS_UNSET);
+                }
+            }
+        }
         self.findings.push(Finding {
             code,
             severity: self.settings.severity(code),
@@ -377,6 +496,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             target: Some(s.target.clone()),
             cause,
             behind,
+            fixes,
         });
     }
 
@@ -455,6 +575,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         };
         // What a setting the string leaves open is while a service applies: hidden (`Ok`)
         // or up to the service file (`Err`).
+        let service_applies = !matches!(service, Ok(None));
         let from_service: Option<Result<Hidden<'a>, Unverifiable<'a>>> = match service {
             Ok(Some(by)) => Some(Err(Unverifiable::ServiceFile { by })),
             Err(h) => Some(Ok(h)),
@@ -506,6 +627,18 @@ impl<'e, 'a> Judge<'e, 'a> {
             _ => self.libpq_nets(&scan, var),
         };
 
+        let s = &Subject {
+            scope: fixes::Scope {
+                string_sets_mode: !scan.modes.is_empty(),
+                mode_alias: scan.mode_alias,
+                string_sets_root: !scan.roots.is_empty(),
+                mode_verify_full: modes_verify_full(&modes),
+                root_configured: roots_configured(&roots),
+                service: service_applies,
+                ..s.scope
+            },
+            ..s.clone()
+        };
         if driver.is_none() {
             self.libpq.count += 1;
             self.libpq.not_remote |= !nets.iter().all(|n| matches!(n, Net::Remote));
@@ -652,6 +785,17 @@ impl<'e, 'a> Judge<'e, 'a> {
                     Some(v) => smallvec![root_of(v, By::Param { key: "sslrootcert" }, var)],
                 }
             };
+        let s = &Subject {
+            scope: fixes::Scope {
+                form: fixes::Form::Jdbc,
+                string_sets_mode: true,
+                string_sets_root: true,
+                mode_verify_full: modes_verify_full(&modes),
+                root_configured: roots_configured(&roots),
+                ..s.scope
+            },
+            ..s.clone()
+        };
         let mut net = Net::Socket;
         for h in &url.hosts {
             let n = match hosts::loopback(h) {
@@ -817,6 +961,19 @@ impl<'e, 'a> Judge<'e, 'a> {
     }
 }
 
+/// A driver reads the container's other variables through the judge.
+impl drivers::Environment for Judge<'_, '_> {
+    fn get(&self, name: &str) -> Option<Option<&str>> {
+        match self.env.get(name) {
+            Get::Unset => None,
+            Get::Set(v) if v.visibility == Visibility::Visible && !has_hidden(&v.value) => {
+                Some(Some(&v.value))
+            }
+            Get::Set(_) | Get::MaybeSet(_) => Some(None),
+        }
+    }
+}
+
 /// The TLS-relevant stores of a libpq string, read in one pass.
 #[derive(Debug, Default)]
 struct Scan<'s> {
@@ -828,6 +985,8 @@ struct Scan<'s> {
     addrs: Candidates<&'s str>,
     service: Option<&'s str>,
     gss: Option<&'s str>,
+    /// `requiressl` or `ssl` is present (a fix that sets sslmode removes them).
+    mode_alias: bool,
     /// Keywords libpq does not know.
     unknown: usize,
     /// A non-libpq driver's own TLS parameter.
@@ -840,6 +999,7 @@ impl<'s> Scan<'s> {
         let mut authority_host = None;
         for p in &info.params {
             let (key, value) = (p.key.as_ref(), p.value.as_ref());
+            scan.mode_alias |= key == "requiressl" || (uri && key == "ssl");
             match key {
                 "sslmode" => scan.modes.push((value, "sslmode")),
                 "requiressl" if value.starts_with('1') => {
@@ -983,6 +1143,24 @@ fn root_of<'a>(v: &str, by: By<'a>, var: &Var<'a>) -> Root<'a> {
     } else {
         Root::Path
     }
+}
+
+const NODE_TLS_UNSET: Change = Change::Unset {
+    name: Cow::Borrowed("NODE_TLS_REJECT_UNAUTHORIZED"),
+};
+
+/// Every candidate sslmode is verify-full: a fix need not set it.
+fn modes_verify_full(modes: &[Mode<'_>]) -> bool {
+    modes
+        .iter()
+        .all(|m| matches!(m, Mode::Known(SslMode::VerifyFull, _)))
+}
+
+/// Every candidate has a root certificate: a fix need not add one.
+fn roots_configured(roots: &[Root<'_>]) -> bool {
+    roots
+        .iter()
+        .all(|r| matches!(r, Root::Path | Root::System(_)))
 }
 
 /// Folds connection slots into one network state: any remote slot makes it remote.

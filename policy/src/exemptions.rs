@@ -30,6 +30,7 @@ pub fn apply<'a>(view: PodView<'a>, ctx: &Context<'a>, report: &mut Report<'a>) 
         target: None,
         cause: f,
         behind: None,
+        fixes: Vec::new(),
     };
     if view.kind != WorkloadKind::Pod
         && view

@@ -9,9 +9,11 @@ pub mod admission;
 #[cfg(feature = "clap")]
 pub mod args;
 pub mod crd;
+mod drivers;
 pub mod engine;
 pub mod env;
 pub mod exemptions;
+pub mod fixes;
 pub mod hosts;
 pub mod inject;
 pub mod jdbc;

@@ -107,13 +107,6 @@ fn consequence(mode: SslMode, root_configured: bool, jdbc: bool) -> &'static str
 }
 
 impl Finding<'_> {
-    fn in_string(&self) -> bool {
-        matches!(
-            self.target,
-            Some(Target::Uri | Target::DriverUri { .. } | Target::KeyValue | Target::Jdbc)
-        )
-    }
-
     /// What the client will do, in a sentence.
     pub fn explanation(&self) -> String {
         let jdbc = self.target == Some(Target::Jdbc);
@@ -157,6 +150,7 @@ impl Finding<'_> {
             Cause::NonValidatingFactory => {
                 "sslfactory=org.postgresql.ssl.NonValidatingFactory: pgjdbc accepts any server certificate".to_string()
             }
+            Cause::Driver { driver, what } => format!("{driver}: {what}"),
             Cause::NodeTlsOff { origin } => format!(
                 "NODE_TLS_REJECT_UNAUTHORIZED=0 ({origin}) turns certificate verification off for every TLS connection of a Node.js process: node-postgres would accept any server"
             ),
@@ -207,47 +201,13 @@ impl Finding<'_> {
         }
     }
 
-    /// What to change.
+    /// What to change: the finding's fixes, or advice where no mechanical change can help.
     pub fn fix(&self) -> String {
         let var = self.variable.as_deref().unwrap_or("the variable");
-        let in_string = self.in_string();
-        let jdbc = self.target == Some(Target::Jdbc);
+        if !self.fixes.is_empty() {
+            return crate::fixes::render(&self.fixes, var);
+        }
         match &self.cause {
-            Cause::WeakMode { by: By::Env { var: env, .. }, .. } if in_string => {
-                format!("add sslmode=verify-full to {var}, or set {env} to verify-full")
-            }
-            Cause::WeakMode { by: By::Env { var: env, .. }, .. } if *env == "PGREQUIRESSL" => {
-                "set PGSSLMODE=verify-full (it overrides PGREQUIRESSL)".to_string()
-            }
-            Cause::WeakMode { by: By::Env { var: env, .. }, .. } => format!("set {env}=verify-full"),
-            Cause::WeakMode { by: By::Param { key }, .. } if *key != "sslmode" => {
-                format!("replace {key} in {var} with sslmode=verify-full")
-            }
-            Cause::WeakMode { root_configured: true, .. } => format!("set sslmode=verify-full in {var}"),
-            Cause::WeakMode { .. } | Cause::NoMode if jdbc => {
-                format!("add sslmode=verify-full&sslrootcert=<CA file> to the JDBC URL in {var}")
-            }
-            Cause::WeakMode { .. } | Cause::NoMode if in_string => {
-                format!("set sslmode=verify-full and sslrootcert=<CA file> in {var}, or PGSSLMODE and PGSSLROOTCERT")
-            }
-            Cause::WeakMode { .. } | Cause::NoMode => {
-                "set PGSSLMODE=verify-full and PGSSLROOTCERT=<CA file>".to_string()
-            }
-            Cause::BadMode { by: By::Env { var: env, .. }, .. } => format!("set {env}=verify-full"),
-            Cause::BadMode { .. } => format!("set sslmode=verify-full in {var}"),
-            Cause::NoRoot { .. } if jdbc => format!("add sslrootcert=<CA file> to the JDBC URL in {var}"),
-            Cause::NoRoot { .. } if in_string => {
-                format!("set sslrootcert=<CA file> in {var}, or PGSSLROOTCERT (verifyfull's operator can mount the CA)")
-            }
-            Cause::NoRoot { .. } => {
-                "set PGSSLROOTCERT=<CA file> (verifyfull's operator can mount the CA)".to_string()
-            }
-            Cause::SystemRoot { .. } if in_string => format!("set sslmode=verify-full explicitly in {var}"),
-            Cause::SystemRoot { .. } => "set PGSSLMODE=verify-full explicitly".to_string(),
-            Cause::NonValidatingFactory => {
-                format!("remove sslfactory from {var} and use sslmode=verify-full&sslrootcert=<CA file>")
-            }
-            Cause::NodeTlsOff { .. } => "remove NODE_TLS_REJECT_UNAUTHORIZED from the container".to_string(),
             Cause::Syntax(_) => format!("fix the syntax of {var} (percent-encode special characters, quote values)"),
             Cause::Hidden { .. } => {
                 "let verifyfull see the value (include the ConfigMap/Secret, or let the webhook read Secrets)".to_string()
@@ -255,15 +215,13 @@ impl Finding<'_> {
             Cause::Unverifiable(Unverifiable::ServiceFile { .. }) => {
                 format!("set sslmode=verify-full and sslrootcert in {var} itself")
             }
-            Cause::Unverifiable(_) => {
-                "use sslmode=verify-full with sslrootcert, or exempt the container with a reason".to_string()
-            }
             Cause::ExemptionNoReason => format!("add a non-empty {}", crate::exemptions::EXEMPT_REASON),
             Cause::ExemptionBadUntil => format!("write {} as 2026-12-31 or 2026-12-31T18:00:00Z", crate::exemptions::EXEMPT_UNTIL),
             Cause::ExemptionUnknownContainer { .. } => {
                 format!("list only containers of this Pod in {}", crate::exemptions::EXEMPT)
             }
             Cause::ExemptionMisplaced { path } => format!("move the annotations to {path}"),
+            _ => "use sslmode=verify-full with sslrootcert, or exempt the container with a reason".to_string(),
         }
     }
 
@@ -387,6 +345,11 @@ impl Note<'_> {
             Note::EmptyService { variable } => {
                 format!("{variable} is empty: libpq will fail to connect")
             }
+            Note::Driver {
+                variable,
+                driver,
+                text,
+            } => format!("{variable} ({driver}): {text}"),
             Note::Conflicting { variable, key } => format!(
                 "{variable} sets {key} more than once with different values (libpq keeps the last, some drivers the first); the weakest is judged"
             ),

@@ -205,8 +205,8 @@ impl SslMode {
 pub enum Target<'a> {
     /// A libpq URI (`postgres://`, `postgresql://`, `postgresql+psycopg://`).
     Uri,
-    /// A URI for a driver that is not libpq (`postgresql+asyncpg://`).
-    DriverUri {
+    /// A string for a driver whose rules are not libpq's (docs/drivers.md).
+    Driver {
         driver: Cow<'a, str>,
     },
     KeyValue,
@@ -324,6 +324,11 @@ pub enum Cause<'a> {
     SystemRoot { by: By<'a>, mode: Option<SslMode> },
     /// `VerificationDisabled` by pgjdbc's `NonValidatingFactory`.
     NonValidatingFactory,
+    /// A finding of a driver's own rules (docs/drivers.md): what that driver will do.
+    Driver {
+        driver: &'static str,
+        what: Cow<'static, str>,
+    },
     /// `VerificationDisabled`: `NODE_TLS_REJECT_UNAUTHORIZED=0` turns verification off for
     /// every TLS connection of a Node.js process (node-postgres reads the target).
     NodeTlsOff { origin: Origin<'a> },
@@ -359,6 +364,44 @@ pub struct Finding<'a> {
     /// For `Unresolved`/`Unverifiable` that hide the host: the finding it would be if the
     /// host is not loopback.
     pub behind: Option<Code>,
+    /// Changes that make this target pass, one fix per alternative (each is enough on its
+    /// own); empty where no mechanical change can (a hidden value, a syntax error).
+    pub fixes: Vec<Fix>,
+}
+
+/// One way to fix a finding: its changes, made together (docs/admission.md, "Fixes").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fix {
+    /// The driver this fix is for, where drivers need different ones.
+    pub driver: Option<&'static str>,
+    pub changes: Vec<Change>,
+}
+
+/// One change of a fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Set `key=value` in the finding's connection string (every occurrence of `key`
+    /// replaced by one), and remove the keys of `drop`.
+    Param {
+        key: &'static str,
+        value: FixValue,
+        drop: &'static [&'static str],
+    },
+    /// Set an environment variable of the container.
+    Env {
+        name: Cow<'static, str>,
+        value: FixValue,
+    },
+    /// Remove an environment variable from the container.
+    Unset { name: Cow<'static, str> },
+}
+
+/// The value a change sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FixValue {
+    Literal(&'static str),
+    /// The path of the CA bundle the client should trust.
+    CaFile,
 }
 
 /// Facts worth telling that are not findings.
@@ -374,6 +417,12 @@ pub enum Note<'a> {
     SystemTrustStore { variable: Cow<'a, str> },
     /// pgjdbc's `DefaultJavaSSLFactory`: the JVM trust store.
     JvmTrustStore { variable: Cow<'a, str> },
+    /// A driver's rule worth telling (docs/drivers.md).
+    Driver {
+        variable: Cow<'a, str>,
+        driver: &'static str,
+        text: Cow<'static, str>,
+    },
     /// `SSL_CERT_FILE`/`SSL_CERT_DIR` change what `system` trusts.
     SslCertEnv { variable: &'static str },
     /// A `PG*` or connection-string variable is defined twice in `env`; the last wins.

@@ -349,8 +349,12 @@ fn connection_strings() {
             &[],
             Some(SslModeTooWeak),
         ),
-        // Not libpq: Npgsql, other keywords, plain text.
-        ("Host=db;Database=app;SSL Mode=Disable", &[], None),
+        // Not libpq: other keywords, plain text (Npgsql strings: the drivers' tests).
+        (
+            "Host=db;Database=app;SSL Mode=Disable",
+            &[],
+            Some(SslModeTooWeak),
+        ),
         ("vhost=db", &[], None),
         ("user=app dbname=app", &[], None),
         // Driver-qualified schemes.
@@ -360,18 +364,19 @@ fn connection_strings() {
             None,
         ),
         ("postgresql+psycopg://db/app", &[], Some(SslModeUnset)),
+        // An unknown dialect's own TLS parameter (asyncpg and pg8000: the drivers' tests).
         (
-            "postgresql+asyncpg://db/app?ssl=require",
+            "postgresql+pypostgresql://db/app?sslcontext=x",
             &[],
             Some(Unverifiable),
         ),
         (
-            "postgresql+asyncpg://db/app?sslmode=verify-full&sslrootcert=/ca",
+            "postgresql+pypostgresql://db/app?sslmode=verify-full&sslrootcert=/ca",
             &[],
             None,
         ),
         (
-            "postgresql+asyncpg://db/app?sslmode=prefer",
+            "postgresql+pypostgresql://db/app?sslmode=prefer",
             &[],
             Some(SslModeTooWeak),
         ),
@@ -750,7 +755,7 @@ fn notes() {
     }));
     let w = pod_env(&[(
         "DATABASE_URL",
-        "postgres://db/app?sslmode=verify-full&sslrootcert=/ca&schema=public",
+        "postgres://db/app?sslmode=verify-full&sslrootcert=/ca&search_path=public",
     )]);
     let r = report_with(&w, &sources, &settings);
     assert!(matches!(
@@ -877,7 +882,7 @@ fn messages_name_the_fix_and_fit_warnings() {
     let f = &r.containers[0].findings[0];
     assert_eq!(
         f.message(Some("app")),
-        "container app: DATABASE_URL (literal value): SslModeTooWeak: sslmode=require: the connection is encrypted but nothing checks who the server is. Fix: set sslmode=verify-full and sslrootcert=<CA file> in DATABASE_URL, or PGSSLMODE and PGSSLROOTCERT."
+        "container app: DATABASE_URL (literal value): SslModeTooWeak: sslmode=require: the connection is encrypted but nothing checks who the server is. Fix: set sslmode=verify-full and sslrootcert=<CA file> in DATABASE_URL."
     );
     let warning = f.warning(Some("app"));
     assert!(

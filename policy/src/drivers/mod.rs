@@ -1,0 +1,162 @@
+//! The drivers beyond libpq and pgjdbc (docs/drivers.md): each module recognises its own
+//! targets in a variable and judges them by that driver's rules. A target passes only when
+//! every driver that could plausibly read it verifies the server fully; a driver's module
+//! claims a value only on a signal of that driver (its URL scheme, its parameters, its
+//! variables), never by guessing. Adding a driver is its file and one line in [`DRIVERS`].
+
+use std::borrow::Cow;
+
+use crate::verdict::{Code, Fix, FixValue, SslMode};
+
+mod npgsql;
+mod prisma;
+mod r2dbc;
+mod sqlalchemy;
+mod vertx;
+
+/// The drivers, in the order they are asked: the first that recognises a value judges it;
+/// a value none of them recognises is read by libpq's or pgjdbc's rules.
+pub(crate) static DRIVERS: &[&dyn Driver] = &[
+    &npgsql::Npgsql,
+    &r2dbc::R2dbc,
+    &vertx::QuarkusReactive,
+    &sqlalchemy::Asyncpg,
+    &sqlalchemy::Pg8000,
+    &prisma::Prisma,
+];
+
+/// One driver's rules.
+pub(crate) trait Driver: Sync {
+    fn name(&self) -> &'static str;
+    /// Reads the value of `variable` as this driver's target, if it carries this driver's
+    /// signal. Called for every visible variable: a cheap test comes first.
+    fn recognise(&self, variable: &str, value: &str) -> Option<Parsed>;
+    /// What this driver does with the target, in the container's environment.
+    fn judge(&self, variable: &str, target: &Parsed, env: &dyn Environment) -> Judgement;
+}
+
+/// What a driver sees of the container besides the variable it judges.
+pub(crate) trait Environment {
+    /// A variable's value: `None` unset, `Some(None)` set but not visible.
+    fn get(&self, name: &str) -> Option<Option<&str>>;
+}
+
+/// A recognised target: where it connects and its settings, as its driver reads them.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    /// Network hosts (Unix socket paths are not listed: no TLS applies there).
+    pub hosts: Vec<String>,
+    /// Parameters in order, percent-decoded where the format says so.
+    pub params: Vec<(String, String)>,
+    /// The scheme itself asks for TLS (`r2dbcs:`).
+    pub secure_scheme: bool,
+}
+
+impl Parsed {
+    /// The last value of a key (exact match).
+    pub fn last(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.params.iter().any(|(k, _)| k == key)
+    }
+}
+
+/// A driver's verdict on one target.
+#[derive(Debug)]
+pub(crate) struct Judgement {
+    pub outcome: Result<(), Found>,
+    /// Facts worth telling that are not findings.
+    pub notes: Vec<Cow<'static, str>>,
+}
+
+/// A finding of a driver's rules: its code, what the driver will do, and its fixes.
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub code: Code,
+    pub what: Cow<'static, str>,
+    pub fixes: Vec<Fix>,
+}
+
+impl Judgement {
+    pub fn pass() -> Judgement {
+        Judgement {
+            outcome: Ok(()),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn found(code: Code, what: impl Into<Cow<'static, str>>, fixes: Vec<Fix>) -> Judgement {
+        Judgement {
+            outcome: Err(Found {
+                code,
+                what: what.into(),
+                fixes,
+            }),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn note(mut self, text: impl Into<Cow<'static, str>>) -> Judgement {
+        self.notes.push(text.into());
+        self
+    }
+}
+
+/// Splits a URL after its scheme (`//user:password@host1:5432,host2/db?k=v&…`) into its
+/// network hosts and its percent-decoded query parameters. Never fails: a malformed escape
+/// stays as written (the driver's rules decide what that means).
+pub(crate) fn url(rest: &str) -> Parsed {
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = before_query.split('/').next().unwrap_or("");
+    let hostlist = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let mut parsed = Parsed::default();
+    for h in hostlist.split(',').filter(|h| !h.is_empty()) {
+        let host = match h.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => h.split(':').next().unwrap_or(h),
+        };
+        let host = decoded(host);
+        if !host.is_empty() && !host.starts_with('/') {
+            parsed.hosts.push(host);
+        }
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        parsed.params.push((decoded(k), decoded(v)));
+    }
+    parsed
+}
+
+fn decoded(s: &str) -> String {
+    crate::libpq::decode(s, 0).map_or_else(|_| s.to_string(), |d| d.into_owned())
+}
+
+/// What a mode does, for messages: the weak libpq-named modes share their consequences.
+pub(crate) fn weak_mode_text(mode: SslMode) -> &'static str {
+    match mode {
+        SslMode::Disable => "no TLS at all",
+        SslMode::Allow => "plaintext first, TLS only if the server insists, never verified",
+        SslMode::Prefer => "TLS if the server offers it, never verified, plaintext otherwise",
+        SslMode::Require => "encrypted, but any server certificate is accepted",
+        SslMode::VerifyCa => "the certificate chain is checked but not the host name",
+        SslMode::VerifyFull => "verified",
+    }
+}
+
+/// The CA file, for fixes.
+pub(crate) const CA: FixValue = FixValue::CaFile;
+
+/// The code of a weak or absent mode.
+pub(crate) fn weak(mode: Option<SslMode>) -> Code {
+    match mode {
+        None => Code::SslModeUnset,
+        Some(_) => Code::SslModeTooWeak,
+    }
+}

@@ -1,0 +1,122 @@
+//! R2DBC PostgreSQL: `r2dbc:postgresql://…`, `r2dbcs:…`, `r2dbc:pool:postgresql://…`
+//! (docs/drivers.md, "R2DBC"). Option names are case-sensitive: `sslMode` (with the alias
+//! `sslmode`), `sslRootCert`; the default is DISABLE; REQUIRE never verifies; VERIFY_FULL
+//! without a root certificate uses the JVM trust store. No environment variable is read.
+//! Spring Boot adds `SPRING_R2DBC_PROPERTIES_<KEY>` as lower-case options.
+
+use super::{CA, Driver, Environment, Judgement, Parsed, url, weak, weak_mode_text};
+use crate::fixes::params;
+use crate::verdict::{Code, FixValue, SslMode};
+
+#[derive(Debug)]
+pub(crate) struct R2dbc;
+
+/// `r2dbc[s]:[pool:]postgres[ql]:[failover:]` and what follows it.
+fn split_scheme(value: &str) -> Option<(bool, &str)> {
+    let (secure, rest) = if let Some(r) = value.strip_prefix("r2dbcs:") {
+        (true, r)
+    } else {
+        (false, value.strip_prefix("r2dbc:")?)
+    };
+    let rest = rest.strip_prefix("pool:").unwrap_or(rest);
+    let rest = rest
+        .strip_prefix("postgresql:")
+        .or_else(|| rest.strip_prefix("postgres:"))?;
+    let rest = rest.strip_prefix("failover:").unwrap_or(rest);
+    rest.starts_with("//").then_some((secure, rest))
+}
+
+fn mode(v: &str) -> Option<SslMode> {
+    SslMode::parse_ignore_case(&v.replace('_', "-"))
+}
+
+impl Driver for R2dbc {
+    fn name(&self) -> &'static str {
+        "R2DBC"
+    }
+
+    fn recognise(&self, _: &str, value: &str) -> Option<Parsed> {
+        if !value.starts_with("r2dbc") {
+            return None;
+        }
+        let (secure, rest) = split_scheme(value)?;
+        let mut parsed = url(rest);
+        parsed.secure_scheme = secure;
+        Some(parsed)
+    }
+
+    fn judge(&self, variable: &str, t: &Parsed, env: &dyn Environment) -> Judgement {
+        // Spring Boot's properties override the URL's options, under lower-case keys.
+        let spring_mode = (variable == "SPRING_R2DBC_URL")
+            .then(|| env.get("SPRING_R2DBC_PROPERTIES_SSLMODE").flatten())
+            .flatten();
+        let has_root = t.last("sslRootCert").is_some_and(|r| !r.is_empty());
+        let fix = || {
+            let mut changes = vec![("sslMode", FixValue::Literal("VERIFY_FULL"))];
+            if !has_root {
+                changes.push(("sslRootCert", CA));
+            }
+            vec![params(None, &changes)]
+        };
+        // `ssl=true` (or `r2dbcs:`) is applied first, then sslMode, else its alias.
+        let ssl = t.secure_scheme
+            || t.last("ssl")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let setting = t
+            .last("sslMode")
+            .or(spring_mode)
+            .or_else(|| t.last("sslmode"));
+        let mode = match setting {
+            Some(v) => match mode(v) {
+                Some(m) => Some(m),
+                None => {
+                    return Judgement::found(
+                        Code::SslModeInvalid,
+                        "R2DBC refuses this sslMode (it takes DISABLE, ALLOW, PREFER, REQUIRE, VERIFY_CA, VERIFY_FULL): the application fails to connect",
+                        fix(),
+                    );
+                }
+            },
+            None if ssl => Some(SslMode::VerifyFull),
+            None => None,
+        };
+        let mut judged = match mode {
+            None => Judgement::found(
+                weak(None),
+                "no sslMode: R2DBC defaults to DISABLE, plaintext",
+                fix(),
+            ),
+            Some(SslMode::VerifyFull) if t.has("sslHostnameVerifier") => Judgement::found(
+                Code::Unverifiable,
+                "sslHostnameVerifier replaces R2DBC's host-name check with a class verifyfull cannot judge",
+                Vec::new(),
+            ),
+            Some(SslMode::VerifyFull) if has_root => Judgement::pass(),
+            Some(SslMode::VerifyFull) => Judgement::pass().note(
+                "R2DBC's VERIFY_FULL without sslRootCert verifies against the JVM trust store: a private CA is not trusted there",
+            ),
+            Some(SslMode::Require) => Judgement::found(
+                Code::SslModeTooWeak,
+                "sslMode REQUIRE: encrypted, but R2DBC accepts any server certificate, sslRootCert or not",
+                fix(),
+            ),
+            Some(m) => Judgement::found(
+                Code::SslModeTooWeak,
+                format!("sslMode {}: {}", m.as_str(), weak_mode_text(m)),
+                fix(),
+            ),
+        };
+        if t.has("sslrootcert") {
+            judged = judged
+                .note("R2DBC ignores sslrootcert (its option is sslRootCert, case-sensitive)");
+        }
+        if variable == "SPRING_R2DBC_URL"
+            && env.get("SPRING_R2DBC_PROPERTIES_SSLROOTCERT").is_some()
+        {
+            judged = judged.note(
+                "SPRING_R2DBC_PROPERTIES_SSLROOTCERT binds to the option sslrootcert, which R2DBC ignores: put sslRootCert in the URL",
+            );
+        }
+        judged
+    }
+}

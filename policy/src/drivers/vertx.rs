@@ -1,0 +1,124 @@
+//! The Vert.x PostgreSQL client as Quarkus configures it (docs/drivers.md, "Vert.x and
+//! Quarkus"): `QUARKUS_DATASOURCE[__<NAME>_]_REACTIVE_URL`, or a `vertx-reactive:` URL.
+//! The default is DISABLE; verify-full needs the host-name verification algorithm HTTPS
+//! (Quarkus's default is NONE, and it refuses to start) and trust settings; trust-all
+//! turns verification off. PG* variables are not read.
+
+use std::borrow::Cow;
+
+use super::{CA, Driver, Environment, Judgement, Parsed, url, weak, weak_mode_text};
+use crate::verdict::{Change, Code, Fix, FixValue, SslMode};
+
+#[derive(Debug)]
+pub(crate) struct QuarkusReactive;
+
+/// The settings' common prefix: `QUARKUS_DATASOURCE_REACTIVE_` or a named datasource's.
+fn prefix(variable: &str) -> Option<&str> {
+    let p = variable.strip_suffix("URL")?;
+    (p.starts_with("QUARKUS_DATASOURCE_") && p.ends_with("REACTIVE_")).then_some(p)
+}
+
+impl Driver for QuarkusReactive {
+    fn name(&self) -> &'static str {
+        "Vert.x (Quarkus reactive)"
+    }
+
+    fn recognise(&self, variable: &str, value: &str) -> Option<Parsed> {
+        let value = value
+            .strip_prefix("vertx-reactive:")
+            .or_else(|| prefix(variable).map(|_| value))?;
+        let rest = value
+            .strip_prefix("postgresql:")
+            .or_else(|| value.strip_prefix("postgres:"))?;
+        Some(url(rest))
+    }
+
+    fn judge(&self, variable: &str, t: &Parsed, env: &dyn Environment) -> Judgement {
+        let p = prefix(variable).unwrap_or("QUARKUS_DATASOURCE_REACTIVE_");
+        let setting = |s: &str| env.get(&format!("{p}{s}")).flatten();
+        let name = |s: &str| -> Cow<'static, str> { Cow::Owned(format!("{p}{s}")) };
+        let trust_all = setting("TRUST_ALL").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let algorithm = setting("HOSTNAME_VERIFICATION_ALGORITHM")
+            .is_some_and(|v| !v.is_empty() && !v.eq_ignore_ascii_case("NONE"));
+        let trust = [
+            "TRUST_CERTIFICATE_PEM_CERTS",
+            "TRUST_CERTIFICATE_JKS_PATH",
+            "TRUST_CERTIFICATE_PFX_PATH",
+            "TLS_CONFIGURATION_NAME",
+        ]
+        .iter()
+        .any(|s| setting(s).is_some_and(|v| !v.is_empty()));
+        let mut changes = vec![Change::Env {
+            name: name("POSTGRESQL_SSL_MODE"),
+            value: FixValue::Literal("verify-full"),
+        }];
+        if !algorithm {
+            changes.push(Change::Env {
+                name: name("HOSTNAME_VERIFICATION_ALGORITHM"),
+                value: FixValue::Literal("HTTPS"),
+            });
+        }
+        if !trust {
+            changes.push(Change::Env {
+                name: name("TRUST_CERTIFICATE_PEM_CERTS"),
+                value: CA,
+            });
+        }
+        if trust_all {
+            changes.push(Change::Unset {
+                name: name("TRUST_ALL"),
+            });
+        }
+        let fixes = vec![Fix {
+            driver: None,
+            changes,
+        }];
+        // The SSL-mode setting overrides the URL's sslmode only when set.
+        let mode = setting("POSTGRESQL_SSL_MODE")
+            .or_else(|| t.last("sslmode"))
+            .map(SslMode::parse_ignore_case);
+        let mut judged = match mode {
+            None => Judgement::found(
+                weak(None),
+                "no SSL mode: the Vert.x client defaults to DISABLE, plaintext",
+                fixes,
+            ),
+            Some(None) => Judgement::found(
+                Code::SslModeInvalid,
+                "the Vert.x client refuses this SSL mode: the application fails to start",
+                fixes,
+            ),
+            Some(Some(SslMode::VerifyFull)) if trust_all => Judgement::found(
+                Code::VerificationDisabled,
+                "trust-all accepts any server certificate, verify-full or not",
+                fixes,
+            ),
+            Some(Some(SslMode::VerifyFull)) if !algorithm => Judgement::found(
+                Code::ConnectionStringInvalid,
+                "verify-full without a host-name verification algorithm: Quarkus (default NONE) refuses to start",
+                fixes,
+            ),
+            Some(Some(SslMode::VerifyFull)) if !trust => Judgement::found(
+                Code::RootCertMissing,
+                "verify-full without trust settings: the Vert.x client refuses to connect",
+                fixes,
+            ),
+            Some(Some(SslMode::VerifyFull)) => Judgement::pass(),
+            Some(Some(m)) => Judgement::found(
+                Code::SslModeTooWeak,
+                format!(
+                    "SSL mode {}: {} (prefer falls back to plaintext on any TLS failure)",
+                    m.as_str(),
+                    weak_mode_text(m)
+                ),
+                fixes,
+            ),
+        };
+        if t.has("sslrootcert") {
+            judged = judged.note(
+                "the Vert.x client sends sslrootcert to the server as a setting: it is not a trust setting",
+            );
+        }
+        judged
+    }
+}
