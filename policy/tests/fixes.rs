@@ -17,6 +17,19 @@ enum Form {
     Jdbc,
     /// No string: PGHOST.
     Env,
+    /// `Key=Value;` (keys case-insensitive, spaces ignored).
+    Npgsql,
+}
+
+/// Npgsql compares keys without case or spaces.
+fn same_key(form: Form, a: &str, b: &str) -> bool {
+    match form {
+        Form::Npgsql => {
+            let n = |s: &str| s.replace(' ', "").to_lowercase();
+            n(a) == n(b)
+        }
+        _ => a == b,
+    }
 }
 
 /// `key=value` pairs of a string, in order (the generated strings need no quoting).
@@ -26,6 +39,7 @@ fn split(form: Form, value: &str) -> (String, Vec<(String, String)>) {
             Some((h, q)) => (h.to_string(), q.to_string(), '&'),
             None => (value.to_string(), String::new(), '&'),
         },
+        Form::Npgsql => (String::new(), value.to_string(), ';'),
         _ => (String::new(), value.to_string(), ' '),
     };
     let pairs = rest
@@ -50,6 +64,7 @@ fn join(form: Form, head: &str, pairs: &[(String, String)]) -> String {
         .collect();
     match form {
         Form::Url | Form::Jdbc => format!("{head}?{}", pairs.join("&")),
+        Form::Npgsql => pairs.join(";"),
         _ => pairs.join(" "),
     }
 }
@@ -69,7 +84,9 @@ fn apply(form: Form, env: &mut Vec<(String, String)>, variable: &str, change: &C
                 panic!("the fix changes {variable}, which the Pod does not have");
             };
             let (head, mut pairs) = split(form, &slot.1);
-            pairs.retain(|(k, _)| k != key && !drop.contains(&k.as_str()));
+            pairs.retain(|(k, _)| {
+                !same_key(form, k, key) && !drop.iter().any(|d| same_key(form, k, d))
+            });
             pairs.push((key.to_string(), text(*value).to_string()));
             slot.1 = join(form, &head, &pairs);
         }
@@ -160,7 +177,7 @@ prop_compose! {
                 let (head, pairs) = split(Form::Kv, &params.join(" "));
                 env.push(("DATABASE_URL".into(), format!("host=db.prod.svc dbname=app {}", join(Form::Kv, &head, &pairs))))
             }
-            Form::Env => env.push(("PGHOST".into(), "db.prod.svc".into())),
+            Form::Env | Form::Npgsql => env.push(("PGHOST".into(), "db.prod.svc".into())),
         }
         env.extend(env_mode.map(|m| ("PGSSLMODE".to_string(), m.to_string())));
         env.extend(env_root.map(|r| ("PGSSLROOTCERT".to_string(), r.to_string())));
@@ -172,11 +189,131 @@ prop_compose! {
     }
 }
 
+/// The drivers' own forms: the string, and the environment around it.
+fn drivers() -> impl Strategy<Value = (Form, Vec<(String, String)>)> {
+    let npgsql = (
+        opt(&[
+            "Disable",
+            "Prefer",
+            "Require",
+            "VerifyCA",
+            "VerifyFull",
+            "verify-full",
+            "5",
+            "3",
+        ]),
+        opt(&[CA, ""]),
+        opt(&["verify-full"]),
+        opt(&[CA]),
+    )
+        .prop_map(|(mode, root, env_mode, env_root)| {
+            let mut s = "Host=db.prod.svc;Database=app".to_string();
+            s.extend(mode.map(|m| format!(";SSL Mode={m}")));
+            s.extend(root.map(|r| format!(";Root Certificate={r}")));
+            let mut env = vec![("ConnectionStrings__Default".to_string(), s)];
+            env.extend(env_mode.map(|m| ("PGSSLMODE".to_string(), m.to_string())));
+            env.extend(env_root.map(|r| ("PGSSLROOTCERT".to_string(), r.to_string())));
+            (Form::Npgsql, env)
+        });
+    let r2dbc = (
+        any::<bool>(),
+        opt(&[
+            "sslMode=VERIFY_FULL",
+            "sslMode=require",
+            "sslMode=verify-ca",
+            "sslmode=verify-full",
+            "ssl=true",
+            "sslMode=bogus",
+        ]),
+        opt(&["sslRootCert", "sslrootcert"]),
+        opt(&["require", "verify-full"]),
+    )
+        .prop_map(|(secure, mode, root, spring)| {
+            let scheme = if secure { "r2dbcs" } else { "r2dbc" };
+            let mut q: Vec<String> = mode.iter().map(|m| m.to_string()).collect();
+            q.extend(root.map(|k| format!("{k}={CA}")));
+            let mut env = vec![(
+                "SPRING_R2DBC_URL".to_string(),
+                format!("{scheme}:postgresql://db.prod.svc/app?{}", q.join("&")),
+            )];
+            env.extend(
+                spring.map(|m| ("SPRING_R2DBC_PROPERTIES_SSLMODE".to_string(), m.to_string())),
+            );
+            (Form::Url, env)
+        });
+    let prisma = (
+        opt(&["disable", "prefer", "require", "verify-full"]),
+        opt(&["strict", "accept_invalid_certs"]),
+        opt(&["sslcert", "sslrootcert"]),
+    )
+        .prop_map(|(mode, accept, root)| {
+            let mut q = vec!["schema=public".to_string()];
+            q.extend(mode.map(|m| format!("sslmode={m}")));
+            q.extend(accept.map(|a| format!("sslaccept={a}")));
+            q.extend(root.map(|k| format!("{k}={CA}")));
+            (
+                Form::Url,
+                vec![(
+                    "DATABASE_URL".to_string(),
+                    format!("postgresql://app@db.prod.svc/app?{}", q.join("&")),
+                )],
+            )
+        });
+    let asyncpg = (
+        opt(&[
+            "ssl=verify-full",
+            "ssl=require",
+            "ssl=true",
+            "sslmode=verify-full",
+        ]),
+        opt(&[CA, "system"]),
+        opt(&["verify-full", "require"]),
+    )
+        .prop_map(|(param, root, env_mode)| {
+            let mut env = vec![(
+                "DATABASE_URL".to_string(),
+                format!(
+                    "postgresql+asyncpg://app@db.prod.svc/app?{}",
+                    param.unwrap_or("")
+                ),
+            )];
+            env.extend(root.map(|r| ("PGSSLROOTCERT".to_string(), r.to_string())));
+            env.extend(env_mode.map(|m| ("PGSSLMODE".to_string(), m.to_string())));
+            (Form::Url, env)
+        });
+    let quarkus = (
+        opt(&["sslmode=verify-full", "sslmode=require", "sslmode=prefer"]),
+        opt(&["verify-full", "disable", "require"]),
+        opt(&["HTTPS", "NONE"]),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(url_mode, mode, algorithm, trust, trust_all)| {
+            let p = "QUARKUS_DATASOURCE_REACTIVE_";
+            let mut env = vec![(
+                format!("{p}URL"),
+                format!("postgresql://db.prod.svc/app?{}", url_mode.unwrap_or("")),
+            )];
+            env.extend(mode.map(|m| (format!("{p}POSTGRESQL_SSL_MODE"), m.to_string())));
+            env.extend(
+                algorithm.map(|a| (format!("{p}HOSTNAME_VERIFICATION_ALGORITHM"), a.to_string())),
+            );
+            if trust {
+                env.push((format!("{p}TRUST_CERTIFICATE_PEM_CERTS"), CA.to_string()));
+            }
+            if trust_all {
+                env.push((format!("{p}TRUST_ALL"), "true".to_string()));
+            }
+            (Form::Url, env)
+        });
+    prop_oneof![npgsql, r2dbc, prisma, asyncpg, quarkus]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_fix_makes_the_target_pass((form, env) in pods()) {
+    fn every_fix_makes_the_target_pass((form, env) in prop_oneof![pods(), drivers()]) {
         for (code, severity, variable, fixes) in judge(&env) {
             if severity == Severity::Deny {
                 prop_assert!(!fixes.is_empty(), "{code} on {variable} has no fix; env {env:?}");
