@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar};
 
 use smallvec::{SmallVec, smallvec};
 
+use crate::command;
 use crate::drivers;
 use crate::env::{Budget, Env, Get, OpenSource, Origin, PodInfo, ValueSource, Var, Visibility};
 use crate::exemptions;
@@ -53,6 +54,8 @@ pub struct ContainerRef<'a> {
     pub list: ContainerList,
     pub env: &'a [EnvVar],
     pub env_from: &'a [EnvFromSource],
+    pub command: &'a [String],
+    pub args: &'a [String],
 }
 
 /// Every container of a Pod spec: init containers (native sidecars included), containers,
@@ -67,6 +70,8 @@ pub fn containers(spec: &PodSpec) -> impl Iterator<Item = ContainerRef<'_>> {
             list,
             env: c.env.as_deref().unwrap_or_default(),
             env_from: c.env_from.as_deref().unwrap_or_default(),
+            command: c.command.as_deref().unwrap_or_default(),
+            args: c.args.as_deref().unwrap_or_default(),
         })
     }
     list(spec.init_containers.as_ref(), ContainerList::Init)
@@ -118,6 +123,7 @@ pub fn evaluate_container<'a>(
     budget: &mut Budget,
 ) -> ContainerReport<'a> {
     let env = Env::build(c.env_from, c.env, pod, ctx.sources, budget);
+    let arguments = command::arguments(c.command, c.args, &env, pod, budget);
     let mut judge = Judge {
         env: &env,
         settings: ctx.settings,
@@ -132,8 +138,11 @@ pub fn evaluate_container<'a>(
         findings: Vec::new(),
         notes: Vec::new(),
     };
-    for var in &env.vars {
+    for var in env.vars.iter().chain(&arguments.values) {
         judge.variable(var);
+    }
+    for var in &arguments.tool_hosts {
+        judge.tool_host(var);
     }
     judge.environment();
     if judge.client {
@@ -412,6 +421,15 @@ impl<'e, 'a> Judge<'e, 'a> {
             what: found.what,
         };
         self.push_fixed(&s, found.code, cause, None, found.fixes);
+    }
+
+    /// A libpq tool's `-h`/`-p` (as a `host=… port=…` string): what the tool connects to
+    /// with the libpq environment, whose variables are what a fix can set.
+    fn tool_host(&mut self, var: &Var<'a>) {
+        if let KeyValueRecognition::Yes(info) = libpq::recognise_keyword_value(&var.value) {
+            let subject = self.subject(var, Target::Environment);
+            self.libpq(&subject, Some(&info), false, None, var);
+        }
     }
 
     /// The libpq environment alone is a target when `PGHOST`, `PGHOSTADDR` or `PGSERVICE` is set.

@@ -8,6 +8,7 @@
 pub mod admission;
 #[cfg(feature = "clap")]
 pub mod args;
+mod command;
 pub mod crd;
 mod drivers;
 pub mod engine;

@@ -339,6 +339,11 @@ pub struct Container {
     #[serde(default, deserialize_with = "capped::<_, _, EnvFromCap>")]
     pub env_from: Option<Vec<EnvFromSource>>,
     pub volume_mounts: Option<Vec<VolumeMount>>,
+    /// Connection strings may be passed here too (docs/drivers.md, "Commands").
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
 }
 
 fn mounts(m: &Option<Vec<k8s_openapi::api::core::v1::VolumeMount>>) -> Option<Vec<VolumeMount>> {
@@ -359,6 +364,8 @@ impl From<&k8s_openapi::api::core::v1::Container> for Container {
             env: c.env.clone(),
             env_from: c.env_from.clone(),
             volume_mounts: mounts(&c.volume_mounts),
+            command: c.command.clone(),
+            args: c.args.clone(),
         }
     }
 }
@@ -379,6 +386,8 @@ impl From<&k8s_openapi::api::core::v1::PodSpec> for PodSpec {
                         env: c.env.clone(),
                         env_from: c.env_from.clone(),
                         volume_mounts: mounts(&c.volume_mounts),
+                        command: c.command.clone(),
+                        args: c.args.clone(),
                     })
                     .collect()
             }),

@@ -943,3 +943,130 @@ fn expansion_bombs_are_unresolved_with_a_note() {
         codes(&w)
     );
 }
+
+/// docs/drivers.md, "Commands": connection strings and libpq tools' hosts in the command
+/// line, after `$(VAR)` expansion.
+#[test]
+fn command_and_args() {
+    use Code::*;
+    let container = |command: Value, args: Value, env: Value| {
+        pod_with(
+            json!([{"name": "app", "command": command, "args": args, "env": env}]),
+            json!({}),
+        )
+    };
+    let verified = json!([
+        {"name": "PGSSLMODE", "value": "verify-full"},
+        {"name": "PGSSLROOTCERT", "value": "/ca"}
+    ]);
+    type Case = (Value, Value, Value, Vec<(String, String, Code)>);
+    let cases: Vec<Case> = vec![
+        // A backup CronJob's pg_dump with a host and no PGSSLMODE.
+        (
+            json!(["pg_dump", "-h", "db.prod.svc", "-U", "app"]),
+            json!([]),
+            json!([]),
+            one("command[1]", SslModeUnset),
+        ),
+        (
+            json!(["/usr/bin/pg_dump"]),
+            json!(["--host=db.prod.svc", "--port=5433"]),
+            verified.clone(),
+            vec![],
+        ),
+        (
+            json!([]),
+            json!(["psql", "-hdb.prod.svc"]),
+            json!([]),
+            one("args[1]", SslModeUnset),
+        ),
+        // Only loopback: an in-Pod proxy.
+        (
+            json!(["pg_isready", "-h", "localhost"]),
+            json!([]),
+            json!([]),
+            vec![],
+        ),
+        // `--flag=value` and plain arguments are recognised by value.
+        (
+            json!(["/app"]),
+            json!(["--database-url=postgresql://db.prod.svc/app?sslmode=require"]),
+            json!([]),
+            one("args[0]", SslModeTooWeak),
+        ),
+        (
+            json!([]),
+            json!(["jdbc:postgresql://db.prod.svc/app"]),
+            json!([]),
+            one("args[0]", SslModeUnset),
+        ),
+        (
+            json!([]),
+            json!(["--db", "Host=db.prod.svc;SSL Mode=Require"]),
+            json!([]),
+            one("args[1]", SslModeTooWeak),
+        ),
+        // `$(VAR)` is expanded first.
+        (
+            json!(["psql", "-h", "$(DB_HOST)"]),
+            json!([]),
+            json!([{"name": "DB_HOST", "value": "db.prod.svc"}]),
+            one("command[1]", SslModeUnset),
+        ),
+        // A script: its URLs, and the tool that starts it.
+        (
+            json!([
+                "sh",
+                "-c",
+                "psql 'postgresql://db.prod.svc/app?sslmode=disable' -c 'select 1'"
+            ]),
+            json!([]),
+            json!([]),
+            one("command[2]", SslModeTooWeak),
+        ),
+        (
+            json!([
+                "/bin/bash",
+                "-c",
+                "exec pg_dump -h db.prod.svc app > /backup/app.sql"
+            ]),
+            json!([]),
+            verified.clone(),
+            vec![],
+        ),
+        (
+            json!([
+                "/bin/bash",
+                "-c",
+                "exec pg_dump -h db.prod.svc app > /backup/app.sql"
+            ]),
+            json!([]),
+            json!([]),
+            one("command[2]", SslModeUnset),
+        ),
+        // Not a tool, not a connection string.
+        (
+            json!(["nginx", "-h", "db.prod.svc"]),
+            json!([]),
+            json!([]),
+            vec![],
+        ),
+    ];
+    for (command, args, env, want) in cases {
+        let w = container(command.clone(), args.clone(), env);
+        assert_eq!(codes(&w), want, "{command} {args}");
+    }
+    // The fix of a tool's host sets the environment: `-h` takes no sslmode.
+    let w = container(
+        json!(["pg_dump", "-h", "db.prod.svc"]),
+        json!([]),
+        json!([]),
+    );
+    let (sources, settings) = (Sources::default(), Settings::default());
+    let r = report_with(&w, &sources, &settings);
+    let f = &r.containers[0].findings[0];
+    assert_eq!(
+        f.fix(),
+        "set PGSSLMODE=verify-full and PGSSLROOTCERT=<CA file>"
+    );
+}
