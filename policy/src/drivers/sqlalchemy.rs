@@ -1,5 +1,5 @@
-//! SQLAlchemy dialects whose driver is not libpq (docs/drivers.md, "SQLAlchemy"): the URL's
-//! query keys become the driver's `connect()` arguments. `+asyncpg` takes `ssl=<mode>` and
+//! SQLAlchemy dialects whose driver is not libpq (docs/drivers.md, "asyncpg (SQLAlchemy)",
+//! "pg8000 (SQLAlchemy)"): the URL's query keys become the driver's `connect()` arguments. `+asyncpg` takes `ssl=<mode>` and
 //! its root certificate only from `PGSSLROOTCERT`; `sslmode=`/`sslrootcert=` are not
 //! arguments of asyncpg (the application fails at start). `+pg8000` cannot express
 //! verification in a URL at all.

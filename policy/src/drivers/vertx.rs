@@ -1,5 +1,5 @@
-//! The Vert.x PostgreSQL client as Quarkus configures it (docs/drivers.md, "Vert.x and
-//! Quarkus"): `QUARKUS_DATASOURCE[__<NAME>_]_REACTIVE_URL`, or a `vertx-reactive:` URL.
+//! The Vert.x PostgreSQL client as Quarkus configures it (docs/drivers.md, "Vert.x (Quarkus
+//! reactive)"): `QUARKUS_DATASOURCE[__<NAME>_]_REACTIVE_URL`, or a `vertx-reactive:` URL.
 //! The default is DISABLE; verify-full needs the host-name verification algorithm HTTPS
 //! (Quarkus's default is NONE, and it refuses to start) and trust settings; trust-all
 //! turns verification off. PG* variables are not read.

@@ -14,6 +14,8 @@ use crate::cases::Form;
 #[derive(Debug, Clone)]
 pub struct Driver {
     pub name: &'static str,
+    /// What runs, as pinned by `.ci/drivers` (the run prints the exact versions).
+    pub pinned: &'static str,
     /// The forms this driver reads.
     pub forms: &'static [Form],
     program: PathBuf,
@@ -30,8 +32,9 @@ pub fn drivers(root: &Path, sqlx: &Path) -> Vec<Driver> {
     let built = root.join(".ci/drivers.d");
     let python = built.join("venv/bin/python");
     let py_client = root.join("tests/drivers/clients/python/client.py");
-    let py = |name, arg: &str, env| Driver {
+    let py = |name, pinned, arg: &str, env| Driver {
         name,
+        pinned,
         forms: if arg == "asyncpg" {
             URL_AND_ENV
         } else {
@@ -44,17 +47,20 @@ pub fn drivers(root: &Path, sqlx: &Path) -> Vec<Driver> {
     vec![
         py(
             "libpq 15 (Debian)",
+            "Debian 12's libpq5 15, through psycopg 3.3.9's pure-Python layer",
             "psycopg",
             vec![("PSYCOPG_IMPL", "python")],
         ),
         py(
             "libpq (psycopg wheel)",
+            "the libpq 18 bundled in psycopg-binary 3.3.9",
             "psycopg",
             vec![("PSYCOPG_IMPL", "binary")],
         ),
-        py("asyncpg", "asyncpg", vec![]),
+        py("asyncpg", "asyncpg 0.32.0", "asyncpg", vec![]),
         Driver {
             name: "node-postgres",
+            pinned: "pg 8.23.1 (pg-connection-string 2.x), Node.js 20",
             forms: URL_AND_ENV,
             program: "node".into(),
             args: vec![
@@ -66,6 +72,7 @@ pub fn drivers(root: &Path, sqlx: &Path) -> Vec<Driver> {
         },
         Driver {
             name: "pgjdbc",
+            pinned: "pgjdbc 42.5 (Debian 12's libpostgresql-jdbc-java), Java 17",
             forms: &[Form::Jdbc],
             program: "java".into(),
             // pgjdbc looks for ~/.postgresql/root.crt under user.home, not HOME.
@@ -82,6 +89,7 @@ pub fn drivers(root: &Path, sqlx: &Path) -> Vec<Driver> {
         },
         Driver {
             name: "lib/pq",
+            pinned: "lib/pq 1.10.7 (Debian 12), Go 1.19",
             forms: LIBPQ_FORMS,
             program: built.join("bin/pq"),
             args: vec![],
@@ -89,6 +97,7 @@ pub fn drivers(root: &Path, sqlx: &Path) -> Vec<Driver> {
         },
         Driver {
             name: "pgx",
+            pinned: "pgx 4.15 / pgconn (Debian 12), Go 1.19",
             forms: LIBPQ_FORMS,
             program: built.join("bin/pgx"),
             args: vec![],
@@ -96,6 +105,7 @@ pub fn drivers(root: &Path, sqlx: &Path) -> Vec<Driver> {
         },
         Driver {
             name: "sqlx",
+            pinned: "sqlx 0.8.6 (rustls with ring, webpki roots)",
             forms: URL_AND_ENV,
             program: sqlx.to_path_buf(),
             args: vec![],

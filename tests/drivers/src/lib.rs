@@ -7,5 +7,7 @@
 
 pub mod cases;
 pub mod clients;
+pub mod docs;
 pub mod matrix;
+pub mod research;
 pub mod servers;

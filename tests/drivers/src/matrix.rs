@@ -78,10 +78,15 @@ impl Verdict {
 }
 
 pub fn engine_verdict(case: &Case) -> Result<Verdict, String> {
-    let object: policy::Object = serde_json::from_value(case.pod())
-        .map_err(|e| format!("case {}: the Pod does not decode: {e}", case.id))?;
+    verdict_of(case.pod()).map_err(|e| format!("case {}: {e}", case.id))
+}
+
+/// The engine's verdict on a Pod, with the default settings.
+pub fn verdict_of(pod: serde_json::Value) -> Result<Verdict, String> {
+    let object: policy::Object =
+        serde_json::from_value(pod).map_err(|e| format!("the Pod does not decode: {e}"))?;
     let policy::Object::Workload(w) = object else {
-        return Err(format!("case {}: not a workload", case.id));
+        return Err("not a workload".into());
     };
     let settings = policy::Settings::default();
     let ctx = policy::Context {
@@ -113,6 +118,8 @@ pub struct Run {
     pub server_version: String,
     /// Name, version and forms of each driver, in order.
     pub drivers: Vec<(&'static str, String, &'static [Form])>,
+    /// What each driver is, as pinned.
+    pub pinned: Vec<&'static str>,
     pub cases: Vec<Case>,
     pub verdicts: Vec<Verdict>,
     /// (driver index, case index) → observation; only for the forms the driver reads.
@@ -257,6 +264,7 @@ pub fn run(drivers: &[Driver], cases: Vec<Case>, work: &Path) -> Result<Run, Str
             .zip(drivers)
             .map(|(c, d)| (d.name, c.version.clone(), d.forms))
             .collect(),
+        pinned: drivers.iter().map(|d| d.pinned).collect(),
         cases,
         verdicts,
         observed,

@@ -46,5 +46,21 @@ fn lab() -> Result<(), String> {
             problems.join("\n")
         ));
     }
+    // docs/drivers.md is what this run observed (every driver: a partial run cannot say).
+    let rules = lab::research::load(&root.join("tests/drivers/research.yaml"))?;
+    let doc = lab::docs::render(&run, &rules)?;
+    let path = root.join("docs/drivers.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if std::env::var_os("VERIFYFULL_LAB_ONLY").is_none() && doc != committed {
+        if std::env::var_os("VERIFYFULL_BLESS").is_some() {
+            std::fs::write(&path, doc).map_err(|e| format!("{}: {e}", path.display()))?;
+        } else {
+            return Err(format!(
+                "{} differs from what the lab observed: see the change with \
+                 VERIFYFULL_BLESS=1 cargo test -p verifyfull-driver-lab --test lab; git diff",
+                path.display()
+            ));
+        }
+    }
     Ok(())
 }
