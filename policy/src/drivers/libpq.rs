@@ -1,0 +1,481 @@
+//! libpq's rules (docs/admission.md; libpq's own documentation): a `postgres[ql]://` URI or
+//! keyword/value string merged with the container's libpq environment, and the environment
+//! alone. They are also what pgx, lib/pq, asyncpg, psycopg, Rails and Django do with
+//! `sslmode=verify-full` and a root certificate, and the fallback reading of any value no
+//! other driver claims (docs/drivers.md). These rules keep every candidate of a repeated
+//! or hidden setting, so they work on the judge's candidates rather than behind the
+//! drivers' one-verdict interface.
+
+use std::borrow::Cow;
+
+use smallvec::smallvec;
+
+use crate::engine::{
+    Candidates, Judge, Mode, Net, Root, Subject, hidden_var, keep_last_distinct, modes_verify_full,
+    open_hidden, roots_configured, weaker_net,
+};
+use crate::env::{Get, OpenSource, Var, Visibility};
+use crate::fixes;
+use crate::hosts::{self, HIDDEN_STR, Loopback, Slot, has_hidden};
+use crate::libpq::{self, Conninfo, KeyValueRecognition, Place};
+use crate::verdict::*;
+
+impl<'e, 'a> Judge<'e, 'a> {
+    /// A libpq tool's `-h`/`-p` (as a `host=… port=…` string): what the tool connects to
+    /// with the libpq environment, whose variables are what a fix can set.
+    pub(crate) fn tool_host(&mut self, var: &Var<'a>) {
+        if let KeyValueRecognition::Yes(info) = libpq::recognise_keyword_value(&var.value) {
+            let subject = self.subject(var, Target::Environment);
+            self.libpq(&subject, Some(&info), false, None, var);
+        }
+    }
+
+    /// The libpq environment alone is a target when `PGHOST`, `PGHOSTADDR` or `PGSERVICE` is set.
+    pub(crate) fn environment(&mut self) {
+        let set = ["PGHOST", "PGHOSTADDR", "PGSERVICE"]
+            .into_iter()
+            .find_map(|name| match self.env.get(name) {
+                Get::Set(v) => Some(v),
+                _ => None,
+            });
+        if let Some(var) = set {
+            let subject = self.subject(var, Target::Environment);
+            self.libpq(&subject, None, false, None, var);
+        }
+    }
+
+    /// A libpq string (`info`), or the libpq environment alone (`None`).
+    pub(crate) fn libpq(
+        &mut self,
+        s: &Subject<'a>,
+        info: Option<&Conninfo<'_>>,
+        uri: bool,
+        driver: Option<&str>,
+        var: &Var<'a>,
+    ) {
+        let scan = info
+            .map(|i| Scan::of(i, uri, driver.is_some()))
+            .unwrap_or_default();
+        if let (Some(driver), Some(key)) = (driver, scan.driver_tls) {
+            self.client = true;
+            let cause = Unverifiable::DriverParameter {
+                driver: Cow::Owned(driver.to_owned()),
+                key: Cow::Owned(key.to_owned()),
+            };
+            self.push(s, Code::Unverifiable, Cause::Unverifiable(cause), None);
+            return;
+        }
+        if scan.unknown > 0 && driver.is_none() && uri {
+            self.notes.push(Note::UnknownKeywords {
+                variable: s.variable.clone(),
+                count: scan.unknown,
+            });
+        }
+        for (key, conflicting) in [
+            ("sslmode", scan.modes.len() > 1),
+            ("sslrootcert", scan.roots.len() > 1),
+            ("host", scan.hosts.len() > 1),
+            ("hostaddr", scan.addrs.len() > 1),
+        ] {
+            if conflicting {
+                self.notes.push(Note::Conflicting {
+                    variable: s.variable.clone(),
+                    key,
+                });
+            }
+        }
+
+        // The service in force: the string's, else PGSERVICE.
+        let service: Result<Option<By<'a>>, Hidden<'a>> = match scan.service {
+            Some(v) if has_hidden(v) => Err(hidden_var(var)),
+            Some("") => Ok(None),
+            Some(_) => Ok(Some(By::Param { key: "service" })),
+            None => match self.env_lookup("PGSERVICE") {
+                EnvValue::Set(v) if v.value.is_empty() => {
+                    self.notes.push(Note::EmptyService {
+                        variable: Cow::Borrowed("PGSERVICE"),
+                    });
+                    Ok(None)
+                }
+                EnvValue::Set(v) => Ok(Some(By::Env {
+                    var: "PGSERVICE",
+                    origin: v.origin,
+                })),
+                // An unresolved envFrom source could define PGSERVICE too, but SPEC section 3
+                // has a visible PGSSLMODE decide over what such a source may hold.
+                EnvValue::Hidden(Hidden::Open { .. }) | EnvValue::Unset => Ok(None),
+                EnvValue::Hidden(h) => Err(h),
+            },
+        };
+        // What a setting the string leaves open is while a service applies: hidden (`Ok`)
+        // or up to the service file (`Err`).
+        let service_applies = !matches!(service, Ok(None));
+        let from_service: Option<Result<Hidden<'a>, Unverifiable<'a>>> = match service {
+            Ok(Some(by)) => Some(Err(Unverifiable::ServiceFile { by })),
+            Err(h) => Some(Ok(h)),
+            Ok(None) => None,
+        };
+
+        // GSSAPI encryption instead of TLS.
+        let gss = match scan.gss {
+            Some("require") => Some(By::Param { key: "gssencmode" }),
+            Some(_) => None,
+            None => match self.env_lookup("PGGSSENCMODE") {
+                EnvValue::Set(v) if v.value == "require" => Some(By::Env {
+                    var: "PGGSSENCMODE",
+                    origin: v.origin,
+                }),
+                _ => None,
+            },
+        };
+
+        let modes: Candidates<Mode<'a>> = if !scan.modes.is_empty() {
+            scan.modes
+                .iter()
+                .map(|&(v, key)| libpq_mode(v, By::Param { key }, var))
+                .collect()
+        } else {
+            smallvec![match &from_service {
+                Some(Ok(h)) => Mode::Hidden(h.clone()),
+                Some(Err(u)) => Mode::Unverifiable(u.clone()),
+                None => self.env_mode(),
+            }]
+        };
+        let roots: Candidates<Root<'a>> = if !scan.roots.is_empty() {
+            scan.roots
+                .iter()
+                .map(|v| root_of(v, By::Param { key: "sslrootcert" }, var))
+                .collect()
+        } else {
+            smallvec![match &from_service {
+                Some(Ok(h)) => Root::Hidden(h.clone()),
+                Some(Err(u)) => Root::Unverifiable(u.clone()),
+                None => self.env_root(),
+            }]
+        };
+        let nets = match from_service {
+            // Where the service file points is unknown.
+            Some(why) if scan.hosts.is_empty() && scan.addrs.is_empty() => {
+                smallvec![Net::Unknown(why)]
+            }
+            _ => self.libpq_nets(&scan, var),
+        };
+
+        let s = &Subject {
+            scope: fixes::Scope {
+                string_sets_mode: !scan.modes.is_empty(),
+                mode_alias: scan.mode_alias,
+                string_sets_root: !scan.roots.is_empty(),
+                mode_verify_full: modes_verify_full(&modes),
+                root_configured: roots_configured(&roots),
+                service: service_applies,
+                ..s.scope
+            },
+            ..s.clone()
+        };
+        if driver.is_none() {
+            self.libpq.count += 1;
+            self.libpq.not_remote |= !nets.iter().all(|n| matches!(n, Net::Remote));
+            self.libpq.sets_mode |= !scan.modes.is_empty();
+        }
+        if let Some(by) = gss {
+            if !nets.iter().all(|n| matches!(n, Net::Socket)) {
+                self.client = true;
+                let cause = Cause::Unverifiable(Unverifiable::Gss { by });
+                self.push(s, Code::Unverifiable, cause, None);
+            }
+            return;
+        }
+        self.decide(s, &modes, &roots, &nets, false);
+    }
+
+    /// Network candidates of a libpq target: the string's host/hostaddr, else
+    /// `PGHOST`/`PGHOSTADDR`.
+    pub(crate) fn libpq_nets<'t>(&self, scan: &Scan<'t>, var: &'t Var<'a>) -> Candidates<Net<'a>>
+    where
+        'e: 't,
+    {
+        let in_string = |v: &&'t str| HostText {
+            text: Some(*v),
+            who: Who::Var(var),
+        };
+        let host_texts: Candidates<HostText<'t, 'a>> = if scan.hosts.is_empty() {
+            smallvec![self.env_host("PGHOST")]
+        } else {
+            scan.hosts.iter().map(in_string).collect()
+        };
+        let addr_texts: Candidates<HostText<'t, 'a>> = if scan.addrs.is_empty() {
+            // With a visible host, an unresolved envFrom source that might hold PGHOSTADDR
+            // does not decide (SPEC section 3: the visible setting is reported).
+            let host_visible = host_texts
+                .iter()
+                .any(|h| h.text.is_some_and(|t| !has_hidden(t)));
+            match self.env_host("PGHOSTADDR") {
+                HostText {
+                    who: Who::Open(..), ..
+                } if host_visible => smallvec![HostText::NONE],
+                addr => smallvec![addr],
+            }
+        } else {
+            scan.addrs.iter().map(in_string).collect()
+        };
+        let mut nets = Candidates::new();
+        for h in &host_texts {
+            for a in &addr_texts {
+                nets.push(match hosts::slots(h.text, a.text) {
+                    Err(e) => Net::Invalid(e),
+                    Ok(slots) => reduce_slots(slots, || {
+                        // The hidden span is in hostaddr if it has one, else in host.
+                        if a.text.is_some_and(has_hidden) {
+                            a.hidden()
+                        } else {
+                            h.hidden()
+                        }
+                    }),
+                });
+            }
+        }
+        nets
+    }
+
+    pub(crate) fn env_lookup(&self, name: &'static str) -> EnvValue<'e, 'a> {
+        match self.env.get(name) {
+            Get::Unset => EnvValue::Unset,
+            Get::MaybeSet(o) => EnvValue::Hidden(open_hidden(name, o)),
+            Get::Set(v) if v.visibility != Visibility::Visible || has_hidden(&v.value) => {
+                EnvValue::Hidden(hidden_var(v))
+            }
+            Get::Set(v) => EnvValue::Set(v),
+        }
+    }
+
+    /// `PGHOST`/`PGHOSTADDR` as text for slot classification (hidden spans kept).
+    pub(crate) fn env_host(&self, name: &'static str) -> HostText<'e, 'a> {
+        match self.env.get(name) {
+            Get::Unset => HostText::NONE,
+            Get::MaybeSet(o) => HostText {
+                text: Some(HIDDEN_STR),
+                who: Who::Open(name, o),
+            },
+            Get::Set(v) => HostText {
+                text: Some(if v.visibility == Visibility::Visible {
+                    &v.value
+                } else {
+                    HIDDEN_STR
+                }),
+                who: Who::Var(v),
+            },
+        }
+    }
+
+    /// sslmode from the environment: `PGSSLMODE`, else `PGREQUIRESSL`, else the default.
+    pub(crate) fn env_mode(&self) -> Mode<'a> {
+        match self.env_lookup("PGSSLMODE") {
+            EnvValue::Set(v) => libpq_mode(
+                &v.value,
+                By::Env {
+                    var: "PGSSLMODE",
+                    origin: v.origin,
+                },
+                v,
+            ),
+            EnvValue::Hidden(h) => Mode::Hidden(h),
+            EnvValue::Unset => match self.env_lookup("PGREQUIRESSL") {
+                EnvValue::Set(v) if v.value.starts_with('1') => Mode::Known(
+                    SslMode::Require,
+                    By::Env {
+                        var: "PGREQUIRESSL",
+                        origin: v.origin,
+                    },
+                ),
+                // A hidden PGREQUIRESSL yields prefer or require: both weak, as is the default.
+                _ => Mode::Default,
+            },
+        }
+    }
+
+    pub(crate) fn env_root(&self) -> Root<'a> {
+        match self.env_lookup("PGSSLROOTCERT") {
+            EnvValue::Set(v) => root_of(
+                &v.value,
+                By::Env {
+                    var: "PGSSLROOTCERT",
+                    origin: v.origin,
+                },
+                v,
+            ),
+            EnvValue::Hidden(h) => Root::Hidden(h),
+            EnvValue::Unset => Root::None,
+        }
+    }
+}
+
+/// What the libpq targets of a container look like, for the operator's "fix" mode.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LibpqTargets {
+    count: u32,
+    /// Some target is not (known to be) non-loopback TCP.
+    not_remote: bool,
+    /// Some connection string sets its own sslmode.
+    sets_mode: bool,
+}
+
+impl LibpqTargets {
+    /// Non-loopback TCP only, and no string sets its own sslmode: `PGSSLMODE` decides for
+    /// every libpq target (the operator's fix).
+    pub(crate) fn fixable(&self) -> bool {
+        self.count > 0 && !self.not_remote && !self.sets_mode
+    }
+}
+
+/// The TLS-relevant stores of a libpq string, read in one pass.
+#[derive(Debug, Default)]
+pub(crate) struct Scan<'s> {
+    /// Distinct sslmode values (from `sslmode`, `requiressl`, URI `ssl=true`) with the key.
+    modes: Candidates<(&'s str, &'static str)>,
+    roots: Candidates<&'s str>,
+    /// Distinct hosts: repeated parameters, or else the URI authority's.
+    hosts: Candidates<&'s str>,
+    addrs: Candidates<&'s str>,
+    service: Option<&'s str>,
+    gss: Option<&'s str>,
+    /// `requiressl` or `ssl` is present (a fix that sets sslmode removes them).
+    mode_alias: bool,
+    /// Keywords libpq does not know.
+    unknown: usize,
+    /// A non-libpq driver's own TLS parameter.
+    driver_tls: Option<&'s str>,
+}
+
+impl<'s> Scan<'s> {
+    fn of(info: &'s Conninfo<'_>, uri: bool, driver: bool) -> Scan<'s> {
+        let mut scan = Scan::default();
+        let mut authority_host = None;
+        for p in &info.params {
+            let (key, value) = (p.key.as_ref(), p.value.as_ref());
+            scan.mode_alias |= key == "requiressl" || (uri && key == "ssl");
+            match key {
+                "sslmode" => scan.modes.push((value, "sslmode")),
+                "requiressl" if value.starts_with('1') => {
+                    scan.modes.push(("require", "requiressl"))
+                }
+                "requiressl" => scan.modes.push(("prefer", "requiressl")),
+                "ssl" if uri && value == "true" && !driver => scan.modes.push(("require", "ssl")),
+                "sslrootcert" => scan.roots.push(value),
+                // A query `host=` replaces the authority's host: only repeats conflict.
+                "host" if p.place == Place::Authority => authority_host = Some(value),
+                "host" => scan.hosts.push(value),
+                "hostaddr" => scan.addrs.push(value),
+                "service" => scan.service = Some(value),
+                "gssencmode" => scan.gss = Some(value),
+                _ if driver && is_driver_tls_param(key) => scan.driver_tls = Some(key),
+                _ if libpq::is_unknown_keyword(key) => scan.unknown += 1,
+                _ => {}
+            }
+        }
+        if scan.hosts.is_empty() {
+            scan.hosts.extend(authority_host);
+        }
+        keep_last_distinct(&mut scan.modes, |(v, _)| *v);
+        keep_last_distinct(&mut scan.roots, |v| *v);
+        keep_last_distinct(&mut scan.hosts, |v| *v);
+        keep_last_distinct(&mut scan.addrs, |v| *v);
+        scan
+    }
+}
+
+/// Whose text a host candidate is, to name it if hidden spans decide.
+#[derive(Clone, Copy)]
+pub(crate) enum Who<'t, 'a> {
+    None,
+    Var(&'t Var<'a>),
+    Open(&'static str, &'t OpenSource<'a>),
+}
+
+/// A `host` or `hostaddr` candidate.
+#[derive(Clone, Copy)]
+pub(crate) struct HostText<'t, 'a> {
+    text: Option<&'t str>,
+    who: Who<'t, 'a>,
+}
+
+impl<'a> HostText<'_, 'a> {
+    const NONE: Self = HostText {
+        text: None,
+        who: Who::None,
+    };
+
+    fn hidden(&self) -> Hidden<'a> {
+        match self.who {
+            Who::Var(v) => hidden_var(v),
+            Who::Open(var, o) => open_hidden(var, o),
+            Who::None => Hidden::Runtime {
+                var: Cow::Borrowed("host"),
+            },
+        }
+    }
+}
+
+/// A libpq variable: visible text, or hidden.
+pub(crate) enum EnvValue<'e, 'a> {
+    Unset,
+    Set(&'e Var<'a>),
+    Hidden(Hidden<'a>),
+}
+
+pub(crate) fn is_driver_tls_param(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    (k.starts_with("ssl") && k != "sslmode" && k != "sslrootcert") || k == "tls"
+}
+
+/// `v` is read from `var` (a parameter of its string, or its whole value).
+pub(crate) fn libpq_mode<'a>(v: &str, by: By<'a>, var: &Var<'a>) -> Mode<'a> {
+    if has_hidden(v) {
+        return Mode::Hidden(hidden_var(var));
+    }
+    match SslMode::parse(v) {
+        Some(m) => Mode::Known(m, by),
+        None => Mode::Invalid {
+            by,
+            empty: v.is_empty(),
+            close: SslMode::parse_ignore_case(v),
+        },
+    }
+}
+
+pub(crate) fn root_of<'a>(v: &str, by: By<'a>, var: &Var<'a>) -> Root<'a> {
+    if has_hidden(v) {
+        Root::Hidden(hidden_var(var))
+    } else if v.is_empty() {
+        Root::None
+    } else if v == "system" {
+        Root::System(by)
+    } else {
+        Root::Path
+    }
+}
+
+/// Folds connection slots into one network state: any remote slot makes it remote.
+pub(crate) fn reduce_slots<'a>(
+    slots: impl Iterator<Item = Slot>,
+    hidden: impl Fn() -> Hidden<'a>,
+) -> Net<'a> {
+    let mut net = Net::Socket;
+    for slot in slots {
+        let n = match slot {
+            Slot::Socket => Net::Socket,
+            Slot::Tcp {
+                loopback: Loopback::Yes,
+            } => Net::Loopback,
+            Slot::Tcp {
+                loopback: Loopback::No,
+            } => Net::Remote,
+            Slot::Tcp {
+                loopback: Loopback::Unknown,
+            }
+            | Slot::Unknown => Net::Unknown(Ok(hidden())),
+        };
+        net = weaker_net(net, n);
+    }
+    net
+}

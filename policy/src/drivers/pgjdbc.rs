@@ -1,0 +1,128 @@
+//! pgjdbc's rules (docs/admission.md): only the JDBC URL counts (pgjdbc reads no PG*
+//! variable); `sslmode` is case-insensitive; the SSL factory decides what the root
+//! certificate is, and `NonValidatingFactory` turns verification off.
+
+use smallvec::smallvec;
+
+use crate::drivers::libpq::root_of;
+use crate::engine::{
+    Candidates, Judge, Mode, Net, Root, Subject, hidden_var, keep_last_distinct, modes_verify_full,
+    roots_configured, weaker_net,
+};
+use crate::env::Var;
+use crate::fixes;
+use crate::hosts::{self, Loopback, has_hidden};
+use crate::jdbc::JdbcUrl;
+use crate::verdict::*;
+
+impl<'e, 'a> Judge<'e, 'a> {
+    pub(crate) fn jdbc(&mut self, s: &Subject<'a>, url: &JdbcUrl<'_>, var: &Var<'a>) {
+        self.client = true;
+        let factory = url.last("sslfactory");
+        let non_validating = matches!(
+            factory,
+            Some(
+                "org.postgresql.ssl.NonValidatingFactory"
+                    | "org.postgresql.ssl.jdbc4.NonValidatingFactory"
+            )
+        );
+        if non_validating {
+            self.push(
+                s,
+                Code::VerificationDisabled,
+                Cause::NonValidatingFactory,
+                None,
+            );
+            return;
+        }
+        // pgjdbc's own verifier, named explicitly, is no override.
+        let verifier = url.last("sslhostnameverifier");
+        let unverifiable =
+            if verifier.is_some_and(|v| v != "org.postgresql.ssl.PGjdbcHostnameVerifier") {
+                Some(Unverifiable::JdbcHostnameVerifier)
+            } else {
+                match factory {
+                    None
+                    | Some("org.postgresql.ssl.LibPQFactory")
+                    | Some("org.postgresql.ssl.jdbc4.LibPQFactory")
+                    | Some("org.postgresql.ssl.DefaultJavaSSLFactory") => None,
+                    Some(_) => Some(Unverifiable::JdbcFactory),
+                }
+            };
+        let mut mode_stores: Candidates<&str> = url.values("sslmode").collect();
+        keep_last_distinct(&mut mode_stores, |v| *v);
+        if mode_stores.len() > 1 {
+            self.notes.push(Note::Conflicting {
+                variable: s.variable.clone(),
+                key: "sslmode",
+            });
+        }
+        let modes: Candidates<Mode<'a>> = if !mode_stores.is_empty() {
+            mode_stores
+                .into_iter()
+                .map(|v| {
+                    if has_hidden(v) {
+                        return Mode::Hidden(hidden_var(var));
+                    }
+                    let by = By::Param { key: "sslmode" };
+                    match SslMode::parse_ignore_case(v) {
+                        Some(m) => Mode::Known(m, by),
+                        None => Mode::Invalid {
+                            by,
+                            empty: v.is_empty(),
+                            close: None,
+                        },
+                    }
+                })
+                .collect()
+        } else {
+            match url.last("ssl") {
+                None => smallvec![Mode::Default],
+                Some(v) if has_hidden(v) => smallvec![Mode::Hidden(hidden_var(var))],
+                Some(v) if v.is_empty() || v.eq_ignore_ascii_case("true") => {
+                    smallvec![Mode::Known(SslMode::VerifyFull, By::Param { key: "ssl" })]
+                }
+                Some(_) => smallvec![Mode::Known(SslMode::Prefer, By::Param { key: "ssl" })],
+            }
+        };
+        let roots: Candidates<Root<'a>> =
+            if factory == Some("org.postgresql.ssl.DefaultJavaSSLFactory") {
+                self.notes.push(Note::JvmTrustStore {
+                    variable: s.variable.clone(),
+                });
+                smallvec![Root::System(By::Param { key: "sslfactory" })]
+            } else {
+                match url.last("sslrootcert") {
+                    None => smallvec![Root::None],
+                    Some(v) => smallvec![root_of(v, By::Param { key: "sslrootcert" }, var)],
+                }
+            };
+        let s = &Subject {
+            scope: fixes::Scope {
+                form: fixes::Form::Jdbc,
+                string_sets_mode: true,
+                string_sets_root: true,
+                mode_verify_full: modes_verify_full(&modes),
+                root_configured: roots_configured(&roots),
+                ..s.scope
+            },
+            ..s.clone()
+        };
+        let mut net = Net::Socket;
+        for h in &url.hosts {
+            let n = match hosts::loopback(h) {
+                Loopback::Yes => Net::Loopback,
+                Loopback::No => Net::Remote,
+                Loopback::Unknown => Net::Unknown(Ok(hidden_var(var))),
+            };
+            net = weaker_net(net, n);
+        }
+        if let Some(u) = unverifiable
+            && !(matches!(net, Net::Loopback) && self.loopback_allowed)
+        {
+            self.push(s, Code::Unverifiable, Cause::Unverifiable(u), None);
+            return;
+        }
+        self.decide(s, &modes, &roots, &[net], true);
+    }
+}
