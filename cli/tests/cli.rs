@@ -211,9 +211,16 @@ fn bundled_examples() {
     assert_eq!(
         verdicts,
         vec![
+            expect("nightly-backup", "violation"),
             expect("orders", "pass"),
+            expect("inventory", "violation"),
+            expect("payments", "pass"),
+            expect("storefront", "violation"),
             expect("reports", "pass"),
             expect("legacy-import", "exempt"),
+            expect("notifications", "pass"),
+            expect("catalog", "pass"),
+            expect("analytics", "pass"),
             expect("search-indexer", "warning"),
             expect("billing", "violation"),
             expect("ledger-export", "violation"),
