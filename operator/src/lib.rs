@@ -1,4 +1,4 @@
-//! verifyfull's operator (SPEC 8): keeps a copy of each `PostgresTLSPolicy`'s CA
+//! verifyfull's operator (docs/operator.md): keeps a copy of each `PostgresTLSPolicy`'s CA
 //! certificate in the namespaces it selects, injects it into the workloads it selects with
 //! server-side apply, removes exactly that when they stop matching, and reports status.
 

@@ -185,7 +185,7 @@ impl Ctx {
             })
     }
 
-    /// Selection (SPEC 8) and the injection plan for one workload.
+    /// Selection (docs/operator.md) and the injection plan for one workload.
     pub fn decide(&self, kind: Kind, w: &Workload) -> Decision {
         let ns = w.metadata.namespace.as_deref().unwrap_or_default();
         if self.excluded(ns) || w.metadata.deletion_timestamp.is_some() {

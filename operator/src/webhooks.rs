@@ -1,7 +1,7 @@
 //! The webhook's certificates and configurations. The chart renders the
 //! Validating/MutatingWebhookConfigurations into a ConfigMap; the operator creates them
 //! only once their `caBundle` is known, so no `failurePolicy: Fail` entry ever exists
-//! without a CA to verify the webhook (SPEC 6, issue 6). The CA comes from:
+//! without a CA to verify the webhook (docs/admission.md). The CA comes from:
 //! - `self-managed`: the operator's own CA (a Secret), which signs the serving certificate
 //!   (renewed at two thirds of its life); the CA is rotated by publishing old and new in
 //!   `caBundle` for an overlap before the serving certificate moves to the new one;

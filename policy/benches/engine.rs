@@ -63,6 +63,52 @@ fn activation(w: &Workload) -> cel::Value {
     containers.into()
 }
 
+/// The second mix (drivers beyond libpq and pgjdbc, connection strings in command/args):
+/// the engine only, sweep and cache-hot, as above.
+fn drivers_mix(ctx: &Context<'_>) {
+    let mut rng = mix::Rng::new(11);
+    let workloads: Vec<Workload> = (0..PODS)
+        .filter_map(
+            |n| match serde_json::from_value::<Object>(mix::driver_workload(&mut rng, n)) {
+                Ok(Object::Workload(w)) => Some(*w),
+                _ => None,
+            },
+        )
+        .collect();
+    assert_eq!(workloads.len(), PODS, "the driver mix deserializes");
+    const HOT: usize = 16;
+    let (mut sweep, mut hot) = (Vec::new(), Vec::new());
+    let mut allowed = 0;
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        allowed = 0;
+        for w in &workloads {
+            allowed += usize::from(!policy::evaluate(black_box(w.view()), ctx).denied());
+        }
+        sweep.push(start.elapsed().as_nanos() as f64 / PODS as f64);
+        let start = Instant::now();
+        for w in &workloads {
+            for _ in 0..HOT {
+                black_box(policy::evaluate(black_box(w.view()), ctx));
+            }
+        }
+        hot.push(start.elapsed().as_nanos() as f64 / (PODS * HOT) as f64);
+    }
+    println!(
+        "second mix: {PODS} driver- and args-shaped Pod specs (Npgsql, R2DBC, Prisma, asyncpg, Quarkus, pg_dump -h, --database-url=, sh -c)"
+    );
+    println!();
+    println!("| evaluator | ns/Pod | Pods/s (one core) | Pods allowed |");
+    println!("|---|---:|---:|---:|");
+    for (name, ns) in [
+        ("verifyfull engine, sweep", median(sweep)),
+        ("verifyfull engine, cache-hot", median(hot)),
+    ] {
+        println!("| {name} | {ns:.0} | {:.0} | {allowed} |", 1e9 / ns);
+    }
+    println!();
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -198,6 +244,7 @@ fn main() {
     );
     row("CEL minimal rule, cache-hot", ch, cel_passes);
     println!();
+    drivers_mix(&ctx);
     println!(
         "engine / CEL time: {:.2} sweep, {:.2} cache-hot (below 1.00: the engine is faster)",
         e / c,

@@ -1,4 +1,4 @@
-//! The admission decision (SPEC sections 6–7) as a plain function: the webhook decodes a
+//! The admission decision (docs/admission.md, docs/rules.md "Exemptions") as a plain function: the webhook decodes a
 //! review, calls [`decide`], and encodes the answer. Modes, ratcheting on UPDATE,
 //! built-in controllers, verifyfull's own service accounts, ephemeral containers and
 //! exemption authorship are all decided here, so they are unit-tested without a server.
@@ -10,7 +10,7 @@ use crate::exemptions::{EXEMPT, EXEMPT_REASON, EXEMPT_UNTIL};
 use crate::verdict::{Code, ContainerList, Finding, Report, Severity};
 use crate::workload::{Meta, Workload, WorkloadKind};
 
-/// The enforcement mode, chosen by the API server through the webhook path (SPEC 6).
+/// The enforcement mode, chosen by the API server through the webhook path (docs/admission.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
     Enforce,
@@ -383,7 +383,7 @@ pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>)
     answer
 }
 
-/// Who may change a Namespace's `verifyfull.dev/mode` label (SPEC 6). `None`: allowed.
+/// Who may change a Namespace's `verifyfull.dev/mode` label (docs/admission.md). `None`: allowed.
 pub fn namespace_mode_change(
     old: Option<&Meta>,
     new: &Meta,

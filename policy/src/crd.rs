@@ -1,4 +1,4 @@
-//! `PostgresTLSPolicy` (SPEC 8): which workloads get the CA bundle, from where, and how.
+//! `PostgresTLSPolicy` (docs/operator.md): which workloads get the CA bundle, from where, and how.
 //! The CRD in `crds/` is generated from these types (`cargo run -p verifyfull-operator
 //! --bin crdgen`); a test fails when the committed file differs.
 
@@ -244,7 +244,7 @@ pub fn selector_matches(
 }
 
 impl PostgresTLSPolicy {
-    /// SPEC 8 selection: namespace selector AND workload selector AND (no opt-in required
+    /// Selection (docs/operator.md): namespace selector AND workload selector AND (no opt-in required
     /// OR the template opts in); an explicit opt-out always wins; a policy being deleted
     /// selects nothing (its injections are on their way out).
     pub fn selects(

@@ -1,5 +1,5 @@
 //! The decision: which containers are PostgreSQL clients, and what TLS their targets get
-//! (SPEC sections 2–5).
+//! (docs/rules.md).
 
 use std::borrow::Cow;
 

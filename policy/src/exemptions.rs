@@ -1,4 +1,4 @@
-//! Exemption annotations (SPEC section 7). They live where the Pod carries them: a Pod's
+//! Exemption annotations (docs/rules.md, "Exemptions"). They live where the Pod carries them: a Pod's
 //! metadata or a workload's Pod template. The clock is passed in.
 
 use std::borrow::Cow;

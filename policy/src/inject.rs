@@ -1,4 +1,4 @@
-//! The injection plan (SPEC 8): what a `PostgresTLSPolicy` adds to a Pod spec — one
+//! The injection plan (docs/operator.md): what a `PostgresTLSPolicy` adds to a Pod spec — one
 //! ConfigMap volume (never `subPath`), a read-only mount and the root-certificate variable in
 //! each PostgreSQL client (or every) container and init container, and in "fix" mode
 //! `PGSSLMODE=verify-full` where that decides every libpq target. One pure function serves
@@ -347,7 +347,7 @@ impl Plan {
 }
 
 /// The one policy that selects `w` in a namespace with these labels: none when no policy
-/// or several do (overlapping policies inject nothing, SPEC 8). Selection reads the
+/// or several do (overlapping policies inject nothing, docs/operator.md). Selection reads the
 /// object's own labels and its Pod template's `inject-ca` annotation.
 pub fn selecting<'p>(
     policies: &'p [PostgresTLSPolicy],
@@ -380,7 +380,7 @@ pub fn plan_for(p: &PostgresTLSPolicy, w: &Workload, ctx: &Context<'_>) -> (Plan
 }
 
 /// `w` as it will run once the selecting policy's injection is in (by the operator for
-/// workloads, at admission for Pods): what the validating webhook judges (SPEC 6).
+/// workloads, at admission for Pods): what the validating webhook judges (docs/admission.md).
 pub fn as_it_will_run(
     policies: &[PostgresTLSPolicy],
     namespace_labels: Option<&BTreeMap<String, String>>,

@@ -126,7 +126,7 @@ pub const SECRET_KEYWORDS: &[&str] = &[
 ];
 
 /// The keywords whose presence makes a keyword/value string a Postgres connection string
-/// (SPEC section 2): a substring test is not enough.
+/// (docs/rules.md): a substring test is not enough.
 const TRIGGER_KEYWORDS: &[&str] = &[
     "host",
     "hostaddr",
@@ -648,7 +648,7 @@ pub fn parse_keyword_value(s: &str) -> Result<Conninfo<'_>, ParseError> {
     Ok(out)
 }
 
-/// How a value reads as a keyword/value string, for recognition (SPEC section 2).
+/// How a value reads as a keyword/value string, for recognition (docs/rules.md).
 #[derive(Debug, PartialEq, Eq)]
 pub enum KeyValueRecognition<'a> {
     /// A libpq connection string.

@@ -1,4 +1,4 @@
-//! What a cache may keep of a Secret value (SPEC section 5, issue 3): the facts the engine
+//! What a cache may keep of a Secret value (docs/rules.md, "Verdicts"): the facts the engine
 //! needs, never the value. Connection strings lose their passwords; sslmode tokens and
 //! the other short switches libpq reads stay; everything else becomes a hidden span, so a
 //! reference to it is `Unresolved`, never guessed.

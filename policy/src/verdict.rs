@@ -1,4 +1,4 @@
-//! Findings, notes and per-container verdicts (SPEC section 5), and the policy settings
+//! Findings, notes and per-container verdicts (docs/rules.md, "Verdicts"), and the policy settings
 //! that decide how `Unresolved` and `Unverifiable` weigh.
 
 use std::borrow::Cow;
@@ -10,7 +10,7 @@ use crate::hosts::SlotMismatch;
 use crate::jdbc::JdbcError;
 use crate::libpq::ParseError;
 
-/// The finding codes of SPEC section 5.
+/// The finding codes (docs/rules.md, "Verdicts").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Code {
     SslModeUnset,

@@ -64,7 +64,7 @@ pub fn skip_controller_made() -> String {
 }
 
 /// The ValidatingWebhookConfiguration: one entry per mode, routed by the namespace label
-/// (SPEC 6), plus one for changes of that label.
+/// (docs/admission.md), plus one for changes of that label.
 pub fn webhook_configuration(ca_pem: &str) -> Value {
     let rules: Vec<Value> = RULES
         .iter()
@@ -124,7 +124,7 @@ pub fn crd() -> Value {
     serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The MutatingWebhookConfiguration that injects the CA into Pods at admission (SPEC 8):
+/// The MutatingWebhookConfiguration that injects the CA into Pods at admission (docs/operator.md):
 /// Pods only, `failurePolicy: Fail`, re-invoked when later webhooks add containers.
 pub fn mutating_configuration(ca_pem: &str) -> Value {
     json!({

@@ -710,10 +710,18 @@ async fn a_secret_you_bring_is_the_ca_bundle() {
     assert!(vwc.webhooks.unwrap().iter().all(|w| {
         w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(ca.pem().as_bytes())
     }));
-    let mwc = Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .get("verifyfull")
-        .await
-        .unwrap();
+    // The operator writes the two configurations one after the other.
+    let mwcs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let mwc = loop {
+        if let Some(m) = mwcs.get_opt("verifyfull").await.unwrap() {
+            break m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no mutating configuration from the Secret's CA"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
         mwc.webhooks.unwrap()[0]
             .client_config

@@ -70,7 +70,7 @@ securityContext:
   value: {{ .Values.settings.loopback | quote }}
 {{- end -}}
 
-{{- /* The ValidatingWebhookConfiguration (SPEC 6): one entry per mode, routed by the
+{{- /* The ValidatingWebhookConfiguration (docs/admission.md): one entry per mode, routed by the
 namespace label; the default mode's entry also takes unlabelled namespaces; enforce fails
 closed, warn and audit open; plus one entry for changes of the mode label. */ -}}
 {{- define "verifyfull.validating" -}}
@@ -116,7 +116,7 @@ manager writes as system:kube-controller-manager. */ -}}
 {{- dict "apiVersion" "admissionregistration.k8s.io/v1" "kind" "ValidatingWebhookConfiguration" "metadata" (include "verifyfull.configurationMeta" . | fromJson) "webhooks" $webhooks | toJson -}}
 {{- end -}}
 
-{{- /* The MutatingWebhookConfiguration: the CA into Pods at admission (SPEC 8). */ -}}
+{{- /* The MutatingWebhookConfiguration: the CA into Pods at admission (docs/operator.md). */ -}}
 {{- define "verifyfull.mutating" -}}
 {{- $fullname := include "verifyfull.fullname" . -}}
 {{- $excluded := include "verifyfull.excluded" . | fromJsonArray -}}

@@ -98,8 +98,109 @@ fn container(rng: &mut Rng, i: usize) -> Value {
     c
 }
 
-/// One Pod-carrying object.
+/// A container of the second mix: the drivers beyond libpq and pgjdbc, and connection
+/// strings in `command`/`args`.
+fn driver_container(rng: &mut Rng, i: usize) -> Value {
+    let mut env: Vec<Value> = Vec::new();
+    for _ in 0..rng.below(5) + 1 {
+        let (n, v) = NOISE[rng.below(NOISE.len() as u64) as usize];
+        env.push(lit(n, v));
+    }
+    let host = rng.pick(&[
+        "orders-db.shop.svc",
+        "10.0.3.7",
+        "pg-primary.data.svc.cluster.local",
+    ]);
+    let ca = "/etc/verifyfull/ca/ca.crt";
+    let mut c =
+        json!({"name": format!("c{i}"), "image": "registry.example.com/shop/orders:1.42.0"});
+    match rng.below(8) {
+        0 => {
+            let mode = rng.pick(&["VerifyFull", "Require", "Prefer"]);
+            env.push(lit("ConnectionStrings__Default", &format!(
+                "Host={host};Port=5432;Database=orders;Username=orders;Password=s3cr3t-Passw0rd;SSL Mode={mode};Root Certificate={ca}")));
+        }
+        1 => {
+            let mode = rng.pick(&["VERIFY_FULL", "REQUIRE", "verify-full"]);
+            env.push(lit(
+                "SPRING_R2DBC_URL",
+                &format!("r2dbc:postgresql://{host}:5432/orders?sslMode={mode}&sslRootCert={ca}"),
+            ));
+        }
+        2 => {
+            let accept = rng.pick(&["strict", "accept_invalid_certs"]);
+            env.push(lit("DATABASE_URL", &format!(
+                "postgresql://orders:s3cr3t-Passw0rd@{host}:5432/orders?schema=public&sslmode=require&sslaccept={accept}&sslcert={ca}")));
+        }
+        3 => {
+            env.push(lit(
+                "DATABASE_URL",
+                &format!("postgresql+asyncpg://orders@{host}/orders?ssl=verify-full"),
+            ));
+            env.push(lit("PGSSLROOTCERT", ca));
+        }
+        4 => {
+            let p = "QUARKUS_DATASOURCE_REACTIVE_";
+            env.push(lit(
+                &format!("{p}URL"),
+                &format!("postgresql://{host}:5432/orders"),
+            ));
+            env.push(lit(&format!("{p}POSTGRESQL_SSL_MODE"), "verify-full"));
+            env.push(lit(&format!("{p}HOSTNAME_VERIFICATION_ALGORITHM"), "HTTPS"));
+            env.push(lit(&format!("{p}TRUST_CERTIFICATE_PEM_CERTS"), ca));
+        }
+        5 => {
+            c["command"] = json!([
+                "pg_dump",
+                "-h",
+                host,
+                "-U",
+                "backup",
+                "-f",
+                "/backup/orders.sql",
+                "orders"
+            ]);
+            env.push(lit("PGSSLMODE", rng.pick(&["verify-full", "require"])));
+            env.push(lit("PGSSLROOTCERT", ca));
+        }
+        6 => {
+            c["args"] = json!([
+                "--port=8080",
+                format!(
+                    "--database-url=postgresql://orders@{host}/orders?sslmode=verify-full&sslrootcert={ca}"
+                )
+            ]);
+            if rng.below(4) == 0 {
+                env.push(lit("NODE_TLS_REJECT_UNAUTHORIZED", "0"));
+            }
+        }
+        _ => {
+            c["command"] = json!([
+                "sh",
+                "-c",
+                format!(
+                    "psql 'postgresql://orders@{host}/orders?sslmode=require' -c 'select 1' && exec /app"
+                )
+            ]);
+        }
+    }
+    c["env"] = Value::Array(env);
+    c["resources"] =
+        json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}});
+    c
+}
+
+/// One Pod-carrying object of the libpq/pgjdbc mix.
 pub fn workload(rng: &mut Rng, n: usize) -> Value {
+    workload_of(rng, n, container)
+}
+
+/// One Pod-carrying object of the drivers-and-arguments mix.
+pub fn driver_workload(rng: &mut Rng, n: usize) -> Value {
+    workload_of(rng, n, driver_container)
+}
+
+fn workload_of(rng: &mut Rng, n: usize, container: fn(&mut Rng, usize) -> Value) -> Value {
     let containers: Vec<Value> = (0..rng.below(6) + 1)
         .map(|i| container(rng, i as usize))
         .collect();

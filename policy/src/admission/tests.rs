@@ -1,4 +1,4 @@
-//! The admission decision, case by case against SPEC sections 6–7.
+//! The admission decision, case by case against docs/admission.md.
 
 use serde_json::{Value, json};
 

@@ -101,7 +101,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                     var: "PGSERVICE",
                     origin: v.origin,
                 })),
-                // An unresolved envFrom source could define PGSERVICE too, but SPEC section 3
+                // An unresolved envFrom source could define PGSERVICE too, but docs/rules.md ("Hidden values")
                 // has a visible PGSSLMODE decide over what such a source may hold.
                 EnvValue::Hidden(Hidden::Open { .. }) | EnvValue::Unset => Ok(None),
                 EnvValue::Hidden(h) => Err(h),
@@ -206,7 +206,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         };
         let addr_texts: Candidates<HostText<'t, 'a>> = if scan.addrs.is_empty() {
             // With a visible host, an unresolved envFrom source that might hold PGHOSTADDR
-            // does not decide (SPEC section 3: the visible setting is reported).
+            // does not decide (docs/rules.md, "Hidden values": the visible setting is reported).
             let host_visible = host_texts
                 .iter()
                 .any(|h| h.text.is_some_and(|t| !has_hidden(t)));

@@ -1,4 +1,4 @@
-//! The engine, case by case against SPEC sections 2–5 and 7.
+//! The engine, case by case against docs/rules.md.
 
 use std::collections::BTreeMap;
 
