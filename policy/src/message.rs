@@ -96,7 +96,7 @@ fn consequence(mode: SslMode, root_configured: bool, jdbc: bool) -> &'static str
         }
         SslMode::Require if jdbc => "pgjdbc encrypts but never validates the server's certificate",
         SslMode::Require if root_configured => {
-            "with a root certificate libpq's require acts as verify-ca: the certificate chain is checked, the host name is not"
+            "with a root certificate libpq's require checks the certificate chain but not the host name, and other drivers (sqlx, asyncpg without the file, pgx with prefer) check nothing"
         }
         SslMode::Require => "the connection is encrypted but nothing checks who the server is",
         SslMode::VerifyCa => {

@@ -140,6 +140,15 @@ fn decoded(s: &str) -> String {
     crate::libpq::decode(s, 0).map_or_else(|_| s.to_string(), |d| d.into_owned())
 }
 
+/// A deciding variable verifyfull cannot read: `Unresolved`, never a pass or a violation.
+pub(crate) fn hidden(variable: &str) -> Judgement {
+    Judgement::found(
+        Code::Unresolved,
+        format!("{variable} decides, and its value cannot be read"),
+        Vec::new(),
+    )
+}
+
 /// What a mode does, for messages: the weak libpq-named modes share their consequences.
 pub(crate) fn weak_mode_text(mode: SslMode) -> &'static str {
     match mode {

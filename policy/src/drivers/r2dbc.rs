@@ -4,7 +4,7 @@
 //! without a root certificate uses the JVM trust store. No environment variable is read.
 //! Spring Boot adds `SPRING_R2DBC_PROPERTIES_<KEY>` as lower-case options.
 
-use super::{CA, Driver, Environment, Judgement, Parsed, url, weak, weak_mode_text};
+use super::{CA, Driver, Environment, Judgement, Parsed, hidden, url, weak, weak_mode_text};
 use crate::fixes::params;
 use crate::verdict::{Code, FixValue, SslMode};
 
@@ -47,9 +47,12 @@ impl Driver for R2dbc {
 
     fn judge(&self, variable: &str, t: &Parsed, env: &dyn Environment) -> Judgement {
         // Spring Boot's properties override the URL's options, under lower-case keys.
-        let spring_mode = (variable == "SPRING_R2DBC_URL")
-            .then(|| env.get("SPRING_R2DBC_PROPERTIES_SSLMODE").flatten())
-            .flatten();
+        let spring_mode = match env.get("SPRING_R2DBC_PROPERTIES_SSLMODE") {
+            _ if variable != "SPRING_R2DBC_URL" || t.has("sslMode") => None,
+            Some(None) => return hidden("SPRING_R2DBC_PROPERTIES_SSLMODE"),
+            Some(Some(v)) => Some(v),
+            None => None,
+        };
         let has_root = t.last("sslRootCert").is_some_and(|r| !r.is_empty());
         let fix = || {
             let mut changes = vec![("sslMode", FixValue::Literal("VERIFY_FULL"))];

@@ -4,7 +4,7 @@
 //! arguments of asyncpg (the application fails at start). `+pg8000` cannot express
 //! verification in a URL at all.
 
-use super::{CA, Driver, Environment, Judgement, Parsed, url, weak, weak_mode_text};
+use super::{CA, Driver, Environment, Judgement, Parsed, hidden, url, weak, weak_mode_text};
 use crate::verdict::{Change, Code, Fix, FixValue, SslMode};
 
 #[derive(Debug)]
@@ -48,13 +48,12 @@ impl Driver for Asyncpg {
             driver: None,
             changes,
         }];
-        let mode = t
-            .last("ssl")
-            .map(SslMode::parse)
-            .or_else(|| match env.get("PGSSLMODE") {
-                Some(Some(v)) => Some(SslMode::parse(v)),
-                _ => None,
-            });
+        let mode = match (t.last("ssl"), env.get("PGSSLMODE")) {
+            (Some(v), _) => Some(SslMode::parse(v)),
+            (None, Some(Some(v))) => Some(SslMode::parse(v)),
+            (None, Some(None)) => return hidden("PGSSLMODE"),
+            (None, None) => None,
+        };
         let mut judged = match mode {
             None => Judgement::found(
                 weak(None),
@@ -67,11 +66,7 @@ impl Driver for Asyncpg {
                 fixes,
             ),
             Some(Some(SslMode::VerifyFull)) if root => Judgement::pass(),
-            Some(Some(SslMode::VerifyFull)) if root_env == Some(None) => Judgement::found(
-                Code::Unresolved,
-                "PGSSLROOTCERT comes from a value verifyfull cannot read",
-                Vec::new(),
-            ),
+            Some(Some(SslMode::VerifyFull)) if root_env == Some(None) => hidden("PGSSLROOTCERT"),
             Some(Some(SslMode::VerifyFull)) => Judgement::found(
                 Code::RootCertMissing,
                 "verify-full without PGSSLROOTCERT: asyncpg fails, or trusts whatever the image has at ~/.postgresql/root.crt",

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use super::{CA, Driver, Environment, Judgement, Parsed, url, weak, weak_mode_text};
+use super::{CA, Driver, Environment, Judgement, Parsed, hidden, url, weak, weak_mode_text};
 use crate::verdict::{Change, Code, Fix, FixValue, SslMode};
 
 #[derive(Debug)]
@@ -35,19 +35,29 @@ impl Driver for QuarkusReactive {
 
     fn judge(&self, variable: &str, t: &Parsed, env: &dyn Environment) -> Judgement {
         let p = prefix(variable).unwrap_or("QUARKUS_DATASOURCE_REACTIVE_");
+        const SETTINGS: [&str; 7] = [
+            "POSTGRESQL_SSL_MODE",
+            "TRUST_ALL",
+            "HOSTNAME_VERIFICATION_ALGORITHM",
+            "TRUST_CERTIFICATE_PEM_CERTS",
+            "TRUST_CERTIFICATE_JKS_PATH",
+            "TRUST_CERTIFICATE_PFX_PATH",
+            "TLS_CONFIGURATION_NAME",
+        ];
+        if let Some(s) = SETTINGS
+            .iter()
+            .find(|s| env.get(&format!("{p}{s}")) == Some(None))
+        {
+            return hidden(&format!("{p}{s}"));
+        }
         let setting = |s: &str| env.get(&format!("{p}{s}")).flatten();
         let name = |s: &str| -> Cow<'static, str> { Cow::Owned(format!("{p}{s}")) };
         let trust_all = setting("TRUST_ALL").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let algorithm = setting("HOSTNAME_VERIFICATION_ALGORITHM")
             .is_some_and(|v| !v.is_empty() && !v.eq_ignore_ascii_case("NONE"));
-        let trust = [
-            "TRUST_CERTIFICATE_PEM_CERTS",
-            "TRUST_CERTIFICATE_JKS_PATH",
-            "TRUST_CERTIFICATE_PFX_PATH",
-            "TLS_CONFIGURATION_NAME",
-        ]
-        .iter()
-        .any(|s| setting(s).is_some_and(|v| !v.is_empty()));
+        let trust = SETTINGS[3..]
+            .iter()
+            .any(|s| setting(s).is_some_and(|v| !v.is_empty()));
         let mut changes = vec![Change::Env {
             name: name("POSTGRESQL_SSL_MODE"),
             value: FixValue::Literal("verify-full"),

@@ -1070,3 +1070,44 @@ fn command_and_args() {
         "set PGSSLMODE=verify-full and PGSSLROOTCERT=<CA file>"
     );
 }
+
+/// A driver's deciding variable that cannot be read is `Unresolved`: neither a pass nor a
+/// violation (docs/rules.md, "Hidden values").
+#[test]
+fn drivers_never_decide_on_hidden_settings() {
+    let secret = |name: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}});
+    let lit = |name: &str, value: &str| json!({"name": name, "value": value});
+    let p = "QUARKUS_DATASOURCE_REACTIVE_";
+    let cases = [
+        json!([
+            lit(&format!("{p}URL"), "postgresql://db.prod.svc/app"),
+            lit(&format!("{p}POSTGRESQL_SSL_MODE"), "verify-full"),
+            lit(&format!("{p}HOSTNAME_VERIFICATION_ALGORITHM"), "HTTPS"),
+            lit(&format!("{p}TRUST_CERTIFICATE_PEM_CERTS"), "/ca"),
+            secret(&format!("{p}TRUST_ALL")),
+        ]),
+        json!([
+            lit("DATABASE_URL", "postgresql+asyncpg://db.prod.svc/app"),
+            secret("PGSSLMODE")
+        ]),
+        json!([
+            lit(
+                "DATABASE_URL",
+                "postgresql+asyncpg://db.prod.svc/app?ssl=verify-full"
+            ),
+            secret("PGSSLROOTCERT")
+        ]),
+        json!([
+            lit(
+                "SPRING_R2DBC_URL",
+                "r2dbc:postgresql://db.prod.svc/app?sslRootCert=/ca"
+            ),
+            secret("SPRING_R2DBC_PROPERTIES_SSLMODE")
+        ]),
+    ];
+    for env in cases {
+        let w = pod_with(json!([{"name": "app", "env": env}]), json!({}));
+        let got: Vec<Code> = codes(&w).into_iter().map(|(_, _, c)| c).collect();
+        assert_eq!(got, vec![Code::Unresolved], "{env}");
+    }
+}
