@@ -1,6 +1,7 @@
-// lib/pq client for the driver conformance lab: JSON lines in on stdin, JSON lines out on
-// stdout (see tests/drivers/clients for the protocol). Built in GOPATH mode against
-// Debian's golang-github-lib-pq-dev; .ci/drivers sets main.version to its package version.
+// Go client for the driver conformance lab, `client pq` (lib/pq) or `client pgx` (pgx v4):
+// JSON lines in on stdin, JSON lines out on stdout (see tests/drivers/clients for the
+// protocol). Built in GOPATH mode against Debian's golang-github-lib-pq-dev and
+// golang-github-jackc-pgx-v4-dev; .ci/drivers sets the two versions to their package versions.
 package main
 
 import (
@@ -14,10 +15,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v4"
 	_ "github.com/lib/pq"
 )
 
-var version = "unknown"
+var pqVersion, pgxVersion = "unknown", "unknown"
 
 const grace = 2 * time.Second // hard wall-clock limit is timeout_ms + grace
 
@@ -41,17 +43,9 @@ type response struct {
 	Error string  `json:"error"`
 }
 
-// attempt connects once. lib/pq panics on some PG* variables (PGSERVICE, PGHOSTADDR,
-// PGREQUIRESSL, ...) while building its options, so panics become errors here.
-func attempt(req request) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(req.TimeoutMs)*time.Millisecond)
-	defer cancel()
-	db, err := sql.Open("postgres", req.Target) // only stores the string; Ping connects
+// connectPq connects once with lib/pq.
+func connectPq(ctx context.Context, target string) error {
+	db, err := sql.Open("postgres", target) // only stores the string; Ping connects
 	if err != nil {
 		return err
 	}
@@ -59,13 +53,41 @@ func attempt(req request) (err error) {
 	return db.PingContext(ctx)
 }
 
+// connectPgx connects once with pgx, which reads PG* variables and merges the target over them.
+func connectPgx(ctx context.Context, target string) error {
+	conn, err := pgx.Connect(ctx, target)
+	if err != nil {
+		return err
+	}
+	return conn.Close(ctx)
+}
+
+// attempt connects once. lib/pq panics on some PG* variables (PGSERVICE, PGHOSTADDR,
+// PGREQUIRESSL, ...) while building its options, so panics become errors here.
+func attempt(connect func(context.Context, string) error, req request) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(req.TimeoutMs)*time.Millisecond)
+	defer cancel()
+	return connect(ctx, req.Target)
+}
+
 func main() {
-	emit(ready{true, "lib/pq", "lib/pq " + version})
+	connect := connectPq
+	if len(os.Args) > 1 && os.Args[1] == "pgx" {
+		connect = connectPgx
+		emit(ready{true, "pgx", "pgx v4 " + pgxVersion})
+	} else {
+		emit(ready{true, "lib/pq", "lib/pq " + pqVersion})
+	}
 	in := bufio.NewReader(os.Stdin)
 	for {
 		line, readErr := in.ReadString('\n')
 		if strings.TrimSpace(line) != "" {
-			emit(handle(line))
+			emit(handle(connect, line))
 		}
 		if readErr != nil {
 			os.Exit(0) // EOF
@@ -73,7 +95,7 @@ func main() {
 	}
 }
 
-func handle(line string) response {
+func handle(connect func(context.Context, string) error, line string) response {
 	var req request
 	if err := json.Unmarshal([]byte(line), &req); err != nil {
 		return response{Error: oneLine(err)}
@@ -81,7 +103,7 @@ func handle(line string) response {
 	setEnv(req.Env)
 	// The attempt runs in its own goroutine so that a hung one can be abandoned.
 	done := make(chan error, 1)
-	go func() { done <- attempt(req) }()
+	go func() { done <- attempt(connect, req) }()
 	var err error
 	select {
 	case err = <-done:
