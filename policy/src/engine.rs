@@ -131,10 +131,7 @@ pub fn evaluate_container<'a>(
         client: false,
         system_root: false,
         libpq: LibpqTargets::default(),
-        node_tls_off: match env.get("NODE_TLS_REJECT_UNAUTHORIZED") {
-            Get::Set(v) if v.visibility == Visibility::Visible && v.value == "0" => Some(v.origin),
-            _ => None,
-        },
+        node_tls_off: None,
         findings: Vec::new(),
         notes: Vec::new(),
     };
@@ -285,8 +282,8 @@ pub(crate) struct Judge<'e, 'a> {
     pub(crate) client: bool,
     pub(crate) system_root: bool,
     pub(crate) libpq: LibpqTargets,
-    /// `NODE_TLS_REJECT_UNAUTHORIZED=0`: where it was set.
-    pub(crate) node_tls_off: Option<Origin<'a>>,
+    /// `NODE_TLS_REJECT_UNAUTHORIZED=0`: where it was set; looked up when first needed.
+    pub(crate) node_tls_off: Option<Option<Origin<'a>>>,
     pub(crate) findings: Vec<Finding<'a>>,
     pub(crate) notes: Vec<Note<'a>>,
 }
@@ -322,10 +319,12 @@ impl<'e, 'a> Judge<'e, 'a> {
             }
             return;
         }
-        for driver in drivers::DRIVERS {
-            if let Some(target) = driver.recognise(&var.name, &var.value) {
-                self.driver(*driver, var, &target);
-                return;
+        if drivers::may_claim(&var.name, &var.value) {
+            for driver in drivers::DRIVERS {
+                if let Some(target) = driver.recognise(&var.name, &var.value) {
+                    self.driver(*driver, var, &target);
+                    return;
+                }
             }
         }
         let Some(found) = recognise(&var.value) else {
@@ -385,7 +384,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                 setting: Setting::Target,
                 hidden: hidden_var(var),
             };
-            self.push_fixed(&s, Code::Unresolved, cause, None, Vec::new());
+            self.push_fixed(&s, Code::Unresolved, cause, None, FixPlan::None);
             return;
         }
         let judged = driver.judge(&var.name, target, self);
@@ -410,7 +409,12 @@ impl<'e, 'a> Judge<'e, 'a> {
             driver: name,
             what: found.what,
         };
-        self.push_fixed(&s, found.code, cause, None, found.fixes);
+        let plan = if found.fixes.is_empty() {
+            FixPlan::None
+        } else {
+            FixPlan::Listed(found.fixes)
+        };
+        self.push_fixed(&s, found.code, cause, None, plan);
     }
 
     pub(crate) fn subject(&self, var: &Var<'a>, target: Target<'a>) -> Subject<'a> {
@@ -436,12 +440,12 @@ impl<'e, 'a> Judge<'e, 'a> {
         cause: Cause<'a>,
         behind: Option<Code>,
     ) {
-        let fixes = match &cause {
-            Cause::NodeTlsOff { .. } => vec![Fix {
+        let plan = match &cause {
+            Cause::NodeTlsOff { .. } => FixPlan::Listed(vec![Fix {
                 driver: None,
                 changes: vec![NODE_TLS_UNSET],
-            }],
-            Cause::NonValidatingFactory => vec![Fix {
+            }]),
+            Cause::NonValidatingFactory => FixPlan::Listed(vec![Fix {
                 driver: None,
                 changes: vec![
                     Change::Param {
@@ -455,11 +459,14 @@ impl<'e, 'a> Judge<'e, 'a> {
                         drop: &[],
                     },
                 ],
-            }],
-            _ if behind.is_some() => Vec::new(),
-            _ => fixes::libpq(code, &s.scope),
+            }]),
+            _ if behind.is_some() => FixPlan::None,
+            _ => FixPlan::Libpq {
+                scope: s.scope,
+                unset_node_tls: false,
+            },
         };
-        self.push_fixed(s, code, cause, behind, fixes);
+        self.push_fixed(s, code, cause, behind, plan);
     }
 
     /// Records a finding. While `NODE_TLS_REJECT_UNAUTHORIZED=0` is set, no fix of a
@@ -470,13 +477,19 @@ impl<'e, 'a> Judge<'e, 'a> {
         code: Code,
         cause: Cause<'a>,
         behind: Option<Code>,
-        mut fixes: Vec<Fix>,
+        mut plan: FixPlan,
     ) {
-        if self.node_tls_off.is_some() && s.scope.form != fixes::Form::Jdbc {
-            for fix in &mut fixes {
-                if !fix.changes.contains(&NODE_TLS_UNSET) {
-                    fix.changes.push(NODE_TLS_UNSET);
+        if s.scope.form != fixes::Form::Jdbc && self.node_tls_off().is_some() {
+            match &mut plan {
+                FixPlan::Libpq { unset_node_tls, .. } => *unset_node_tls = true,
+                FixPlan::Listed(fixes) => {
+                    for fix in fixes {
+                        if !fix.changes.contains(&NODE_TLS_UNSET) {
+                            fix.changes.push(NODE_TLS_UNSET);
+                        }
+                    }
                 }
+                FixPlan::None => {}
             }
         }
         self.findings.push(Finding {
@@ -487,8 +500,21 @@ impl<'e, 'a> Judge<'e, 'a> {
             target: Some(s.target.clone()),
             cause,
             behind,
-            fixes,
+            fix_plan: plan,
         });
+    }
+
+    /// Where `NODE_TLS_REJECT_UNAUTHORIZED=0` is set, if it is.
+    fn node_tls_off(&mut self) -> Option<Origin<'a>> {
+        let env = self.env;
+        *self
+            .node_tls_off
+            .get_or_insert_with(|| match env.get("NODE_TLS_REJECT_UNAUTHORIZED") {
+                Get::Set(v) if v.visibility == Visibility::Visible && v.value == "0" => {
+                    Some(v.origin)
+                }
+                _ => None,
+            })
     }
 
     pub(crate) fn invalid(&mut self, s: &Subject<'a>, syntax: Syntax) {
@@ -526,9 +552,9 @@ impl<'e, 'a> Judge<'e, 'a> {
             Some(Outcome::Pass {
                 loopback_behind: None,
                 ..
-            }) if !jdbc && self.node_tls_off.is_some() => {
+            }) if !jdbc && self.node_tls_off().is_some() => {
                 self.client = true;
-                if let Some(origin) = self.node_tls_off {
+                if let Some(origin) = self.node_tls_off() {
                     self.push(
                         s,
                         Code::VerificationDisabled,
@@ -637,7 +663,7 @@ pub(crate) fn hidden_var<'a>(v: &Var<'a>) -> Hidden<'a> {
     }
 }
 
-const NODE_TLS_UNSET: Change = Change::Unset {
+pub(crate) const NODE_TLS_UNSET: Change = Change::Unset {
     name: Cow::Borrowed("NODE_TLS_REJECT_UNAUTHORIZED"),
 };
 

@@ -361,6 +361,7 @@ impl<'a> Env<'a> {
     /// unclosed `$(` stays literal, an undefined name stays literal as `$(NAME)`. A
     /// reference that would take the value over [`MAX_EXPANDED_VALUE`] or the Pod over its
     /// budget becomes a hidden span instead (the second result says so).
+    #[inline]
     pub(crate) fn expand<'v>(
         &self,
         input: &Cow<'v, str>,

@@ -4,11 +4,34 @@
 
 use std::fmt::Write;
 
-use crate::verdict::{Change, Code, Fix, FixValue};
+use crate::verdict::{Change, Code, Finding, Fix, FixPlan, FixValue};
+
+impl Finding<'_> {
+    /// The changes that make this target pass, one fix per alternative (each is enough on
+    /// its own); empty where no mechanical change can.
+    pub fn fixes(&self) -> Vec<Fix> {
+        match &self.fix_plan {
+            FixPlan::None => Vec::new(),
+            FixPlan::Listed(fixes) => fixes.clone(),
+            FixPlan::Libpq {
+                scope,
+                unset_node_tls,
+            } => {
+                let mut fixes = libpq(self.code, scope);
+                if *unset_node_tls {
+                    for fix in &mut fixes {
+                        fix.changes.push(crate::engine::NODE_TLS_UNSET);
+                    }
+                }
+                fixes
+            }
+        }
+    }
+}
 
 /// What a fix may change for a libpq or JDBC target.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Scope {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scope {
     pub form: Form,
     /// The string sets sslmode (or requiressl, or ssl): the environment cannot override it.
     pub string_sets_mode: bool,
@@ -25,7 +48,7 @@ pub(crate) struct Scope {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum Form {
+pub enum Form {
     /// A libpq URI or keyword/value string.
     #[default]
     Libpq,

@@ -204,8 +204,9 @@ impl Finding<'_> {
     /// What to change: the finding's fixes, or advice where no mechanical change can help.
     pub fn fix(&self) -> String {
         let var = self.variable.as_deref().unwrap_or("the variable");
-        if !self.fixes.is_empty() {
-            return crate::fixes::render(&self.fixes, var);
+        let fixes = self.fixes();
+        if !fixes.is_empty() {
+            return crate::fixes::render(&fixes, var);
         }
         match &self.cause {
             Cause::Syntax(_) => format!("fix the syntax of {var} (percent-encode special characters, quote values)"),

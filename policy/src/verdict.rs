@@ -364,9 +364,24 @@ pub struct Finding<'a> {
     /// For `Unresolved`/`Unverifiable` that hide the host: the finding it would be if the
     /// host is not loopback.
     pub behind: Option<Code>,
-    /// Changes that make this target pass, one fix per alternative (each is enough on its
-    /// own); empty where no mechanical change can (a hidden value, a syntax error).
-    pub fixes: Vec<Fix>,
+    /// How this finding's fixes are made: [`Finding::fixes`] makes them when asked, since
+    /// most findings are counted, not read.
+    pub fix_plan: FixPlan,
+}
+
+/// What a finding's fixes are made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FixPlan {
+    /// No mechanical change helps (a hidden value, a syntax error): advice only.
+    None,
+    /// libpq's or pgjdbc's settings, within what the target lets a fix change.
+    Libpq {
+        scope: crate::fixes::Scope,
+        /// `NODE_TLS_REJECT_UNAUTHORIZED=0` must go too.
+        unset_node_tls: bool,
+    },
+    /// Listed by the rule that made the finding.
+    Listed(Vec<Fix>),
 }
 
 /// One way to fix a finding: its changes, made together (docs/admission.md, "Fixes").

@@ -127,7 +127,7 @@ fn judge(env: &[(String, String)]) -> Vec<(Code, Severity, String, Vec<policy::v
                 f.code,
                 f.severity,
                 f.variable.as_deref().unwrap_or("").to_string(),
-                f.fixes.clone(),
+                f.fixes(),
             )
         })
         .collect()

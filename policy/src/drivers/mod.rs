@@ -30,11 +30,66 @@ pub(crate) static DRIVERS: &[&dyn Driver] = &[
 /// One driver's rules.
 pub(crate) trait Driver: Sync {
     fn name(&self) -> &'static str;
+    /// What any value this driver claims has: [`may_claim`] asks no driver about a variable
+    /// none of them could claim.
+    fn signals(&self) -> Signals;
     /// Reads the value of `variable` as this driver's target, if it carries this driver's
-    /// signal. Called for every visible variable: a cheap test comes first.
+    /// signal.
     fn recognise(&self, variable: &str, value: &str) -> Option<Parsed>;
     /// What this driver does with the target, in the container's environment.
     fn judge(&self, variable: &str, target: &Parsed, env: &dyn Environment) -> Judgement;
+}
+
+/// A driver claims only values that start with one of `value_prefixes`, variables whose
+/// name starts with one of `name_prefixes`, or values holding `separator`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Signals {
+    pub value_prefixes: &'static [&'static str],
+    pub name_prefixes: &'static [&'static str],
+    pub separator: Option<u8>,
+}
+
+/// Every driver's signals, gathered once, by first byte: most variables are ruled out by
+/// one lookup.
+struct Prefilter {
+    values: Vec<Vec<&'static str>>,
+    names: Vec<Vec<&'static str>>,
+    separators: Vec<u8>,
+}
+
+static PREFILTER: std::sync::LazyLock<Prefilter> = std::sync::LazyLock::new(|| {
+    let mut p = Prefilter {
+        values: vec![Vec::new(); 256],
+        names: vec![Vec::new(); 256],
+        separators: Vec::new(),
+    };
+    for d in DRIVERS {
+        let s = d.signals();
+        for v in s.value_prefixes {
+            p.values[usize::from(v.as_bytes()[0])].push(v);
+        }
+        for n in s.name_prefixes {
+            p.names[usize::from(n.as_bytes()[0])].push(n);
+        }
+        p.separators.extend(s.separator);
+    }
+    p
+});
+
+/// Whether some driver could claim this variable: asked for every visible variable, so
+/// that the drivers themselves are asked only about the few that carry a signal.
+pub(crate) fn may_claim(name: &str, value: &str) -> bool {
+    let p = &*PREFILTER;
+    let starts = |by_first: &[Vec<&str>], text: &str| {
+        text.as_bytes().first().is_some_and(|b| {
+            by_first[usize::from(*b)]
+                .iter()
+                .any(|x| text.starts_with(x))
+        })
+    };
+    starts(&p.values, value)
+        || starts(&p.names, name)
+        || p.separators.iter().any(|s| value.as_bytes().contains(s))
 }
 
 /// What a driver sees of the container besides the variable it judges.

@@ -3,7 +3,7 @@
 //! `PGHOST`; `Require` ignores the root certificate (8.0 on); `VerifyFull` without one
 //! verifies against the OS trust store.
 
-use super::{CA, Driver, Environment, Judgement, Parsed, weak, weak_mode_text};
+use super::{CA, Driver, Environment, Judgement, Parsed, Signals, weak, weak_mode_text};
 use crate::fixes::params;
 use crate::verdict::{Code, SslMode};
 
@@ -84,10 +84,14 @@ const KEYWORDS: &[&str] = &[
 const NPGSQL_ONLY: &[&str] = &["host", "sslmode", "rootcertificate", "username", "port"];
 
 /// .NET configuration's connection-string variables.
+const DOTNET_PREFIXES: &[&str] = &[
+    "ConnectionStrings__",
+    "POSTGRESQLCONNSTR_",
+    "CUSTOMCONNSTR_",
+];
+
 fn is_dotnet_variable(name: &str) -> bool {
-    name.starts_with("ConnectionStrings__")
-        || name.starts_with("POSTGRESQLCONNSTR_")
-        || name.starts_with("CUSTOMCONNSTR_")
+    DOTNET_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 fn normal(key: &str) -> String {
@@ -165,6 +169,14 @@ fn mode(v: &str) -> Option<(&'static str, SslMode)> {
 impl Driver for Npgsql {
     fn name(&self) -> &'static str {
         "Npgsql"
+    }
+
+    fn signals(&self) -> Signals {
+        Signals {
+            value_prefixes: &[],
+            name_prefixes: DOTNET_PREFIXES,
+            separator: Some(b';'),
+        }
     }
 
     fn recognise(&self, variable: &str, value: &str) -> Option<Parsed> {

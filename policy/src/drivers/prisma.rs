@@ -4,7 +4,7 @@
 //! and `sslcert` is the CA (not a client certificate, as in libpq). libpq refuses these
 //! parameters, so Prisma's rules alone decide.
 
-use super::{CA, Driver, Environment, Judgement, Parsed, url};
+use super::{CA, Driver, Environment, Judgement, Parsed, Signals, url};
 use crate::fixes::params;
 use crate::verdict::{Code, FixValue};
 
@@ -26,19 +26,33 @@ impl Driver for Prisma {
         "Prisma"
     }
 
+    fn signals(&self) -> Signals {
+        Signals {
+            value_prefixes: &["postgresql:", "postgres:"],
+            name_prefixes: &[],
+            separator: None,
+        }
+    }
+
     fn recognise(&self, _: &str, value: &str) -> Option<Parsed> {
         let rest = value
             .strip_prefix("postgresql:")
             .or_else(|| value.strip_prefix("postgres:"))?;
-        if !SIGNALS.iter().any(|s| value.contains(s)) {
-            return None;
+        let (_, query) = rest.split_once('?')?;
+        let signal = |key: &str| SIGNALS.contains(&key);
+        // One pass over the raw keys; an escaped key is decoded first (Prisma decodes it).
+        if query.contains('%') {
+            let parsed = url(rest);
+            return parsed
+                .params
+                .iter()
+                .any(|(k, _)| signal(k))
+                .then_some(parsed);
         }
-        let parsed = url(rest);
-        parsed
-            .params
-            .iter()
-            .any(|(k, _)| SIGNALS.contains(&k.as_str()))
-            .then_some(parsed)
+        query
+            .split('&')
+            .any(|p| signal(p.split('=').next().unwrap_or("")))
+            .then(|| url(rest))
     }
 
     fn judge(&self, _: &str, t: &Parsed, _: &dyn Environment) -> Judgement {

@@ -4,7 +4,9 @@
 //! without a root certificate uses the JVM trust store. No environment variable is read.
 //! Spring Boot adds `SPRING_R2DBC_PROPERTIES_<KEY>` as lower-case options.
 
-use super::{CA, Driver, Environment, Judgement, Parsed, hidden, url, weak, weak_mode_text};
+use super::{
+    CA, Driver, Environment, Judgement, Parsed, Signals, hidden, url, weak, weak_mode_text,
+};
 use crate::fixes::params;
 use crate::verdict::{Code, FixValue, SslMode};
 
@@ -33,6 +35,14 @@ fn mode(v: &str) -> Option<SslMode> {
 impl Driver for R2dbc {
     fn name(&self) -> &'static str {
         "R2DBC"
+    }
+
+    fn signals(&self) -> Signals {
+        Signals {
+            value_prefixes: &["r2dbc:", "r2dbcs:"],
+            name_prefixes: &[],
+            separator: None,
+        }
     }
 
     fn recognise(&self, _: &str, value: &str) -> Option<Parsed> {

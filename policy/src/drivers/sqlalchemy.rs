@@ -4,7 +4,9 @@
 //! arguments of asyncpg (the application fails at start). `+pg8000` cannot express
 //! verification in a URL at all.
 
-use super::{CA, Driver, Environment, Judgement, Parsed, hidden, url, weak, weak_mode_text};
+use super::{
+    CA, Driver, Environment, Judgement, Parsed, Signals, hidden, url, weak, weak_mode_text,
+};
 use crate::verdict::{Change, Code, Fix, FixValue, SslMode};
 
 #[derive(Debug)]
@@ -12,6 +14,12 @@ pub(crate) struct Asyncpg;
 
 #[derive(Debug)]
 pub(crate) struct Pg8000;
+
+const DIALECT_SIGNALS: Signals = Signals {
+    value_prefixes: &["postgresql+", "postgres+"],
+    name_prefixes: &[],
+    separator: None,
+};
 
 fn dialect<'v>(value: &'v str, driver: &str) -> Option<&'v str> {
     let rest = value
@@ -23,6 +31,10 @@ fn dialect<'v>(value: &'v str, driver: &str) -> Option<&'v str> {
 impl Driver for Asyncpg {
     fn name(&self) -> &'static str {
         "asyncpg (SQLAlchemy)"
+    }
+
+    fn signals(&self) -> Signals {
+        DIALECT_SIGNALS
     }
 
     fn recognise(&self, _: &str, value: &str) -> Option<Parsed> {
@@ -90,6 +102,10 @@ impl Driver for Asyncpg {
 impl Driver for Pg8000 {
     fn name(&self) -> &'static str {
         "pg8000 (SQLAlchemy)"
+    }
+
+    fn signals(&self) -> Signals {
+        DIALECT_SIGNALS
     }
 
     fn recognise(&self, _: &str, value: &str) -> Option<Parsed> {

@@ -6,7 +6,9 @@
 
 use std::borrow::Cow;
 
-use super::{CA, Driver, Environment, Judgement, Parsed, hidden, url, weak, weak_mode_text};
+use super::{
+    CA, Driver, Environment, Judgement, Parsed, Signals, hidden, url, weak, weak_mode_text,
+};
 use crate::verdict::{Change, Code, Fix, FixValue, SslMode};
 
 #[derive(Debug)]
@@ -21,6 +23,14 @@ fn prefix(variable: &str) -> Option<&str> {
 impl Driver for QuarkusReactive {
     fn name(&self) -> &'static str {
         "Vert.x (Quarkus reactive)"
+    }
+
+    fn signals(&self) -> Signals {
+        Signals {
+            value_prefixes: &["vertx-reactive:"],
+            name_prefixes: &["QUARKUS_DATASOURCE_"],
+            separator: None,
+        }
     }
 
     fn recognise(&self, variable: &str, value: &str) -> Option<Parsed> {
