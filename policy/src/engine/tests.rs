@@ -1111,3 +1111,17 @@ fn drivers_never_decide_on_hidden_settings() {
         assert_eq!(got, vec![Code::Unresolved], "{env}");
     }
 }
+
+/// An Npgsql host that is a path (or `@abstract`) is a Unix socket: no TLS applies, so no
+/// target (docs/drivers.md, "Npgsql").
+#[test]
+fn npgsql_unix_sockets_are_not_network_targets() {
+    for value in [
+        "Host=/var/run/postgresql;Database=app",
+        "Host=@pgsocket;Database=app;SSL Mode=Disable",
+    ] {
+        let w = pod_env(&[("ConnectionStrings__Default", value)]);
+        assert_eq!(codes(&w), vec![], "{value}");
+        assert!(!client(&w), "{value}");
+    }
+}
