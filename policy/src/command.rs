@@ -25,6 +25,12 @@ const TOOLS: &[&str] = &[
 
 const SHELLS: &[&str] = &["sh", "bash", "ash", "dash", "zsh"];
 
+/// What of a command line is read: this many words, each up to [`MAX_WORD`] bytes, and
+/// this many URLs from one script; the rest is noted (docs/limits.md).
+const MAX_WORDS: usize = 1_000;
+const MAX_WORD: usize = crate::env::MAX_EXPANDED_VALUE;
+const MAX_SCRIPT_URLS: usize = 100;
+
 /// URL schemes found inside shell scripts.
 const URL_STARTS: &[&str] = &[
     "postgresql://",
@@ -42,6 +48,8 @@ pub(crate) struct Arguments<'a> {
     /// Hosts a libpq tool was given, as `host=… port=…` strings judged with the libpq
     /// environment.
     pub tool_hosts: Vec<Var<'a>>,
+    /// Words beyond what is read: judged as not seen (a note says so).
+    pub truncated: bool,
 }
 
 fn basename(program: &str) -> &str {
@@ -74,10 +82,13 @@ pub(crate) fn arguments<'a>(
     let mut out = Arguments {
         values: Vec::new(),
         tool_hosts: Vec::new(),
+        truncated: false,
     };
     if command.is_empty() && args.is_empty() {
         return out;
     }
+    out.truncated = command.len() + args.len() > MAX_WORDS
+        || command.iter().chain(args).any(|w| w.len() > MAX_WORD);
     // The kubelet expands `$(VAR)` in both, from the container's environment.
     let words: Vec<(String, String)> = command
         .iter()
@@ -88,6 +99,8 @@ pub(crate) fn arguments<'a>(
                 .enumerate()
                 .map(|(i, w)| (format!("args[{i}]"), w)),
         )
+        .filter(|(_, w)| w.len() <= MAX_WORD)
+        .take(MAX_WORDS)
         .map(|(label, w)| {
             (
                 label,
@@ -98,8 +111,9 @@ pub(crate) fn arguments<'a>(
         })
         .collect();
     for (label, word) in &words {
+        // `--flag=value`, and Java's `-Dproperty=value`.
         let value = match word.split_once('=') {
-            Some((flag, v)) if flag.starts_with("--") => v,
+            Some((flag, v)) if flag.starts_with("--") || flag.starts_with("-D") => v,
             _ => word.as_str(),
         };
         if !value.is_empty() {
@@ -111,7 +125,10 @@ pub(crate) fn arguments<'a>(
         tool(&words[1..], &mut out);
     }
     if SHELLS.contains(&program)
-        && let Some(i) = words.iter().position(|(_, w)| w == "-c")
+        // `-c`, or combined short options that include it (`-lc`, `-ec`).
+        && let Some(i) = words
+            .iter()
+            .position(|(_, w)| w.starts_with('-') && !w.starts_with("--") && w.contains('c'))
         && let Some((label, script)) = words.get(i + 1)
     {
         shell(label, script, &mut out);
@@ -121,6 +138,7 @@ pub(crate) fn arguments<'a>(
 
 /// A script: the URLs in it, and the host of a libpq tool that starts it.
 fn shell(label: &str, script: &str, out: &mut Arguments<'_>) {
+    let mut urls: Vec<(usize, usize)> = Vec::new();
     for start in URL_STARTS {
         let mut from = 0;
         while let Some(at) = script[from..].find(start) {
@@ -128,10 +146,25 @@ fn shell(label: &str, script: &str, out: &mut Arguments<'_>) {
             let end = script[begin..]
                 .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`'))
                 .map_or(script.len(), |e| begin + e);
-            out.values
-                .push(var(label.to_string(), script[begin..end].to_string()));
+            urls.push((begin, end));
             from = end;
         }
+    }
+    // `postgresql://` inside `jdbc:postgresql://…` is that JDBC URL, not another one.
+    urls.sort();
+    let (mut last_end, mut taken) = (0, 0);
+    for (begin, end) in urls {
+        if begin < last_end {
+            continue;
+        }
+        last_end = end;
+        if taken == MAX_SCRIPT_URLS {
+            out.truncated = true;
+            break;
+        }
+        taken += 1;
+        out.values
+            .push(var(label.to_string(), script[begin..end].to_string()));
     }
     let tokens: Vec<(String, String)> = script
         .split_whitespace()
@@ -149,10 +182,12 @@ fn shell(label: &str, script: &str, out: &mut Arguments<'_>) {
     }
 }
 
-/// A libpq tool's `-h`/`--host` and `-p`/`--port`.
+/// A libpq tool's `-h`/`--host` and `-p`/`--port`, with its `-d`/`--dbname` when that is
+/// a keyword/value string: libpq merges them, the string's keys last (they win).
 fn tool(words: &[(String, String)], out: &mut Arguments<'_>) {
     let mut host: Option<(&str, &str)> = None;
     let mut port: Option<&str> = None;
+    let mut dbname: Option<&str> = None;
     let mut i = 0;
     while i < words.len() {
         let (label, w) = (&words[i].0, words[i].1.as_str());
@@ -161,6 +196,10 @@ fn tool(words: &[(String, String)], out: &mut Arguments<'_>) {
             ("h", Some(v), 1)
         } else if let Some(v) = w.strip_prefix("--port=") {
             ("p", Some(v), 1)
+        } else if let Some(v) = w.strip_prefix("--dbname=") {
+            ("d", Some(v), 1)
+        } else if w == "--dbname" || w == "-d" {
+            ("d", next, 2)
         } else if w == "--host" || w == "-h" {
             ("h", next, 2)
         } else if w == "--port" || w == "-p" {
@@ -175,6 +214,7 @@ fn tool(words: &[(String, String)], out: &mut Arguments<'_>) {
         match (flag, value) {
             ("h", Some(v)) => host = Some((label, v)),
             ("p", Some(v)) => port = Some(v),
+            ("d", Some(v)) => dbname = Some(v),
             _ => {}
         }
         i += used;
@@ -183,6 +223,16 @@ fn tool(words: &[(String, String)], out: &mut Arguments<'_>) {
         let mut value = format!("host={}", quoted(h));
         if let Some(p) = port {
             value.push_str(&format!(" port={}", quoted(p)));
+        }
+        let conninfo = |d: &&str| {
+            matches!(
+                crate::libpq::recognise_keyword_value(d),
+                crate::libpq::KeyValueRecognition::Yes(_)
+            )
+        };
+        if let Some(d) = dbname.filter(conninfo) {
+            value.push(' ');
+            value.push_str(d);
         }
         out.tool_hosts.push(var(label.to_string(), value));
     }

@@ -151,6 +151,9 @@ pub fn evaluate_container<'a>(
             }
         }
     }
+    if arguments.truncated {
+        judge.notes.push(Note::CommandLineLimit);
+    }
     for variable in &env.over_limit {
         judge.notes.push(Note::ExpansionLimit {
             variable: variable.clone(),
@@ -301,7 +304,8 @@ pub(crate) struct Subject<'a> {
 impl<'e, 'a> Judge<'e, 'a> {
     fn variable(&mut self, var: &'e Var<'a>) {
         if var.is_hidden() {
-            if matches!(var.visibility, Visibility::Unresolved { .. })
+            // Unreadable, or made only of `$(VAR)` references to unreadable values.
+            if !matches!(var.visibility, Visibility::Opaque)
                 && self.settings.is_connection_variable(&var.name)
             {
                 self.client = true;
@@ -341,7 +345,17 @@ impl<'e, 'a> Judge<'e, 'a> {
                 };
                 let subject = self.subject(var, target);
                 match info {
-                    Ok(info) => self.libpq(&subject, Some(&info), uri, driver, var),
+                    Ok(info) => {
+                        self.libpq(&subject, Some(&info), uri, driver, var);
+                        // libpq reads past a `#`; URL parsers (pgx, node-postgres,
+                        // asyncpg, sqlx) drop the fragment: both readings are judged.
+                        if let Some(hash) = var.value.find('#').filter(|_| uri)
+                            && let Some(Recognised::Libpq { info: Ok(cut), .. }) =
+                                recognise(&var.value[..hash])
+                        {
+                            self.libpq(&subject, Some(&cut), uri, driver, var);
+                        }
+                    }
                     Err(e) => self.invalid(&subject, Syntax::Libpq(e)),
                 }
             }
@@ -379,15 +393,18 @@ impl<'e, 'a> Judge<'e, 'a> {
             return;
         }
         self.client = true;
-        if has_hidden(&var.value) {
+        let judged = driver.judge(&var.name, target, self);
+        // A value the engine cannot see decides unless it is only a password: then what
+        // the driver would do is what the finding is behind.
+        if has_hidden(&var.value) && !drivers::hidden_only_in_credentials(&var.value) {
             let cause = Cause::Hidden {
                 setting: Setting::Target,
                 hidden: hidden_var(var),
             };
-            self.push_fixed(&s, Code::Unresolved, cause, None, FixPlan::None);
+            let behind = judged.outcome.err().map(|f| f.code);
+            self.push_fixed(&s, Code::Unresolved, cause, behind, FixPlan::None);
             return;
         }
-        let judged = driver.judge(&var.name, target, self);
         for text in judged.notes {
             self.notes.push(Note::Driver {
                 variable: var.name.clone(),
@@ -395,8 +412,23 @@ impl<'e, 'a> Judge<'e, 'a> {
                 text,
             });
         }
-        let Err(found) = judged.outcome else {
-            return;
+        let found = match judged.outcome {
+            Err(found) => found,
+            Ok(()) if driver.runs_on_node() && !matches!(net, Net::Loopback) => {
+                match self.node_tls_off() {
+                    Some(origin) => {
+                        let cause = Cause::NodeTlsOff { origin };
+                        let plan = FixPlan::Listed(vec![Fix {
+                            driver: None,
+                            changes: vec![NODE_TLS_UNSET],
+                        }]);
+                        self.push_fixed(&s, Code::VerificationDisabled, cause, None, plan);
+                    }
+                    None => self.node_tls_hidden(&s),
+                }
+                return;
+            }
+            Ok(()) => return,
         };
         if matches!(net, Net::Loopback) && self.loopback_allowed {
             self.notes.push(Note::LoopbackAllowed {
@@ -517,6 +549,20 @@ impl<'e, 'a> Judge<'e, 'a> {
             })
     }
 
+    /// A pass while `NODE_TLS_REJECT_UNAUTHORIZED` comes from a value the engine cannot see
+    /// (it would turn verification off if it is `0`): `Unresolved`.
+    fn node_tls_hidden(&mut self, s: &Subject<'a>) {
+        if let Get::Set(v) = self.env.get("NODE_TLS_REJECT_UNAUTHORIZED")
+            && (v.visibility != Visibility::Visible || has_hidden(&v.value))
+        {
+            let cause = Cause::Hidden {
+                setting: Setting::Verification,
+                hidden: hidden_var(v),
+            };
+            self.push_fixed(s, Code::Unresolved, cause, None, FixPlan::None);
+        }
+    }
+
     pub(crate) fn invalid(&mut self, s: &Subject<'a>, syntax: Syntax) {
         self.client = true;
         self.push(
@@ -568,6 +614,9 @@ impl<'e, 'a> Judge<'e, 'a> {
                 system,
             }) => {
                 self.client = true;
+                if loopback_behind.is_none() && !jdbc {
+                    self.node_tls_hidden(s);
+                }
                 if let Some(behind) = loopback_behind {
                     self.notes.push(Note::LoopbackAllowed {
                         variable: s.variable.clone(),

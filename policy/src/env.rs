@@ -215,6 +215,16 @@ pub struct Env<'a> {
 /// From this many variables on, names are looked up through an index.
 const INDEXED: usize = 32;
 
+/// A Secret value a cache kept no text of (`redact::secret_value`) is hidden, not the
+/// visible text its marker would be scrubbed into.
+fn kept_visibility(value: &str) -> Visibility {
+    if value == HIDDEN_STR {
+        Visibility::Unresolved { not_found: false }
+    } else {
+        Visibility::Visible
+    }
+}
+
 /// Replaces the engine's own marker characters in user text, so no input can forge a
 /// hidden span.
 fn scrub(v: &str) -> Cow<'_, str> {
@@ -260,7 +270,7 @@ impl<'a> Env<'a> {
                             name: var_name,
                             value: scrub(value),
                             origin: Origin::EnvFrom { kind, name, key },
-                            visibility: Visibility::Visible,
+                            visibility: kept_visibility(value),
                             env_from: Some(index),
                             redefined: false,
                         });
@@ -482,7 +492,7 @@ fn resolve_value_from<'a>(
         };
         match sources.lookup(kind, pod.namespace, name) {
             Lookup::Found(data) => match data.get(key) {
-                Some(v) => Some((scrub(v), origin, Visibility::Visible)),
+                Some(v) => Some((scrub(v), origin, kept_visibility(v))),
                 None if optional == Some(true) => None,
                 None => hidden(true),
             },

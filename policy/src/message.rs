@@ -357,6 +357,9 @@ impl Note<'_> {
             Note::UnknownKeywords { variable, count } => format!(
                 "{variable} has {count} parameter(s) libpq does not know: libpq refuses it, other drivers may accept it"
             ),
+            Note::CommandLineLimit => {
+                "the command line is longer than verifyfull reads (1,000 words of up to 64 KiB, 100 URLs per script): the rest is not judged".to_string()
+            }
             Note::ExemptionExpired => {
                 "the exemption has expired (verifyfull.dev/exempt-until)".to_string()
             }

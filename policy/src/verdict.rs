@@ -110,6 +110,11 @@ pub const DEFAULT_CONNECTION_VARIABLE_PATTERNS: &[&str] = &[
     "PG+URL",
     "PG+URI",
     "SPRING_DATASOURCE_URL",
+    // The other drivers' variables (docs/drivers.md).
+    "CONNECTIONSTRINGS__",
+    "CONNSTR_",
+    "R2DBC+URL",
+    "REACTIVE_URL",
 ];
 
 impl Default for Settings {
@@ -258,6 +263,8 @@ pub enum Setting {
     RootCert,
     Host,
     Target,
+    /// `NODE_TLS_REJECT_UNAUTHORIZED`.
+    Verification,
 }
 
 impl Setting {
@@ -267,6 +274,7 @@ impl Setting {
             Setting::RootCert => "the root certificate",
             Setting::Host => "the host",
             Setting::Target => "the connection string",
+            Setting::Verification => "certificate verification (NODE_TLS_REJECT_UNAUTHORIZED)",
         }
     }
 }
@@ -456,6 +464,8 @@ pub enum Note<'a> {
     },
     /// The exemption ended.
     ExemptionExpired,
+    /// A command line longer than what is read (docs/limits.md): the rest is not judged.
+    CommandLineLimit,
     /// A `$(VAR)` reference in this variable was not expanded: it would have gone over
     /// the expansion limit. It is judged as a value that cannot be seen.
     ExpansionLimit { variable: Cow<'a, str> },

@@ -38,6 +38,11 @@ pub(crate) trait Driver: Sync {
     fn recognise(&self, variable: &str, value: &str) -> Option<Parsed>;
     /// What this driver does with the target, in the container's environment.
     fn judge(&self, variable: &str, target: &Parsed, env: &dyn Environment) -> Judgement;
+    /// The driver runs in a Node.js process, where `NODE_TLS_REJECT_UNAUTHORIZED=0`
+    /// turns verification off.
+    fn runs_on_node(&self) -> bool {
+        false
+    }
 }
 
 /// A driver claims only values that start with one of `value_prefixes`, variables whose
@@ -107,6 +112,8 @@ pub(crate) struct Parsed {
     pub params: Vec<(String, String)>,
     /// The scheme itself asks for TLS (`r2dbcs:`).
     pub secure_scheme: bool,
+    /// Some key was percent-encoded (drivers that do not decode keys read another key).
+    pub escaped_key: bool,
 }
 
 impl Parsed {
@@ -170,25 +177,67 @@ impl Judgement {
 /// stays as written (the driver's rules decide what that means).
 pub(crate) fn url(rest: &str) -> Parsed {
     let rest = rest.strip_prefix("//").unwrap_or(rest);
-    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let authority = before_query.split('/').next().unwrap_or("");
+    // A fragment is not sent: URL parsers (java.net.URI, WHATWG, Go, Rust) drop it.
+    let rest = rest.split('#').next().unwrap_or(rest);
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let query = rest[end..].split_once('?').map_or("", |(_, q)| q);
     let hostlist = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let mut parsed = Parsed::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        parsed.escaped_key |= k.contains('%');
+        parsed.params.push((decoded(k), decoded(v)));
+    }
+    // A query `host=` replaces the authority's (SQLAlchemy, Vert.x, Prisma); no host at all
+    // is the driver's default, `localhost` over TCP.
+    let hostlist = parsed
+        .last("host")
+        .map_or(hostlist.to_string(), str::to_string);
+    let mut socket = false;
     for h in hostlist.split(',').filter(|h| !h.is_empty()) {
         let host = match h.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or(v6),
             None => h.split(':').next().unwrap_or(h),
         };
         let host = decoded(host);
-        if !host.is_empty() && !host.starts_with('/') {
+        if host.starts_with('/') {
+            socket = true;
+        } else if !host.is_empty() {
             parsed.hosts.push(host);
         }
     }
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        parsed.params.push((decoded(k), decoded(v)));
+    if parsed.hosts.is_empty() && !socket {
+        parsed.hosts.push("localhost".to_string());
     }
     parsed
+}
+
+/// Every hidden span of a driver's value is a password: in a URL's user information, or
+/// the value of a .NET `Password`/`PSW`/`PWD` key. A password cannot change where the
+/// driver connects or how it verifies.
+pub(crate) fn hidden_only_in_credentials(value: &str) -> bool {
+    use crate::hosts::has_hidden;
+    if let Some(at) = value.find("://") {
+        let rest = &value[at + 3..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let Some(userinfo_end) = rest[..authority_end].rfind('@') else {
+            return false;
+        };
+        return !has_hidden(&value[..at]) && !has_hidden(&rest[userinfo_end..]);
+    }
+    value.split(';').all(|segment| {
+        let (key, v) = segment.split_once('=').unwrap_or((segment, ""));
+        let key: String = key
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect();
+        !has_hidden(segment)
+            || (matches!(key.as_str(), "password" | "psw" | "pwd")
+                && !has_hidden(&key)
+                && !v.contains(';'))
+    })
 }
 
 fn decoded(s: &str) -> String {

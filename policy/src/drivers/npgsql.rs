@@ -4,8 +4,7 @@
 //! verifies against the OS trust store.
 
 use super::{CA, Driver, Environment, Judgement, Parsed, Signals, weak, weak_mode_text};
-use crate::fixes::params;
-use crate::verdict::{Code, SslMode};
+use crate::verdict::{Change, Code, Fix, FixValue, SslMode};
 
 #[derive(Debug)]
 pub(crate) struct Npgsql;
@@ -78,6 +77,10 @@ const KEYWORDS: &[&str] = &[
     "cancellationtimeout",
     "internalcommandtimeout",
     "arraynullabilitymode",
+    "loadtablecomposites",
+    "includefailedbatchedcommand",
+    "replicationmode",
+    "writecoalescingbufferthresholdbytes",
 ];
 
 /// Keys SQL Server's strings do not have: with `Server=`, one of them says Npgsql.
@@ -107,6 +110,11 @@ fn pairs(value: &str) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut rest = value.trim_start();
     while !rest.is_empty() {
+        // Empty segments (`;;`, a trailing `;`) are allowed, as .NET allows them.
+        if let Some(r) = rest.strip_prefix(';') {
+            rest = r.trim_start();
+            continue;
+        }
         let eq = rest.find('=')?;
         let key = normal(&rest[..eq]);
         if key.is_empty() || key.contains(';') {
@@ -184,6 +192,13 @@ impl Driver for Npgsql {
         if !value.contains(';') && !dotnet {
             return None;
         }
+        // libpq reads a keyword/value string whatever `;` it holds: libpq's rules decide.
+        if !matches!(
+            crate::libpq::recognise_keyword_value(value),
+            crate::libpq::KeyValueRecognition::No
+        ) {
+            return None;
+        }
         let params = pairs(value)?;
         let known = |k: &str| KEYWORDS.contains(&k);
         let has = |k: &str| params.iter().any(|(p, _)| p == k);
@@ -212,16 +227,33 @@ impl Driver for Npgsql {
             hosts,
             params,
             secure_scheme: false,
+            escaped_key: false,
         })
     }
 
     fn judge(&self, _: &str, t: &Parsed, env: &dyn Environment) -> Judgement {
         let fix = |root: bool| {
-            let mut changes = vec![("SSL Mode", crate::verdict::FixValue::Literal("VerifyFull"))];
+            // Npgsql 6 and 7 refuse VerifyFull next to Trust Server Certificate.
+            let mut changes = vec![Change::Param {
+                key: "SSL Mode",
+                value: FixValue::Literal("VerifyFull"),
+                drop: &[
+                    "SslMode",
+                    "Trust Server Certificate",
+                    "TrustServerCertificate",
+                ],
+            }];
             if root {
-                changes.push(("Root Certificate", CA));
+                changes.push(Change::Param {
+                    key: "Root Certificate",
+                    value: CA,
+                    drop: &["RootCertificate"],
+                });
             }
-            vec![params(None, &changes)]
+            vec![Fix {
+                driver: None,
+                changes,
+            }]
         };
         let root = t.last("rootcertificate").is_some_and(|r| !r.is_empty())
             || env.get("PGSSLROOTCERT").is_some_and(|v| v != Some(""));

@@ -6,7 +6,7 @@
 
 use super::{CA, Driver, Environment, Judgement, Parsed, Signals, url};
 use crate::fixes::params;
-use crate::verdict::{Code, FixValue};
+use crate::verdict::{Change, Code, FixValue};
 
 #[derive(Debug)]
 pub(crate) struct Prisma;
@@ -55,16 +55,24 @@ impl Driver for Prisma {
             .then(|| url(rest))
     }
 
+    fn runs_on_node(&self) -> bool {
+        true
+    }
+
     fn judge(&self, _: &str, t: &Parsed, _: &dyn Environment) -> Judgement {
         let fix = || {
-            vec![params(
+            let mut fix = params(
                 Some("Prisma"),
                 &[
                     ("sslmode", FixValue::Literal("require")),
                     ("sslaccept", FixValue::Literal("strict")),
                     ("sslcert", CA),
                 ],
-            )]
+            );
+            if let Some(Change::Param { drop, .. }) = fix.changes.first_mut() {
+                *drop = &["uselibpqcompat"];
+            }
+            vec![fix]
         };
         // Any sslaccept value but accept_invalid_certs means strict.
         let strict = t
@@ -73,6 +81,11 @@ impl Driver for Prisma {
         let ca = t.last("sslcert").is_some_and(|v| !v.is_empty());
         let found = |code, what: &'static str| Judgement::found(code, what, fix());
         let judged = match t.last("sslmode") {
+            // The same URL in node-postgres's libpq mode (Prisma 7's adapter) verifies nothing.
+            _ if t.has("uselibpqcompat") => found(
+                Code::SslModeTooWeak,
+                "uselibpqcompat: node-postgres (Prisma 7's adapter) reads sslmode=require as libpq does, unverified",
+            ),
             Some("disable") => found(Code::SslModeTooWeak, "sslmode=disable: no TLS at all"),
             Some("require") if strict && ca => Judgement::pass(),
             Some("require") if strict => Judgement::pass().note(

@@ -72,9 +72,11 @@ impl Driver for R2dbc {
             vec![params(None, &changes)]
         };
         // `ssl=true` (or `r2dbcs:`) is applied first, then sslMode, else its alias.
-        let ssl = t.secure_scheme
-            || t.last("ssl")
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        // The query's `ssl` replaces the scheme's (the same option, set later).
+        let ssl = match t.last("ssl") {
+            Some(v) => v.eq_ignore_ascii_case("true"),
+            None => t.secure_scheme,
+        };
         let setting = t
             .last("sslMode")
             .or(spring_mode)

@@ -62,9 +62,30 @@ impl Driver for QuarkusReactive {
         }
         let setting = |s: &str| env.get(&format!("{p}{s}")).flatten();
         let name = |s: &str| -> Cow<'static, str> { Cow::Owned(format!("{p}{s}")) };
-        let trust_all = setting("TRUST_ALL").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        // SmallRye Config's booleans: true, 1, yes, y, on, ja, j, si, sim, oui.
+        let trust_all = setting("TRUST_ALL").is_some_and(|v| {
+            ["true", "1", "yes", "y", "on", "ja", "j", "si", "sim", "oui"]
+                .iter()
+                .any(|t| v.trim().eq_ignore_ascii_case(t))
+        });
         let algorithm = setting("HOSTNAME_VERIFICATION_ALGORITHM")
             .is_some_and(|v| !v.is_empty() && !v.eq_ignore_ascii_case("NONE"));
+        // A named TLS configuration lives outside the Pod (and may trust all).
+        if setting("TLS_CONFIGURATION_NAME").is_some_and(|v| !v.is_empty()) {
+            return Judgement::found(
+                Code::Unverifiable,
+                "a TLS configuration from Quarkus's TLS registry decides trust, and it is not in the Pod",
+                Vec::new(),
+            );
+        }
+        // Vert.x neither decodes query keys nor cares about their case.
+        if t.escaped_key {
+            return Judgement::found(
+                Code::Unverifiable,
+                "a percent-encoded query key: the Vert.x client reads it undecoded, as another key",
+                Vec::new(),
+            );
+        }
         let trust = SETTINGS[3..]
             .iter()
             .any(|s| setting(s).is_some_and(|v| !v.is_empty()));
@@ -95,7 +116,13 @@ impl Driver for QuarkusReactive {
         }];
         // The SSL-mode setting overrides the URL's sslmode only when set.
         let mode = setting("POSTGRESQL_SSL_MODE")
-            .or_else(|| t.last("sslmode"))
+            .or_else(|| {
+                t.params
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("sslmode"))
+                    .map(|(_, v)| v.as_str())
+            })
             .map(SslMode::parse_ignore_case);
         let mut judged = match mode {
             None => Judgement::found(

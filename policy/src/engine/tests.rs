@@ -1125,3 +1125,219 @@ fn npgsql_unix_sockets_are_not_network_targets() {
         assert!(!client(&w), "{value}");
     }
 }
+
+/// Settings that once passed although the driver that reads them would not verify, each
+/// with the reason it must not (a review of the drivers' rules).
+#[test]
+fn drivers_close_the_reviewed_gaps() {
+    use Code::*;
+    let lit = |name: &str, value: &str| json!({"name": name, "value": value});
+    let secret = |name: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}});
+    let p = "QUARKUS_DATASOURCE_REACTIVE_";
+    let quarkus = |extra: Vec<Value>| {
+        let mut env = vec![
+            lit(&format!("{p}URL"), "postgresql://db.prod.svc/app"),
+            lit(&format!("{p}POSTGRESQL_SSL_MODE"), "verify-full"),
+            lit(&format!("{p}HOSTNAME_VERIFICATION_ALGORITHM"), "HTTPS"),
+            lit(&format!("{p}TRUST_CERTIFICATE_PEM_CERTS"), "/ca"),
+        ];
+        env.extend(extra);
+        Value::Array(env)
+    };
+    let cases: Vec<(Value, Vec<Code>)> = vec![
+        // A password from a Secret does not hide a weak mode.
+        (
+            json!([
+                secret("DB_PASSWORD"),
+                lit(
+                    "SPRING_R2DBC_URL",
+                    "r2dbc:postgresql://app:$(DB_PASSWORD)@db.prod.svc/app"
+                )
+            ]),
+            vec![SslModeUnset],
+        ),
+        (
+            json!([
+                secret("DB_PASSWORD"),
+                lit(
+                    "ConnectionStrings__Default",
+                    "Host=db.prod.svc;Password=$(DB_PASSWORD);SSL Mode=Disable"
+                )
+            ]),
+            vec![SslModeTooWeak],
+        ),
+        // Elsewhere a hidden span decides: Unresolved.
+        (
+            json!([
+                secret("OPTS"),
+                lit(
+                    "SPRING_R2DBC_URL",
+                    "r2dbc:postgresql://db.prod.svc/app?$(OPTS)"
+                )
+            ]),
+            vec![Unresolved],
+        ),
+        // The other drivers' variables from a Secret, or made of one.
+        (
+            json!([secret("ConnectionStrings__Default")]),
+            vec![Unresolved],
+        ),
+        (
+            json!([secret("CONN"), lit("ConnectionStrings__Default", "$(CONN)")]),
+            vec![Unresolved],
+        ),
+        (json!([secret("SPRING_R2DBC_URL")]), vec![Unresolved]),
+        // A hidden NODE_TLS_REJECT_UNAUTHORIZED could be 0.
+        (
+            json!([
+                lit(
+                    "DATABASE_URL",
+                    "postgresql://db.prod.svc/app?sslmode=verify-full&sslrootcert=/ca"
+                ),
+                secret("NODE_TLS_REJECT_UNAUTHORIZED")
+            ]),
+            vec![Unresolved],
+        ),
+        // A libpq keyword string with a `;` in a value is libpq's.
+        (
+            json!([lit(
+                "DATABASE_URL",
+                "host=db.prod.svc sslmode=disable user=app;sslmode=VerifyFull"
+            )]),
+            vec![SslModeTooWeak],
+        ),
+        // A fragment is dropped by URL parsers: what follows `#` is not there.
+        (
+            json!([lit(
+                "SPRING_R2DBC_URL",
+                "r2dbc:postgresql://db.prod.svc/app#?sslMode=VERIFY_FULL"
+            )]),
+            vec![SslModeUnset],
+        ),
+        (
+            json!([lit(
+                "APP_DB",
+                "r2dbc:postgresql://db.prod.svc#@localhost/app"
+            )]),
+            vec![SslModeUnset],
+        ),
+        // A query `host=` and an empty host.
+        (
+            json!([lit(
+                "DATABASE_URL",
+                "postgresql+asyncpg://app@/app?host=db.prod.svc&ssl=disable"
+            )]),
+            vec![SslModeTooWeak],
+        ),
+        (
+            json!([lit(
+                &format!("{p}URL"),
+                "postgresql://localhost/app?host=db.prod.svc&sslmode=disable"
+            )]),
+            vec![SslModeTooWeak],
+        ),
+        // Vert.x reads keys in any case, undecoded.
+        (
+            quarkus(vec![lit(
+                &format!("{p}URL"),
+                "postgresql://db.prod.svc/app?ssl%6Dode=verify-full",
+            )]),
+            vec![Unverifiable],
+        ),
+        // SmallRye's booleans; a TLS registry configuration is outside the Pod.
+        (
+            quarkus(vec![lit(&format!("{p}TRUST_ALL"), "yes")]),
+            vec![VerificationDisabled],
+        ),
+        (
+            quarkus(vec![lit(&format!("{p}TLS_CONFIGURATION_NAME"), "db")]),
+            vec![Unverifiable],
+        ),
+        // Prisma runs on Node.js, whose adapter may read the URL in libpq mode.
+        (
+            json!([lit(
+                "DATABASE_URL",
+                "postgresql://db.prod.svc/app?schema=public&sslmode=require&sslaccept=strict&sslcert=/ca&uselibpqcompat=true"
+            )]),
+            vec![SslModeTooWeak],
+        ),
+        (
+            json!([
+                lit(
+                    "DATABASE_URL",
+                    "postgresql://db.prod.svc/app?schema=public&sslmode=require&sslaccept=strict&sslcert=/ca"
+                ),
+                lit("NODE_TLS_REJECT_UNAUTHORIZED", "0")
+            ]),
+            vec![VerificationDisabled],
+        ),
+        // R2DBC: the query's ssl replaces the scheme's.
+        (
+            json!([lit(
+                "APP_DB",
+                "r2dbcs:postgresql://db.prod.svc/app?ssl=false"
+            )]),
+            vec![SslModeUnset],
+        ),
+        // Empty .NET segments are allowed.
+        (
+            json!([lit(
+                "ConnectionStrings__Default",
+                "Host=db.prod.svc;;SSL Mode=Disable;"
+            )]),
+            vec![SslModeTooWeak],
+        ),
+    ];
+    for (env, want) in cases {
+        let w = pod_with(json!([{"name": "app", "env": env}]), json!({}));
+        let got: Vec<Code> = codes(&w).into_iter().map(|(_, _, c)| c).collect();
+        assert_eq!(got, want, "{env}");
+    }
+    // A tool's -d keyword string merges with its -h (its sslmode wins).
+    let w = pod_with(
+        json!([{"name": "app", "command": ["pg_dump", "-h", "db.prod.svc", "-d", "dbname=app sslmode=disable"],
+            "env": [lit("PGSSLMODE", "verify-full"), lit("PGSSLROOTCERT", "/ca")]}]),
+        json!({}),
+    );
+    let got: Vec<Code> = codes(&w).into_iter().map(|(_, _, c)| c).collect();
+    assert_eq!(got, vec![SslModeTooWeak]);
+    // A JDBC URL in a script is read once, as JDBC.
+    let w = pod_with(
+        json!([{"name": "app", "command": ["sh", "-c", "java -jar app.jar --url='jdbc:postgresql://db.prod.svc/app?sslmode=verify-full&sslrootcert=/ca'"]}]),
+        json!({}),
+    );
+    assert_eq!(codes(&w), vec![]);
+}
+
+/// A `#` in a libpq URI: libpq reads past it, URL parsers drop the fragment.
+#[test]
+fn uri_fragments_are_judged_both_ways() {
+    let w = pod_env(&[(
+        "DATABASE_URL",
+        "postgresql://db.prod.svc/app#?sslmode=verify-full&sslrootcert=/ca",
+    )]);
+    assert_eq!(codes(&w), one("DATABASE_URL", Code::SslModeUnset));
+}
+
+/// A Secret value the webhook's cache kept no text of is hidden, not visible text.
+#[test]
+fn secret_values_kept_as_hidden_stay_hidden() {
+    let sources =
+        Sources::default().with(SourceKind::Secret, "s", &[("k", crate::hosts::HIDDEN_STR)]);
+    let p = "QUARKUS_DATASOURCE_REACTIVE_";
+    let w = pod_with(
+        json!([{"name": "app", "env": [
+            {"name": format!("{p}URL"), "value": "postgresql://db.prod.svc/app"},
+            {"name": format!("{p}POSTGRESQL_SSL_MODE"), "value": "verify-full"},
+            {"name": format!("{p}HOSTNAME_VERIFICATION_ALGORITHM"), "value": "HTTPS"},
+            {"name": format!("{p}TRUST_CERTIFICATE_PEM_CERTS"), "value": "/ca"},
+            {"name": format!("{p}TRUST_ALL"), "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+        ]}]),
+        json!({}),
+    );
+    let got: Vec<Code> = codes_with(&w, &sources, &Settings::default())
+        .into_iter()
+        .map(|(_, _, c)| c)
+        .collect();
+    assert_eq!(got, vec![Code::Unresolved]);
+}
