@@ -202,7 +202,10 @@ impl Driver for Npgsql {
         let params = pairs(value)?;
         let known = |k: &str| KEYWORDS.contains(&k);
         let has = |k: &str| params.iter().any(|(p, _)| p == k);
-        let npgsql = params.iter().all(|(k, _)| known(k))
+        // In a .NET connection-string variable, a keyword missing from the list above does
+        // not hide the string (Npgsql refuses keywords it does not know; a newer one it
+        // knows would otherwise make the string invisible here).
+        let npgsql = (dotnet || params.iter().all(|(k, _)| known(k)))
             && (has("host")
                 || (has("server")
                     && (NPGSQL_ONLY.iter().any(|k| has(k))
@@ -288,6 +291,14 @@ impl Driver for Npgsql {
         let mut judged = judged;
         if env.get("PGSSLMODE").is_some() {
             judged = judged.note("Npgsql ignores PGSSLMODE: only the string's SSL Mode counts");
+        }
+        if t.params
+            .iter()
+            .any(|(k, _)| !KEYWORDS.contains(&k.as_str()))
+        {
+            judged = judged.note(
+                "keywords verifyfull does not know: Npgsql refuses those it does not know either; the string is judged by the others",
+            );
         }
         if t.last("trustservercertificate")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))

@@ -73,10 +73,17 @@ impl Driver for R2dbc {
         };
         // `ssl=true` (or `r2dbcs:`) is applied first, then sslMode, else its alias.
         // The query's `ssl` replaces the scheme's (the same option, set later).
-        let ssl = match t.last("ssl") {
+        // Spring's properties replace both.
+        let spring_ssl = match env.get("SPRING_R2DBC_PROPERTIES_SSL") {
+            _ if variable != "SPRING_R2DBC_URL" => None,
+            Some(None) => return hidden("SPRING_R2DBC_PROPERTIES_SSL"),
+            Some(Some(v)) => Some(v.eq_ignore_ascii_case("true")),
+            None => None,
+        };
+        let ssl = spring_ssl.unwrap_or(match t.last("ssl") {
             Some(v) => v.eq_ignore_ascii_case("true"),
             None => t.secure_scheme,
-        };
+        });
         let setting = t
             .last("sslMode")
             .or(spring_mode)

@@ -1341,3 +1341,40 @@ fn secret_values_kept_as_hidden_stay_hidden() {
         .collect();
     assert_eq!(got, vec![Code::Unresolved]);
 }
+
+/// Spring's `ssl` property and .NET strings with a keyword verifyfull does not know.
+#[test]
+fn spring_ssl_and_unknown_npgsql_keywords() {
+    use Code::*;
+    let cases: [(Pairs<'_>, Vec<Code>); 3] = [
+        (
+            &[
+                ("SPRING_R2DBC_URL", "r2dbcs:postgresql://db.prod.svc/app"),
+                ("SPRING_R2DBC_PROPERTIES_SSL", "false"),
+            ],
+            vec![SslModeUnset],
+        ),
+        (
+            &[(
+                "ConnectionStrings__Default",
+                "Host=db.prod.svc;Some Future Option=1;SSL Mode=Prefer",
+            )],
+            vec![SslModeTooWeak],
+        ),
+        // Outside a .NET variable, an unknown keyword means it is not Npgsql's.
+        (
+            &[(
+                "APP_SETTINGS",
+                "Host=db.prod.svc;Some Future Option=1;SSL Mode=Prefer",
+            )],
+            vec![],
+        ),
+    ];
+    for (env, want) in cases {
+        let got: Vec<Code> = codes(&pod_env(env))
+            .into_iter()
+            .map(|(_, _, c)| c)
+            .collect();
+        assert_eq!(got, want, "{env:?}");
+    }
+}
