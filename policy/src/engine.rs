@@ -418,11 +418,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                 match self.node_tls_off() {
                     Some(origin) => {
                         let cause = Cause::NodeTlsOff { origin };
-                        let plan = FixPlan::Listed(vec![Fix {
-                            driver: None,
-                            changes: vec![NODE_TLS_UNSET],
-                        }]);
-                        self.push_fixed(&s, Code::VerificationDisabled, cause, None, plan);
+                        self.push(&s, Code::VerificationDisabled, cause, None);
                     }
                     None => self.node_tls_hidden(&s),
                 }

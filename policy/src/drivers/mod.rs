@@ -240,6 +240,13 @@ pub(crate) fn hidden_only_in_credentials(value: &str) -> bool {
     })
 }
 
+/// What follows a `postgresql:` or `postgres:` scheme.
+pub(crate) fn after_postgres_scheme(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("postgresql:")
+        .or_else(|| value.strip_prefix("postgres:"))
+}
+
 fn decoded(s: &str) -> String {
     crate::libpq::decode(s, 0).map_or_else(|_| s.to_string(), |d| d.into_owned())
 }

@@ -4,7 +4,7 @@
 //! and `sslcert` is the CA (not a client certificate, as in libpq). libpq refuses these
 //! parameters, so Prisma's rules alone decide.
 
-use super::{CA, Driver, Environment, Judgement, Parsed, Signals, url};
+use super::{CA, Driver, Environment, Judgement, Parsed, Signals, after_postgres_scheme, url};
 use crate::fixes::params;
 use crate::verdict::{Change, Code, FixValue};
 
@@ -35,9 +35,7 @@ impl Driver for Prisma {
     }
 
     fn recognise(&self, _: &str, value: &str) -> Option<Parsed> {
-        let rest = value
-            .strip_prefix("postgresql:")
-            .or_else(|| value.strip_prefix("postgres:"))?;
+        let rest = after_postgres_scheme(value)?;
         let (_, query) = rest.split_once('?')?;
         let signal = |key: &str| SIGNALS.contains(&key);
         // One pass over the raw keys; an escaped key is decoded first (Prisma decodes it).

@@ -5,7 +5,8 @@
 //! Spring Boot adds `SPRING_R2DBC_PROPERTIES_<KEY>` as lower-case options.
 
 use super::{
-    CA, Driver, Environment, Judgement, Parsed, Signals, hidden, url, weak, weak_mode_text,
+    CA, Driver, Environment, Judgement, Parsed, Signals, after_postgres_scheme, hidden, url, weak,
+    weak_mode_text,
 };
 use crate::fixes::params;
 use crate::verdict::{Code, FixValue, SslMode};
@@ -21,9 +22,7 @@ fn split_scheme(value: &str) -> Option<(bool, &str)> {
         (false, value.strip_prefix("r2dbc:")?)
     };
     let rest = rest.strip_prefix("pool:").unwrap_or(rest);
-    let rest = rest
-        .strip_prefix("postgresql:")
-        .or_else(|| rest.strip_prefix("postgres:"))?;
+    let rest = after_postgres_scheme(rest)?;
     let rest = rest.strip_prefix("failover:").unwrap_or(rest);
     rest.starts_with("//").then_some((secure, rest))
 }
@@ -57,11 +56,19 @@ impl Driver for R2dbc {
 
     fn judge(&self, variable: &str, t: &Parsed, env: &dyn Environment) -> Judgement {
         // Spring Boot's properties override the URL's options, under lower-case keys.
-        let spring_mode = match env.get("SPRING_R2DBC_PROPERTIES_SSLMODE") {
-            _ if variable != "SPRING_R2DBC_URL" || t.has("sslMode") => None,
-            Some(None) => return hidden("SPRING_R2DBC_PROPERTIES_SSLMODE"),
-            Some(Some(v)) => Some(v),
-            None => None,
+        let spring = |name: &str| match env.get(name) {
+            _ if variable != "SPRING_R2DBC_URL" => Ok(None),
+            Some(None) => Err(hidden(name)),
+            Some(v) => Ok(v),
+            None => Ok(None),
+        };
+        let spring_mode = if t.has("sslMode") {
+            None
+        } else {
+            match spring("SPRING_R2DBC_PROPERTIES_SSLMODE") {
+                Ok(v) => v,
+                Err(unreadable) => return unreadable,
+            }
         };
         let has_root = t.last("sslRootCert").is_some_and(|r| !r.is_empty());
         let fix = || {
@@ -74,16 +81,14 @@ impl Driver for R2dbc {
         // `ssl=true` (or `r2dbcs:`) is applied first, then sslMode, else its alias.
         // The query's `ssl` replaces the scheme's (the same option, set later).
         // Spring's properties replace both.
-        let spring_ssl = match env.get("SPRING_R2DBC_PROPERTIES_SSL") {
-            _ if variable != "SPRING_R2DBC_URL" => None,
-            Some(None) => return hidden("SPRING_R2DBC_PROPERTIES_SSL"),
-            Some(Some(v)) => Some(v.eq_ignore_ascii_case("true")),
-            None => None,
+        let spring_ssl = match spring("SPRING_R2DBC_PROPERTIES_SSL") {
+            Ok(v) => v,
+            Err(unreadable) => return unreadable,
         };
-        let ssl = spring_ssl.unwrap_or(match t.last("ssl") {
+        let ssl = match spring_ssl.or(t.last("ssl")) {
             Some(v) => v.eq_ignore_ascii_case("true"),
             None => t.secure_scheme,
-        });
+        };
         let setting = t
             .last("sslMode")
             .or(spring_mode)

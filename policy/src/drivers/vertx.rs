@@ -7,7 +7,8 @@
 use std::borrow::Cow;
 
 use super::{
-    CA, Driver, Environment, Judgement, Parsed, Signals, hidden, url, weak, weak_mode_text,
+    CA, Driver, Environment, Judgement, Parsed, Signals, after_postgres_scheme, hidden, url, weak,
+    weak_mode_text,
 };
 use crate::verdict::{Change, Code, Fix, FixValue, SslMode};
 
@@ -37,10 +38,7 @@ impl Driver for QuarkusReactive {
         let value = value
             .strip_prefix("vertx-reactive:")
             .or_else(|| prefix(variable).map(|_| value))?;
-        let rest = value
-            .strip_prefix("postgresql:")
-            .or_else(|| value.strip_prefix("postgres:"))?;
-        Some(url(rest))
+        after_postgres_scheme(value).map(url)
     }
 
     fn judge(&self, variable: &str, t: &Parsed, env: &dyn Environment) -> Judgement {
