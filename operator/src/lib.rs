@@ -257,13 +257,6 @@ pub async fn run(
     metrics.set_leader(true);
     tracing::info!("leading");
     let mut side_tasks = Vec::new();
-    if let Some(w) = config.webhooks.clone() {
-        side_tasks.push(tokio::spawn(webhooks::run(
-            client.clone(),
-            w,
-            Duration::from_secs(30),
-        )));
-    }
     if let Some((name, spec)) = config.default_policy.clone() {
         side_tasks.push(tokio::spawn(keep_default_policy(
             client.clone(),
@@ -283,11 +276,35 @@ pub async fn run(
 
     let (policy_store, policy_writer) = reflector::store();
     let on_list = on_listed(listed_flag());
+    // A policy that comes, changes or goes changes the mutating entries at once; the flag
+    // is set once the first list is in the store (after `reflect`).
+    let (policies_listed, policy_changed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let (in_store, notify) = (on_listed(policies_listed.clone()), policy_changed.clone());
     let policy_stream = watcher(Api::<PostgresTLSPolicy>::all(client.clone()), wc.clone())
         .default_backoff()
         .inspect(on_list)
         .reflect(policy_writer)
+        .inspect(move |e| {
+            in_store(e);
+            notify.notify_one();
+        })
         .touched_objects();
+    if let Some(w) = config.webhooks.clone() {
+        let cache = webhooks::PolicyCache {
+            store: policy_store.clone(),
+            listed: policies_listed,
+            changed: policy_changed,
+        };
+        side_tasks.push(tokio::spawn(webhooks::run(
+            client.clone(),
+            w,
+            Duration::from_secs(30),
+            cache,
+        )));
+    }
     let policy_ctrl = Controller::for_stream(policy_stream, policy_store.clone());
     let (ns_store, ns_writer) = reflector::store();
     let on_list = on_listed(listed_flag());

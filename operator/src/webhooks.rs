@@ -9,6 +9,10 @@
 //!
 //! The configurations are owned by the chart's ClusterRole, so that uninstalling the
 //! release garbage-collects them even if the pre-delete hook did not run.
+//!
+//! The chart's mutating configuration holds one template entry; the operator writes one
+//! entry per `PostgresTLSPolicy` from it, with that policy's namespaces, so that an outage
+//! blocks only Pods some policy selects (docs/admission.md, "Reach").
 
 use crate::reconcile::MANAGER;
 use k8s_openapi::ByteString;
@@ -16,9 +20,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::reflector;
+use policy::crd::PostgresTLSPolicy;
 use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the certificates come from.
@@ -267,9 +274,13 @@ impl CaState {
     }
 }
 
-/// One pass: certificates (self-managed), then the configurations with their `caBundle`.
-/// Writes only what changed.
-pub async fn reconcile(client: &kube::Client, s: &Settings) -> Result<(), Error> {
+/// One pass: certificates (self-managed), then the configurations with their `caBundle`,
+/// the mutating one with an entry per policy in `policies`. Writes only what changed.
+pub async fn reconcile(
+    client: &kube::Client,
+    s: &Settings,
+    policies: &[Arc<PostgresTLSPolicy>],
+) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &s.namespace);
     let bundle = match s.mode {
         CertMode::SelfManaged => self_managed(&secrets, s).await?,
@@ -291,7 +302,7 @@ pub async fn reconcile(client: &kube::Client, s: &Settings) -> Result<(), Error>
             }
         },
     };
-    apply_configurations(client, s, &bundle).await
+    apply_configurations(client, s, &bundle, policies).await
 }
 
 async fn self_managed(secrets: &Api<Secret>, s: &Settings) -> Result<String, Error> {
@@ -361,12 +372,94 @@ fn configuration_api(client: &kube::Client, kind: &str) -> Api<DynamicObject> {
     Api::all_with(client.clone(), &ar)
 }
 
+/// A webhook name for a policy's entry: `<policy>.<template>`, or, past the 253
+/// characters a name may have, a prefix of the policy's name and its hash.
+fn entry_name(policy: &str, template: &str) -> String {
+    let name = format!("{policy}.{template}");
+    if name.len() <= 253 {
+        return name;
+    }
+    let hash = crate::ca::hash(policy);
+    let keep = 253 - template.len() - hash.len() - 2;
+    let prefix: String = policy.chars().take(keep).collect();
+    format!("{}-{hash}.{template}", prefix.trim_end_matches(['.', '-']))
+}
+
+/// A CEL string literal.
+fn cel_string(s: &str) -> String {
+    let escaped = s
+        .replace('\\', "\\\\")
+        .replace('\'', "\\'")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r");
+    format!("'{escaped}'")
+}
+
+/// True unless every container and init container already has the policy's mount and
+/// variable: only then may the API server skip the call (a container a later webhook adds
+/// still gets them, through reinvocation).
+fn missing_ca(p: &PostgresTLSPolicy) -> String {
+    let inj = &p.spec.injection;
+    let has = format!(
+        "has(c.volumeMounts) && c.volumeMounts.exists(m, m.mountPath == {}) \
+         && has(c.env) && c.env.exists(e, e.name == {})",
+        cel_string(&inj.mount_path),
+        cel_string(&inj.env)
+    );
+    format!(
+        "!(object.spec.containers.all(c, {has}) \
+         && (!has(object.spec.initContainers) || object.spec.initContainers.all(c, {has})))"
+    )
+}
+
+/// The mutating entries: the chart's template entry once per policy (by name), with the
+/// policy's `namespaceSelector` added to the template's exclusions. No policy, no entry.
+pub fn mutating_entries(template: &Value, policies: &[Arc<PostgresTLSPolicy>]) -> Vec<Value> {
+    let base = template["name"].as_str().unwrap_or("inject.verifyfull.dev");
+    let mut live: Vec<&PostgresTLSPolicy> = policies
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    live.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    live.iter()
+        .map(|p| {
+            let mut w = template.clone();
+            w["name"] = json!(entry_name(
+                p.metadata.name.as_deref().unwrap_or_default(),
+                base
+            ));
+            let sel = p.spec.namespace_selector.clone().unwrap_or_default();
+            let mut exprs = w["namespaceSelector"]["matchExpressions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            exprs.extend(
+                sel.match_expressions
+                    .iter()
+                    .flatten()
+                    .filter_map(|e| serde_json::to_value(e).ok()),
+            );
+            w["namespaceSelector"]["matchExpressions"] = json!(exprs);
+            if let Some(labels) = sel.match_labels.filter(|l| !l.is_empty()) {
+                w["namespaceSelector"]["matchLabels"] = json!(labels);
+            }
+            let mut conditions = w["matchConditions"].as_array().cloned().unwrap_or_default();
+            conditions.push(json!({"name": "missing-ca", "expression": missing_ca(p)}));
+            w["matchConditions"] = json!(conditions);
+            w
+        })
+        .collect()
+}
+
 /// Creates or updates the configurations from the chart's ConfigMap, each webhook's
-/// `caBundle` set, owned by the chart's ClusterRole.
+/// `caBundle` set, owned by the chart's ClusterRole; the mutating template entry becomes
+/// one entry per policy.
 async fn apply_configurations(
     client: &kube::Client,
     s: &Settings,
     bundle: &str,
+    policies: &[Arc<PostgresTLSPolicy>],
 ) -> Result<(), Error> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &s.namespace);
     let Some(cm) = cms.get_opt(&s.configurations).await? else {
@@ -391,6 +484,12 @@ async fn apply_configurations(
         let Some(text) = data.get(key) else { continue };
         let mut config: Value =
             serde_json::from_str(text).map_err(|e| Error::Invalid(format!("{key}: {e}")))?;
+        if kind == "MutatingWebhookConfiguration" {
+            let Some(template) = config["webhooks"].get(0).cloned() else {
+                return Err(Error::Invalid(format!("{key}: no template entry")));
+            };
+            config["webhooks"] = json!(mutating_entries(&template, policies));
+        }
         for w in config["webhooks"].as_array_mut().into_iter().flatten() {
             w["clientConfig"]["caBundle"] = json!(b64);
         }
@@ -450,9 +549,16 @@ pub async fn remove(client: &kube::Client, names: &[String], u: &Uninstall) -> R
             Err(e) => return Err(e.into()),
         }
     }
-    if let Some(lease) = &u.lease {
+    // No Lease: no operator ever led, and with its Deployment at zero none will.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &u.namespace);
+    let lease = match &u.lease {
+        Some(l) if leases.get_opt(l).await?.is_some() => Some(l),
+        _ => None,
+    };
+    if let Some(lease) = lease {
         let election = crate::leader::Election {
-            api: Api::namespaced(client.clone(), &u.namespace),
+            api: leases,
             name: lease.clone(),
             identity: "verifyfull-uninstall".into(),
             duration: Duration::from_secs(15),
@@ -506,19 +612,105 @@ pub async fn remove(client: &kube::Client, names: &[String], u: &Uninstall) -> R
     Ok(())
 }
 
-/// Keeps the certificates and configurations right, every `every`, until dropped.
-pub async fn run(client: kube::Client, s: Settings, every: Duration) {
+/// The policies, as the operator's watch keeps them.
+#[derive(Debug)]
+pub struct PolicyCache {
+    pub store: reflector::Store<PostgresTLSPolicy>,
+    /// Set once the first list is in the store.
+    pub listed: Arc<std::sync::atomic::AtomicBool>,
+    /// Notified after every change the watch delivers.
+    pub changed: Arc<tokio::sync::Notify>,
+}
+
+/// Keeps the certificates and configurations right, every `every` and whenever a policy
+/// changes, until dropped. Nothing is written before the policies are listed: an empty
+/// cache would remove every mutating entry.
+pub async fn run(client: kube::Client, s: Settings, every: Duration, policies: PolicyCache) {
+    use std::sync::atomic::Ordering;
+    while !policies.listed.load(Ordering::SeqCst) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), policies.changed.notified()).await;
+    }
     loop {
-        if let Err(e) = reconcile(&client, &s).await {
+        if let Err(e) = reconcile(&client, &s, &policies.store.state()).await {
             tracing::warn!(error = %e, "webhook certificates and configurations");
         }
-        tokio::time::sleep(every).await;
+        let _ = tokio::time::timeout(every, policies.changed.notified()).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy(name: &str, spec: Value) -> Arc<PostgresTLSPolicy> {
+        let mut p: PostgresTLSPolicy = serde_json::from_value(json!({
+            "apiVersion": "verifyfull.dev/v1alpha1", "kind": "PostgresTLSPolicy",
+            "metadata": {"name": name}, "spec": spec}))
+        .unwrap();
+        p.metadata.name = Some(name.into());
+        Arc::new(p)
+    }
+
+    #[test]
+    fn one_mutating_entry_per_live_policy_with_its_namespaces() {
+        let template = json!({"name": "inject.verifyfull.dev", "failurePolicy": "Fail",
+            "namespaceSelector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "verifyfull"]}]}});
+        let source = json!({"configMap": {"namespace": "certs", "name": "ca"}});
+        assert!(
+            mutating_entries(&template, &[]).is_empty(),
+            "no policy, no entry"
+        );
+        let selected = policy(
+            "b-db",
+            json!({"caSource": source, "namespaceSelector": {
+            "matchLabels": {"db-tls": "on"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["api"]}]},
+            "injection": {"mountPath": "/etc/it's", "env": "MY_CA"}}),
+        );
+        let everywhere = policy("a-all", json!({"caSource": source}));
+        let mut going = (*policy("c-gone", json!({"caSource": source}))).clone();
+        going.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        let entries = mutating_entries(&template, &[selected, everywhere, Arc::new(going)]);
+        let names: Vec<&str> = entries.iter().filter_map(|e| e["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            ["a-all.inject.verifyfull.dev", "b-db.inject.verifyfull.dev"]
+        );
+        // Everywhere but the exclusions; the other one only where its selector says.
+        assert_eq!(
+            entries[0]["namespaceSelector"],
+            template["namespaceSelector"]
+        );
+        assert_eq!(
+            entries[1]["namespaceSelector"]["matchLabels"],
+            json!({"db-tls": "on"})
+        );
+        let exprs = entries[1]["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .unwrap();
+        assert_eq!(exprs.len(), 2);
+        assert_eq!(exprs[1]["key"], "tier");
+        assert!(entries.iter().all(|e| e["failurePolicy"] == "Fail"));
+        let cel = entries[1]["matchConditions"][0]["expression"]
+            .as_str()
+            .unwrap();
+        assert!(cel.contains(r"m.mountPath == '/etc/it\'s'"), "{cel}");
+        assert!(
+            cel.contains("e.name == 'MY_CA'") && cel.contains("initContainers"),
+            "{cel}"
+        );
+        // A name too long for a webhook name keeps its start and gains its hash.
+        let long = "x".repeat(250);
+        let name = entry_name(&long, "inject.verifyfull.dev");
+        assert!(
+            name.len() <= 253 && name.ends_with(".inject.verifyfull.dev"),
+            "{name}"
+        );
+        assert_ne!(name, entry_name(&"x".repeat(249), "inject.verifyfull.dev"));
+    }
 
     #[test]
     fn a_rotation_trusts_both_before_and_after_it_switches() {

@@ -113,6 +113,22 @@ fn kubectl_binary() -> PathBuf {
     }
 }
 
+/// Polls `check` every 100 ms until it holds; fails naming `what` after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; used at once).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -199,8 +215,14 @@ impl Process {
             format!("--tls-cert-file={}", crt.display()),
             format!("--tls-key-file={}", key.display()),
             "--cert-reload-seconds=1".into(),
-            "--shutdown-delay-seconds=0".into(),
         ];
+        // No delay before draining, unless the test asks for one.
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--shutdown-delay-seconds"))
+        {
+            args.push("--shutdown-delay-seconds=0".into());
+        }
         if kubeconfig.is_none() {
             args.push("--standalone".into());
         }

@@ -370,6 +370,17 @@ impl Env {
 
     /// Starts (or restarts) the webhook process and routes the Service to it.
     pub async fn start_webhook(&mut self) -> Result<(), String> {
+        let p = self.replica("webhook", &[]).await?;
+        if let Some(standin) = &self.standin {
+            standin.route_service(NAMESPACE, SERVICE, 443, p.addr);
+        }
+        self.webhook = Some(p);
+        Ok(())
+    }
+
+    /// Starts one more webhook replica named `name` (its own directory), with `extra`
+    /// arguments; routing the Service to it is the caller's.
+    pub async fn replica(&self, name: &str, extra: &[&str]) -> Result<WebhookProcess, String> {
         let (Some(standin), Some(ca)) = (&self.standin, &self.ca) else {
             return Err("only on the stand-in".into());
         };
@@ -380,15 +391,15 @@ impl Env {
                 "system:serviceaccounts:verifyfull",
             ],
         );
+        // Scenarios are about admission; the chart tests prove the webhook's RBAC.
+        standin.grant_cluster_admin(&sa);
         let kubeconfig = standin.kubeconfig(&sa).map_err(|e| e.to_string())?;
         let pair = self.serving_pair(ca)?;
         let own =
             format!("--own-service-accounts=system:serviceaccount:{NAMESPACE}:verifyfull-operator");
-        let p = WebhookProcess::start(&self.dir.join("webhook"), Some(&kubeconfig), &pair, &[&own])
-            .await?;
-        standin.route_service(NAMESPACE, SERVICE, 443, p.addr);
-        self.webhook = Some(p);
-        Ok(())
+        let mut args = vec![own.as_str()];
+        args.extend_from_slice(extra);
+        WebhookProcess::start(&self.dir.join(name), Some(&kubeconfig), &pair, &args).await
     }
 
     pub async fn stop_webhook(&mut self) {
@@ -450,7 +461,11 @@ impl Env {
     /// on a real cluster).
     pub async fn client_as(&self, user: &User) -> Result<kube::Client, String> {
         match &self.standin {
-            Some(s) => s.client(user).await.map_err(|e| e.to_string()),
+            Some(s) => {
+                // A test cluster's developers hold some role; here, all of them.
+                s.grant_cluster_admin(user);
+                s.client(user).await.map_err(|e| e.to_string())
+            }
             None => {
                 let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)
                     .map_err(|e| e.to_string())?;

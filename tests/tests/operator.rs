@@ -1,7 +1,7 @@
 //! The operator end to end: `verifyfull-operator` as a process against the stand-in.
 #![allow(clippy::unwrap_used)] // test helpers too: a panic is the failure report
 
-use e2e::harness::Process;
+use e2e::harness::{Process, eventually};
 use e2e::pki::Ca;
 use e2e::standin::api::User;
 use e2e::standin::{Options, StandIn};
@@ -91,6 +91,8 @@ impl Setup {
 
     async fn operator(&self, id: &str, extra: &[&str]) -> Process {
         let sa = User::new(OPERATOR, &["system:serviceaccounts"]);
+        // The operator tests are about behaviour; the chart tests prove its RBAC.
+        self.standin.grant_cluster_admin(&sa);
         let kubeconfig = self.standin.kubeconfig(&sa).unwrap();
         let mut args = vec![
             "--namespace=verifyfull".to_string(),
@@ -115,6 +117,7 @@ impl Setup {
             "system:serviceaccount:verifyfull:verifyfull-webhook",
             &["system:serviceaccounts"],
         );
+        self.standin.grant_cluster_admin(&sa);
         let kubeconfig = self.standin.kubeconfig(&sa).unwrap();
         let own = format!("--own-service-accounts={OPERATOR}");
         let p = Process::start(
@@ -158,6 +161,47 @@ impl Setup {
         Api::namespaced(self.client.clone(), ns)
     }
 
+    /// Creates `n` libpq clients `api-0`… in `team`; their API.
+    async fn apps(&self, n: usize) -> Api<Deployment> {
+        let team = self.deployments("team");
+        for i in 0..n {
+            team.create(
+                &PostParams::default(),
+                &app(&format!("api-{i}"), libpq_env()),
+            )
+            .await
+            .unwrap();
+        }
+        team
+    }
+
+    /// Waits for team's copy of the `corp` policy's CA to hold `pem`.
+    async fn copy_holds(&self, what: &str, pem: &str) {
+        let copies: Api<ConfigMap> = Api::namespaced(self.client.clone(), "team");
+        eventually(what, Duration::from_secs(20), || async {
+            copies
+                .get("verifyfull-ca-corp")
+                .await
+                .unwrap()
+                .data
+                .unwrap()["ca.crt"]
+                == pem
+        })
+        .await;
+    }
+
+    /// Replaces the CA at the policy's source (the Secret `corp-ca`).
+    async fn rotate_source(&self, pem: &str) {
+        Api::<Secret>::namespaced(self.client.clone(), "verifyfull")
+            .patch(
+                "corp-ca",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"ca.crt": base64(pem)}})),
+            )
+            .await
+            .unwrap();
+    }
+
     /// The operator's writes so far, except Lease renewals.
     fn writes(&self) -> u64 {
         self.operator_writes()
@@ -170,6 +214,17 @@ impl Setup {
     fn operator_writes(&self) -> std::collections::HashMap<String, u64> {
         self.standin.server.counters.writes_of(OPERATOR)
     }
+}
+
+/// Creates libpq client `name` and waits for the operator to inject it.
+async fn create_injected(team: &Api<Deployment>, name: &str, what: &str) {
+    team.create(&PostParams::default(), &app(name, libpq_env()))
+        .await
+        .unwrap();
+    eventually(what, Duration::from_secs(20), || async {
+        injected(&team.get(name).await.unwrap())
+    })
+    .await;
 }
 
 fn base64(s: &str) -> String {
@@ -191,21 +246,6 @@ fn app(name: &str, env: Value) -> Deployment {
 
 fn libpq_env() -> Value {
     json!([{"name": "PGHOST", "value": "db.example.net"}, {"name": "PGSSLMODE", "value": "verify-full"}])
-}
-
-async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn injected(d: &Deployment) -> bool {
@@ -466,15 +506,7 @@ async fn a_policy_makes_workloads_compliant_and_pods_get_the_ca_at_admission() {
         webhook_sees_policy,
     )
     .await;
-    team.create(&PostParams::default(), &app("api", libpq_env()))
-        .await
-        .unwrap();
-    eventually(
-        "the operator injects it",
-        Duration::from_secs(20),
-        || async { injected(&team.get("api").await.unwrap()) },
-    )
-    .await;
+    create_injected(&team, "api", "the operator injects it").await;
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), "team");
     eventually(
         "its Pods run with the CA",
@@ -551,30 +583,8 @@ async fn a_rotated_ca_reaches_copies_and_rolls_workloads_that_ask_for_it() {
 
     let next = Ca::new("corp database CA, 2027").unwrap();
     let bundle = format!("{}{}", s.ca.pem(), next.pem());
-    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), "verifyfull");
-    secrets
-        .patch(
-            "corp-ca",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"ca.crt": base64(&bundle)}})),
-        )
-        .await
-        .unwrap();
-    let copies: Api<ConfigMap> = Api::namespaced(s.client.clone(), "team");
-    eventually(
-        "the copy holds both CAs",
-        Duration::from_secs(20),
-        || async {
-            copies
-                .get("verifyfull-ca-corp")
-                .await
-                .unwrap()
-                .data
-                .unwrap()["ca.crt"]
-                == bundle
-        },
-    )
-    .await;
+    s.rotate_source(&bundle).await;
+    s.copy_holds("the copy holds both CAs", &bundle).await;
     eventually("the workload rolled", Duration::from_secs(20), || async {
         let d = team.get("api").await.unwrap();
         hash_of(&d).is_some_and(|h| h != old_hash)
@@ -599,15 +609,7 @@ async fn two_replicas_do_not_fight_and_the_standby_takes_over() {
         )
         .await;
     s.policy("corp", corp_policy()).await.unwrap();
-    let team = s.deployments("team");
-    for i in 0..5 {
-        team.create(
-            &PostParams::default(),
-            &app(&format!("api-{i}"), libpq_env()),
-        )
-        .await
-        .unwrap();
-    }
+    let team = s.apps(5).await;
     eventually("all five injected", Duration::from_secs(20), || async {
         let mut all = true;
         for i in 0..5 {
@@ -636,29 +638,13 @@ async fn two_replicas_do_not_fight_and_the_standby_takes_over() {
         standby.metric("verifyfull_operator_leader", "").await == 1.0
     })
     .await;
-    team.create(&PostParams::default(), &app("late", libpq_env()))
-        .await
-        .unwrap();
-    eventually(
-        "a new workload injected by the new leader",
-        Duration::from_secs(20),
-        || async { injected(&team.get("late").await.unwrap()) },
-    )
-    .await;
+    create_injected(&team, "late", "a new workload injected by the new leader").await;
 }
 
 #[tokio::test]
 async fn an_operator_restarted_mid_reconcile_converges() {
     let s = Setup::new("restart").await;
-    let team = s.deployments("team");
-    for i in 0..30 {
-        team.create(
-            &PostParams::default(),
-            &app(&format!("api-{i}"), libpq_env()),
-        )
-        .await
-        .unwrap();
-    }
+    let team = s.apps(30).await;
     s.policy("corp", corp_policy()).await.unwrap();
     s.standin.set_write_latency(Duration::from_millis(30));
     let mut first = s
@@ -864,6 +850,7 @@ async fn the_webhook_watching_policies_is_ready_without_the_crd() {
         "system:serviceaccount:verifyfull:verifyfull-webhook",
         &["system:serviceaccounts"],
     );
+    standin.grant_cluster_admin(&sa);
     let kubeconfig = standin.kubeconfig(&sa).unwrap();
     let dir = std::env::temp_dir().join(format!("verifyfull-nocrd-{}", std::process::id()));
     // Ready (Process::start waits for /readyz) although no PostgresTLSPolicy CRD is served.
@@ -908,9 +895,9 @@ async fn the_operator_waits_not_ready_while_its_crd_is_absent() {
     )
     .await
     .unwrap();
-    let kubeconfig = standin
-        .kubeconfig(&User::new(OPERATOR, &["system:serviceaccounts"]))
-        .unwrap();
+    let sa = User::new(OPERATOR, &["system:serviceaccounts"]);
+    standin.grant_cluster_admin(&sa);
+    let kubeconfig = standin.kubeconfig(&sa).unwrap();
     let dir =
         std::env::temp_dir().join(format!("verifyfull-operator-nocrd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -936,4 +923,106 @@ async fn the_operator_waits_not_ready_while_its_crd_is_absent() {
     create_dyn(&client, None, crd).await.unwrap();
     op.wait_ready(Duration::from_secs(10)).await.unwrap();
     op.stop().await;
+}
+
+/// The API server restarts: every watch ends and the change log is gone. The operator and
+/// the webhook's caches list again; nothing converged is written twice, and what changes
+/// after the restart (a rotation, a new workload, a new namespace) is not missed.
+#[tokio::test]
+async fn an_api_server_restart_misses_nothing_and_writes_nothing_twice() {
+    use k8s_openapi::api::core::v1::Pod;
+    let s = Setup::new("apirestart").await;
+    let _op = s
+        .operator(
+            "op-1",
+            &["--writes-per-second=0", "--max-concurrent-rollouts=0"],
+        )
+        .await;
+    let _webhook = s.webhook().await;
+    s.policy("corp", corp_policy()).await.unwrap();
+    let team = s.apps(5).await;
+    let all_injected = || async {
+        let list = team.list(&kube::api::ListParams::default()).await.unwrap();
+        list.items.iter().all(injected)
+    };
+    eventually("all injected", Duration::from_secs(20), all_injected).await;
+    // Converged (the last status and Events written): resyncs, every second, write nothing.
+    let mut converged = s.writes();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if s.writes() == converged {
+            break;
+        }
+        converged = s.writes();
+    }
+    assert_eq!(s.writes(), converged, "resyncs keep writing");
+
+    s.standin.restart();
+    // Several resyncs and the relists after the restart: still nothing written.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        s.writes(),
+        converged,
+        "the restart made the operator write again: {:?}",
+        s.operator_writes()
+    );
+    // A rotation after the restart reaches the copy.
+    let next = Ca::new("corp database CA, after the restart").unwrap();
+    s.rotate_source(next.pem()).await;
+    s.copy_holds("the rotated CA in the copy", next.pem()).await;
+    // A new workload is injected; a namespace made after the restart reaches the webhook's
+    // cache, so a Pod there gets the CA at admission.
+    create_injected(&team, "api-late", "the late workload injected").await;
+    create_dyn(
+        &s.client,
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "late", "labels": {"db-tls": "on"}}}),
+    )
+    .await
+    .unwrap();
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "one-off"},
+        "spec": {"containers": [{"name": "psql", "image": "postgres", "env": libpq_env()}]}}))
+    .unwrap();
+    let pod = Api::<Pod>::namespaced(s.client.clone(), "late")
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    assert!(pod_has_ca(&pod), "{pod:?}");
+}
+
+/// Every write takes 200 ms: the operator keeps to its write rate and burst, and converges.
+#[tokio::test]
+async fn a_slow_api_keeps_the_write_limits_and_converges() {
+    let s = Setup::new("slowapi").await;
+    let team = s.apps(16).await;
+    s.policy("corp", corp_policy()).await.unwrap();
+    s.standin.set_write_latency(Duration::from_millis(200));
+    let (rate, burst) = (4.0, 4.0);
+    let _op = s
+        .operator(
+            "op-1",
+            &[
+                "--writes-per-second=4",
+                "--write-burst=4",
+                "--max-concurrent-rollouts=0",
+                "--concurrency=8",
+            ],
+        )
+        .await;
+    let started = tokio::time::Instant::now();
+    let deployments = || s.operator_writes().get("deployments").copied().unwrap_or(0);
+    loop {
+        let (written, elapsed) = (deployments(), started.elapsed().as_secs_f64());
+        assert!(
+            written as f64 <= burst + rate * elapsed + 1.0,
+            "{written} workload writes after {elapsed:.1} s: over {rate}/s with a burst of {burst}"
+        );
+        let list = team.list(&kube::api::ListParams::default()).await.unwrap();
+        if list.items.iter().all(injected) {
+            break;
+        }
+        assert!(elapsed < 30.0, "not converged: {written} writes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -577,3 +577,123 @@ async fn preexisting_violators_roll_out_through_the_webhook_itself() {
         preexisting_violators_keep_rolling("rollouts-legacy", setup).await;
     }
 }
+
+/// One review through the API server (a dry-run Pod create, which runs admission and
+/// stores nothing): when it started, when it ended, and its error.
+type Outcome = (std::time::Instant, std::time::Instant, Option<String>);
+
+/// `workers` clients creating compliant Pods back to back until `stop` is set.
+fn load(
+    env: &Env,
+    ns: &str,
+    workers: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<Outcome>>> {
+    (0..workers)
+        .map(|w| {
+            let (pods, stop) = (Api::<Pod>::namespaced(env.client.clone(), ns), stop.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                let dry = PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                };
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let p: Pod =
+                        serde_json::from_value(pod(&format!("w{w}-{i}"), compliant_env())).unwrap();
+                    let start = std::time::Instant::now();
+                    let r = pods.create(&dry, &p).await;
+                    out.push((
+                        start,
+                        std::time::Instant::now(),
+                        r.err().map(|e| e.to_string()),
+                    ));
+                    i += 1;
+                }
+                out
+            })
+        })
+        .collect()
+}
+
+async fn outcomes(tasks: Vec<tokio::task::JoinHandle<Vec<Outcome>>>) -> Vec<Outcome> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// Two replicas under load. SIGTERM to one, taken out of the Service's endpoints a moment
+/// later (as the endpoints controller does): it keeps serving while not ready, drains, and
+/// no review fails. SIGKILL to one: the reviews it had (in flight, or sent before its
+/// endpoint went) fail, as kube-apiserver does not retry a webhook call; every later review
+/// succeeds on the other replica.
+#[tokio::test]
+async fn a_replica_stopped_under_load_drains_and_a_killed_one_fails_only_its_own() {
+    use e2e::scenario::{NAMESPACE, SERVICE};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut env = env("replicas").await;
+    if !env.is_standin() {
+        eprintln!("stand-in only: this scenario signals webhook processes");
+        return env.finish().await;
+    }
+    let ns = env.namespace("replicas", None).await.unwrap();
+    let delay = ["--shutdown-delay-seconds=2"];
+    let a = env.replica("replica-a", &delay).await.unwrap();
+    let b = env.replica("replica-b", &delay).await.unwrap();
+    let route = |ready: &[std::net::SocketAddr]| {
+        env.standin
+            .as_ref()
+            .unwrap()
+            .set_endpoints(NAMESPACE, SERVICE, 443, ready)
+    };
+    route(&[a.addr, b.addr]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&env, &ns, 4, stop.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let terminated = tokio::spawn(a.terminate());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    route(&[b.addr]);
+    terminated.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let run = outcomes(tasks).await;
+    let failed: Vec<&String> = run.iter().filter_map(|(_, _, e)| e.as_ref()).collect();
+    assert!(run.len() > 20, "too little load: {} reviews", run.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        run.len()
+    );
+
+    let mut c = env.replica("replica-c", &delay).await.unwrap();
+    route(&[c.addr, b.addr]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&env, &ns, 4, stop.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.kill_now();
+    route(&[b.addr]);
+    let gone = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let run = outcomes(tasks).await;
+    let after: Vec<&Outcome> = run.iter().filter(|(start, _, _)| *start > gone).collect();
+    assert!(after.len() > 10, "too little load after the kill");
+    assert!(
+        after.iter().all(|(_, _, e)| e.is_none()),
+        "a review sent after the endpoint went failed: {:?}",
+        after.iter().find_map(|(_, _, e)| e.as_ref())
+    );
+    for (_, _, e) in &run {
+        if let Some(e) = e {
+            assert!(e.contains("failed calling webhook"), "{e}");
+        }
+    }
+    b.stop().await;
+    env.finish().await;
+}

@@ -40,6 +40,10 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 /// review (a 10 KB Deployment, twice for an UPDATE) never waits for large ones.
 pub const SMALL_BODY: usize = 64 * 1024;
 
+/// How long a review waits for a namespace the watch has not delivered yet (one created
+/// with its Pod) when a policy might select it: well inside the API server's timeout.
+pub const NAMESPACE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the admission server allows, all together (docs/operations.md says why each
 /// number is what it is; the chart's memory limit is sized from them).
 #[derive(Debug, Clone, Copy)]
@@ -448,9 +452,8 @@ impl Route {
     }
 }
 
-/// Decides one review on `route` and answers it (synchronous: runs on a blocking thread).
-fn answer(app: &App, bytes: &[u8], route: Route) -> Response {
-    let start = Instant::now();
+/// Decides one review on `route` (synchronous: may run on a blocking thread).
+fn decide(app: &App, bytes: &[u8], route: Route) -> review::Reviewed {
     let snapshot = app.caches.as_ref().map(|c| c.snapshot());
     let sources: &dyn policy::ValueSource = match &snapshot {
         Some(s) => s,
@@ -466,10 +469,14 @@ fn answer(app: &App, bytes: &[u8], route: Route) -> Response {
         },
         policies: app.policies.as_ref().map(|p| p.snapshot()),
     };
-    let reviewed = match route {
+    match route {
         Route::Validate(mode) => review::review(bytes, mode, &decider),
         Route::Mutate => review::mutate(bytes, &decider),
-    };
+    }
+}
+
+/// Records a decision and turns it into the HTTP answer.
+fn respond(app: &App, reviewed: review::Reviewed, route: Route, start: Instant) -> Response {
     let label = route.label();
     app.metrics.record(&reviewed, label, start.elapsed());
     log_review(&reviewed, label);
@@ -507,21 +514,44 @@ async fn handle(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -> 
             "verifyfull is busy: too many reviews in flight",
         );
     };
-    if bytes.len() <= SMALL_BODY {
-        let response = answer(&app, &bytes, route);
-        drop((bytes, budget, place));
-        return response;
+    let start = Instant::now();
+    let bytes = Arc::new(bytes);
+    // Held until the answer is sent, or a decision already running finishes.
+    let held = Arc::new((budget, place));
+    let deadline = tokio::time::Instant::now() + NAMESPACE_WAIT;
+    loop {
+        // Registered before deciding, so that a namespace arriving meanwhile is not missed.
+        let changed = app.policies.as_ref().map(|p| p.namespaces_changed());
+        let reviewed = if bytes.len() <= SMALL_BODY {
+            decide(&app, &bytes, route)
+        } else {
+            let Ok(turn) = app.large_decisions.clone().acquire_owned().await else {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            };
+            let (app, bytes, held) = (app.clone(), bytes.clone(), held.clone());
+            let decided = tokio::task::spawn_blocking(move || {
+                let reviewed = decide(&app, &bytes, route);
+                drop((turn, held));
+                reviewed
+            })
+            .await;
+            match decided {
+                Ok(r) => r,
+                Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }
+        };
+        let waiting = reviewed.namespace_unknown && tokio::time::Instant::now() < deadline;
+        match changed {
+            Some(changed) if waiting => {
+                let _ = tokio::time::timeout_at(deadline, changed).await;
+            }
+            _ => {
+                let response = respond(&app, reviewed, route, start);
+                drop((bytes, held));
+                return response;
+            }
+        }
     }
-    let Ok(turn) = app.large_decisions.clone().acquire_owned().await else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
-    let decided = tokio::task::spawn_blocking(move || {
-        let response = answer(&app, &bytes, route);
-        drop((bytes, budget, turn, place));
-        response
-    })
-    .await;
-    decided.unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 async fn validate(

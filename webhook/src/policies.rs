@@ -35,6 +35,9 @@ pub struct Policies {
     pending_namespaces: std::sync::Mutex<Option<HashMap<String, Labels>>>,
     policies_synced: AtomicBool,
     namespaces_synced: AtomicBool,
+    /// Woken whenever the namespace labels change (a Pod in a namespace created a moment
+    /// ago waits for it).
+    namespaces_changed: tokio::sync::Notify,
 }
 
 fn name(p: &PostgresTLSPolicy) -> &str {
@@ -44,6 +47,11 @@ fn name(p: &PostgresTLSPolicy) -> &str {
 impl Policies {
     pub fn synced(&self) -> bool {
         self.policies_synced.load(Ordering::SeqCst) && self.namespaces_synced.load(Ordering::SeqCst)
+    }
+
+    /// Resolves at the next change of namespace labels (registered when called).
+    pub fn namespaces_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.namespaces_changed.notified()
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -134,6 +142,7 @@ impl Policies {
                 self.namespaces.store(Arc::new(next));
             }
         }
+        self.namespaces_changed.notify_waiters();
     }
 }
 

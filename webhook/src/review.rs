@@ -139,6 +139,9 @@ pub struct Reviewed {
     pub operation: &'static str,
     pub result: &'static str,
     pub exempted: bool,
+    /// Decided without the labels of the request's namespace, which the watch has not
+    /// delivered yet while some policy might select it: worth asking again once it has.
+    pub namespace_unknown: bool,
 }
 
 /// Keeps metric labels bounded: the kinds verifyfull judges, or `other`.
@@ -242,7 +245,30 @@ pub fn mutate(body: &[u8], decider: &Decider<'_>) -> Reviewed {
     else {
         return invalid("the object is not JSON".to_string());
     };
-    let labels = p.namespace_labels(req.namespace.unwrap_or_default());
+    let namespace = req.namespace.unwrap_or_default();
+    let labels = p.namespace_labels(namespace);
+    if labels.is_none() && !p.policies.is_empty() {
+        // A namespace created a moment ago, not yet seen: whether a policy selects it is
+        // unknown, and a Pod must not start without the CA it may need. The caller waits
+        // for the namespace and asks again; this is the answer if it never comes.
+        let status = Some(StatusOut {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message: format!(
+                "verifyfull has not seen namespace {namespace:?} yet and cannot tell whether a PostgresTLSPolicy selects it; retry"
+            ),
+        });
+        return Reviewed {
+            namespace_unknown: true,
+            ..reply(
+                ResponseOut {
+                    status,
+                    ..ResponseOut::new(&req.uid, false)
+                },
+                "denied",
+            )
+        };
+    }
     let ops = policy::inject::pod_patch(&p.policies, labels, &pod, &value, &decider.context);
     if ops.is_empty() {
         return unchanged();
@@ -315,6 +341,7 @@ fn answered(
         operation,
         result,
         exempted,
+        namespace_unknown: false,
     }
 }
 
@@ -327,6 +354,7 @@ fn plain(message: String) -> Reviewed {
         operation: "other",
         result: "invalid",
         exempted: false,
+        namespace_unknown: false,
     }
 }
 
@@ -430,8 +458,10 @@ fn decide_review<O: IntoObject>(
     // A workload a policy selects is judged with the CA the operator (or, for Pods, the
     // mutating webhook) puts in: the same plan, applied here.
     let (mut workload, mut old) = (workload, old);
+    let mut namespace_unknown = false;
     if let Some(p) = &decider.policies {
         let labels = p.namespace_labels(req.namespace.unwrap_or_default());
+        namespace_unknown = labels.is_none() && !p.policies.is_empty();
         policy::inject::as_it_will_run(&p.policies, labels, &mut workload, &decider.context);
         if let Some(o) = old.as_deref_mut() {
             policy::inject::as_it_will_run(&p.policies, labels, o, &decider.context);
@@ -455,7 +485,11 @@ fn decide_review<O: IntoObject>(
         "allowed"
     };
     let exempted = answer.exempted;
-    respond(response(&req.uid, answer, mode), result, exempted)
+    Reviewed {
+        // Only a denial is worth a second look: the CA a policy would add may pass it.
+        namespace_unknown: namespace_unknown && !answer.allowed,
+        ..respond(response(&req.uid, answer, mode), result, exempted)
+    }
 }
 
 fn response(uid: &str, answer: Answer, mode: Mode) -> ResponseOut<'_> {

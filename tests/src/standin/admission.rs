@@ -406,12 +406,7 @@ async fn post(server: &Server, w: &Value, review: &Value, uid: &str) -> Result<A
             let name = svc["name"].as_str().unwrap_or_default();
             let port = svc["port"].as_i64().unwrap_or(443) as i32;
             let path = svc["path"].as_str().unwrap_or("/").to_string();
-            let route = server
-                .routes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&(ns.to_string(), name.to_string(), port))
-                .copied();
+            let route = server.endpoint(ns, name, port);
             (
                 format!("{name}.{ns}.svc"),
                 port,

@@ -246,12 +246,20 @@ impl Counters {
 pub struct Server {
     state: Mutex<State>,
     /// Where `<service>.<namespace>.svc:<port>` is served: the stand-in's kube-proxy.
-    pub routes: Mutex<HashMap<(String, String, i32), SocketAddr>>,
+    /// A Service's ready endpoints, taken in turn.
+    pub routes: Mutex<HashMap<(String, String, i32), Vec<SocketAddr>>>,
+    route_turn: AtomicU64,
+    /// Notified by a restart: every open connection is cut.
+    pub restarted: tokio::sync::Notify,
     pub write_latency_us: AtomicU64,
     pub counters: Counters,
     pub bookmark_every: Duration,
     pub address: Mutex<String>,
     uids: AtomicU64,
+    /// Authorize requests with RBAC (`Options::rbac`); off, every user may do everything.
+    pub rbac: std::sync::atomic::AtomicBool,
+    /// The rules that allowed requests, with who asked and what.
+    pub grants: Mutex<std::collections::BTreeSet<super::rbac::Grant>>,
 }
 
 /// A patch body and how to read it.
@@ -288,12 +296,47 @@ impl Server {
         Server {
             state: Mutex::new(state),
             routes: Mutex::new(HashMap::new()),
+            route_turn: AtomicU64::new(0),
+            restarted: tokio::sync::Notify::new(),
             write_latency_us: AtomicU64::new(0),
             counters: Counters::default(),
             bookmark_every,
             address: Mutex::new(String::new()),
             uids: AtomicU64::new(1),
+            rbac: std::sync::atomic::AtomicBool::new(true),
+            grants: Mutex::new(Default::default()),
         }
+    }
+
+    /// Authorizes a request (see [`super::rbac`]) and records the rule that allowed it.
+    pub fn authorize(&self, user: &User, a: &super::rbac::Attributes<'_>) -> ApiResult<()> {
+        if !self.rbac.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let grant = super::rbac::authorize(&self.state(), user, a)?;
+        if let Some(g) = grant {
+            self.grants
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(g);
+        }
+        Ok(())
+    }
+
+    /// The rules that allowed requests so far.
+    pub fn grants(&self) -> std::collections::BTreeSet<super::rbac::Grant> {
+        self.grants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The next endpoint of a Service, round robin as kube-proxy spreads connections.
+    pub fn endpoint(&self, ns: &str, name: &str, port: i32) -> Option<SocketAddr> {
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let ready = routes.get(&(ns.to_string(), name.to_string(), port))?;
+        let turn = self.route_turn.fetch_add(1, Ordering::Relaxed) as usize;
+        ready.get(turn % ready.len().max(1)).copied()
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {

@@ -2,6 +2,7 @@
 //! impersonation, watch streams, and `Status` errors.
 
 use super::api::{ApiError, ApiResult, PatchType, Reply, Server, Target, User, WriteOpts};
+use super::rbac;
 use super::resources::ResourceDef;
 use super::selector::Selector;
 use bytes::Bytes;
@@ -353,12 +354,42 @@ async fn resource(
         subresource: sub,
     };
     let method = req.method().clone();
+    let watching = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    // A list or watch whose field selector names one object is authorized for that name.
+    let selected_name = q
+        .get("fieldSelector")
+        .and_then(|f| f.split(',').find_map(|t| t.strip_prefix("metadata.name=")))
+        .unwrap_or_default();
+    let verb = match (&method, name.is_empty()) {
+        (&Method::GET, true) if watching => "watch",
+        (&Method::GET, true) => "list",
+        (&Method::GET, false) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, false) => "delete",
+        (&Method::DELETE, true) => "deletecollection",
+        _ => "",
+    };
+    let attributes = |verb| rbac::Attributes {
+        verb,
+        group: &def.group,
+        resource: &def.plural,
+        subresource: &t.subresource,
+        namespace: &t.namespace,
+        name: if name.is_empty() {
+            selected_name
+        } else {
+            &name
+        },
+    };
+    server.authorize(&opts.user, &attributes(verb))?;
     let labels = Selector::labels(q.get("labelSelector").map_or("", String::as_str))
         .map_err(ApiError::bad_request)?;
     let fields = Selector::fields(q.get("fieldSelector").map_or("", String::as_str))
         .map_err(ApiError::bad_request)?;
     match (method, name.is_empty()) {
-        (Method::GET, true) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+        (Method::GET, true) if watching => {
             server.counters.watch.fetch_add(1, Ordering::Relaxed);
             watch(server, &def, ns.as_deref(), labels, fields, &q)
         }
@@ -403,6 +434,10 @@ async fn resource(
                 ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct})"))
             })?;
             let existed = server.get(&t).is_ok();
+            // A patch that creates (server-side apply) needs `create` too.
+            if !existed {
+                server.authorize(&opts.user, &attributes("create"))?;
+            }
             let r = server.patch(&t, ty, &b, &opts).await?;
             Ok(reply(if existed { 200 } else { 201 }, r))
         }

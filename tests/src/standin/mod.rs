@@ -7,6 +7,7 @@ pub mod api;
 pub mod controllers;
 pub mod fields;
 pub mod http;
+pub mod rbac;
 pub mod resources;
 pub mod schema;
 pub mod selector;
@@ -36,6 +37,8 @@ pub struct Options {
     pub bookmark_every: Duration,
     /// Whose credentials the built-in controllers write with.
     pub controller_identity: ControllerIdentity,
+    /// Authorize every request with RBAC ([`rbac`]); off, every user may do everything.
+    pub rbac: bool,
 }
 
 /// How the controller manager authenticates its controllers' writes.
@@ -56,6 +59,7 @@ impl Default for Options {
             log_cap: 100_000,
             bookmark_every: Duration::from_secs(1),
             controller_identity: ControllerIdentity::default(),
+            rbac: true,
         }
     }
 }
@@ -125,6 +129,14 @@ impl StandIn {
         for ns in ["default", "kube-system", "kube-public"] {
             seed_namespace(&server, ns);
         }
+        server.rbac.store(opts.rbac, Ordering::Relaxed);
+        server.commit_raw(
+            &(rbac_group(), "clusterroles".into()),
+            "",
+            "cluster-admin",
+            store::EventType::Added,
+            rbac::cluster_admin(),
+        );
         if opts.controllers {
             controllers::Controllers::start(server.clone(), opts.controller_identity);
         }
@@ -140,16 +152,21 @@ impl StandIn {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
+                    let restarts = srv.clone();
                     let service = hyper::service::service_fn(move |req| {
                         let (srv, au) = (srv.clone(), au.clone());
                         async move {
                             Ok::<_, std::convert::Infallible>(http::handle(srv, au, req).await)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let conn = hyper::server::conn::http1::Builder::new()
                         .keep_alive(true)
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
+                        .serve_connection(TokioIo::new(tls), service);
+                    // A restart cuts every open connection, watches and requests alike.
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = restarts.restarted.notified() => {}
+                    }
                 });
             }
         });
@@ -202,11 +219,42 @@ impl StandIn {
         client_from(&path).await
     }
 
+    /// Binds `user` to `cluster-admin`, as a test cluster gives its test users some role
+    /// (the chart's components never are: they run with the chart's own RBAC).
+    pub fn grant_cluster_admin(&self, user: &User) {
+        let name = format!("test:{}", user.name.replace(':', "-"));
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "uid": format!("rbac-{name}"), "creationTimestamp": api::now()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user.name}]});
+        self.server.commit_raw(
+            &(rbac_group(), "clusterrolebindings".into()),
+            "",
+            &name,
+            store::EventType::Added,
+            binding,
+        );
+    }
+
     /// Makes `<name>.<namespace>.svc:<port>` reach `addr` (the stand-in's kube-proxy).
     pub fn route_service(&self, namespace: &str, name: &str, port: i32, addr: SocketAddr) {
+        self.set_endpoints(namespace, name, port, &[addr]);
+    }
+
+    /// The ready endpoints of `<name>.<namespace>.svc:<port>`, each call to the Service
+    /// taking the next (none: the Service has no endpoints).
+    pub fn set_endpoints(&self, namespace: &str, name: &str, port: i32, ready: &[SocketAddr]) {
         if let Ok(mut r) = self.server.routes.lock() {
-            r.insert((namespace.into(), name.into(), port), addr);
+            r.insert((namespace.into(), name.into(), port), ready.to_vec());
         }
+    }
+
+    /// Restarts the API server, as far as clients can tell: every watch ends, the change
+    /// log is lost (resuming from an earlier resource version gets `410 Gone`), and every
+    /// open connection is cut; the stored objects stay, as they do in etcd.
+    pub fn restart(&self) {
+        self.server.state().restart();
+        self.server.restarted.notify_waiters();
     }
 
     /// Latency added to every write before it commits.
@@ -232,6 +280,10 @@ pub async fn client_from(path: &std::path::Path) -> Result<kube::Client, kube::E
             .await
             .map_err(|e| kube::Error::Service(Box::new(e)))?;
     kube::Client::try_from(config)
+}
+
+fn rbac_group() -> String {
+    "rbac.authorization.k8s.io".into()
 }
 
 fn seed_namespace(server: &Server, name: &str) {

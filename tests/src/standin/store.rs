@@ -243,6 +243,14 @@ impl State {
         Ok(())
     }
 
+    /// What an API server restart does to watches: every one ends, and the change log is
+    /// gone (a watch from any earlier resource version gets `410 Gone`; clients list again).
+    pub fn restart(&mut self) {
+        self.watchers.clear();
+        self.log.clear();
+        self.compacted = self.rv;
+    }
+
     pub fn subscribe(&mut self) -> mpsc::UnboundedReceiver<Arc<Change>> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.internal.push(tx);
