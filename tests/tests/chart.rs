@@ -450,8 +450,9 @@ impl Installed {
     }
 
     /// A webhook replica, as its ServiceAccount, serving the certificate the operator put
-    /// in the serving Secret (what the kubelet would mount), routed as the Service.
-    async fn webhook(&self, replica: &str) -> Process {
+    /// in the serving Secret (what the kubelet would mount), routed as the Service; not
+    /// waited for.
+    async fn launch_webhook(&self, replica: &str) -> Process {
         use k8s_openapi::api::core::v1::Secret;
         let client = self.standin.client(&User::admin()).await.unwrap();
         let secrets: kube::Api<Secret> = kube::Api::namespaced(client, "verifyfull");
@@ -484,12 +485,30 @@ impl Installed {
             format!("--tls-cert-file={}", dir.join("tls.crt").display()),
             format!("--tls-key-file={}", dir.join("tls.key").display()),
         ];
-        let p = Process::spawn("verifyfull-webhook", &dir, Some(&kc), addr, &args, &env)
-            .await
-            .unwrap();
+        let p = Process::launch("verifyfull-webhook", &dir, Some(&kc), addr, &args, &env).unwrap();
         self.standin
             .route_service("verifyfull", "verifyfull-webhook", 443, addr);
         p
+    }
+
+    /// A webhook replica ([`Installed::launch_webhook`]), ready.
+    async fn webhook(&self, replica: &str) -> Process {
+        let p = self.launch_webhook(replica).await;
+        p.wait_ready(Duration::from_secs(30)).await.unwrap();
+        p
+    }
+
+    /// Replaces rule `index` of the chart's `kind` `name` with nothing, as if the chart
+    /// had not rendered it.
+    async fn remove_rule(&self, kind: &str, name: &str, index: usize) {
+        let mut role = self
+            .install
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap()
+            .clone();
+        role["rules"].as_array_mut().unwrap().remove(index);
+        apply_all(&self.kubectl, [role]).await;
     }
 
     /// Waits for a webhook configuration the operator writes.
@@ -1243,6 +1262,63 @@ async fn an_outage_holds_back_only_what_a_policy_selects() {
             .any(|(_, ca)| *ca)
     })
     .await;
+}
+
+/// What a missing rule does, end to end: without list/watch of ConfigMaps the webhook never
+/// becomes ready (and says why); without `create` on its configurations the operator never
+/// registers the webhook (and says why). The least-privilege test shows the same for every
+/// rule by replaying the requests it allowed.
+#[tokio::test]
+async fn without_its_rules_a_component_fails_and_says_so() {
+    let installed = Installed::new(render(4, &[]), |_| Vec::new()).await;
+    let operator_rules = installed
+        .install
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "verifyfull-operator")
+        .unwrap()["rules"]
+        .clone();
+    let create = operator_rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|r| {
+            r["resources"][0] == "validatingwebhookconfigurations"
+                && r["verbs"] == json!(["create"])
+        })
+        .unwrap();
+    installed
+        .remove_rule("ClusterRole", "verifyfull-operator", create)
+        .await;
+    installed
+        .remove_rule("ClusterRole", "verifyfull-webhook", 0)
+        .await;
+    let op = installed.operator().await;
+    let wh = installed.launch_webhook("verifyfull-webhook-0").await;
+    eventually("the webhook says it may not list ConfigMaps", || async {
+        let log = wh.log();
+        log.contains("is forbidden")
+            && log.contains("cannot list resource")
+            && log.contains("configmaps")
+    })
+    .await;
+    assert!(wh.wait_ready(Duration::from_secs(2)).await.is_err());
+    eventually(
+        "the operator says it may not create its configurations",
+        || async {
+            let log = op.log();
+            log.contains("cannot create resource")
+                && log.contains("validatingwebhookconfigurations")
+        },
+    )
+    .await;
+    assert!(
+        get_json(
+            &installed.kubectl,
+            &["validatingwebhookconfiguration", "verifyfull"]
+        )
+        .await
+        .is_none()
+    );
 }
 
 #[tokio::test]

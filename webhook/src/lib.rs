@@ -44,6 +44,9 @@ pub const SMALL_BODY: usize = 64 * 1024;
 /// with its Pod) when a policy might select it: well inside the API server's timeout.
 pub const NAMESPACE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Reviews that may wait for a namespace at once (a quarter of the default in-flight cap).
+pub const NAMESPACE_WAITERS: usize = 16;
+
 /// What the admission server allows, all together (docs/operations.md says why each
 /// number is what it is; the chart's memory limit is sized from them).
 #[derive(Debug, Clone, Copy)]
@@ -134,6 +137,10 @@ struct App {
     large_decisions: Arc<Semaphore>,
     /// [`ServerLimits::body_budget`], in KiB.
     body_budget: Arc<Semaphore>,
+    /// Reviews waiting for an unseen namespace ([`NAMESPACE_WAIT`]): at most
+    /// [`NAMESPACE_WAITERS`], so that reviews naming namespaces that do not exist can hold
+    /// only that many in-flight places; the others are answered at once.
+    namespace_waits: Arc<Semaphore>,
     log_dropped: Option<runtime::logging::Dropped>,
 }
 
@@ -215,6 +222,7 @@ pub async fn start(
         cert: resolver.clone(),
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
         large_decisions: Arc::new(Semaphore::new(limits.large_decisions.max(1))),
+        namespace_waits: Arc::new(Semaphore::new(NAMESPACE_WAITERS)),
         body_budget: Arc::new(Semaphore::new(limits.body_budget / 1024)),
         log_dropped: config.log_dropped,
     });
@@ -519,6 +527,7 @@ async fn handle(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -> 
     // Held until the answer is sent, or a decision already running finishes.
     let held = Arc::new((budget, place));
     let deadline = tokio::time::Instant::now() + NAMESPACE_WAIT;
+    let mut waiting_place = None;
     loop {
         // Registered before deciding, so that a namespace arriving meanwhile is not missed.
         let changed = app.policies.as_ref().map(|p| p.namespaces_changed());
@@ -540,7 +549,12 @@ async fn handle(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -> 
                 Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             }
         };
-        let waiting = reviewed.namespace_unknown && tokio::time::Instant::now() < deadline;
+        if reviewed.namespace_unknown && waiting_place.is_none() {
+            waiting_place = app.namespace_waits.clone().try_acquire_owned().ok();
+        }
+        let waiting = reviewed.namespace_unknown
+            && waiting_place.is_some()
+            && tokio::time::Instant::now() < deadline;
         match changed {
             Some(changed) if waiting => {
                 let _ = tokio::time::timeout_at(deadline, changed).await;

@@ -644,3 +644,90 @@ async fn a_hostile_handshake_never_reaches_the_log() {
     assert!(!log.contains("hostile-name"), "{log}");
     assert!(!log.contains("SNI"), "{log}");
 }
+
+/// Reviews naming a namespace the watch has not delivered wait for it — a namespace that
+/// arrives releases its review at once, with the CA patch — but only
+/// `NAMESPACE_WAITERS` wait at a time (a flood of reviews naming namespaces that do not
+/// exist holds no more places than that); the others get the fail-closed answer at once.
+#[tokio::test]
+async fn reviews_wait_for_an_unseen_namespace_but_only_so_many() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::core::PartialObjectMetaExt;
+    use kube::runtime::watcher::Event;
+    use std::time::Instant;
+    let policies = std::sync::Arc::new(webhook::policies::Policies::default());
+    let policy: policy::crd::PostgresTLSPolicy = serde_json::from_value(json!({
+        "apiVersion": "verifyfull.dev/v1alpha1", "kind": "PostgresTLSPolicy", "metadata": {"name": "corp"},
+        "spec": {"caSource": {"secret": {"namespace": "verifyfull", "name": "ca"}},
+                 "namespaceSelector": {"matchLabels": {"db-tls": "on"}}}}))
+    .expect("policy");
+    for e in [Event::Init, Event::InitApply(policy), Event::InitDone] {
+        policies.apply_policy(e);
+    }
+    for e in [Event::Init, Event::InitDone] {
+        policies.apply_namespace(e);
+    }
+    let pki = Pki::new("namespace-wait");
+    let (c, k) = pki.issue("first");
+    let server = webhook::start(
+        webhook::Config {
+            policies: Some(policies.clone()),
+            ..config(&c, &k)
+        },
+        provider(),
+    )
+    .await
+    .expect("start");
+    let review = |ns: &str| {
+        let mut r = pod_review(json!([{"name": "PGHOST", "value": "db.example.net"}]));
+        r["request"]["namespace"] = json!(ns);
+        r.to_string().into_bytes()
+    };
+    let flood = webhook::NAMESPACE_WAITERS + 4;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..flood {
+        let mut conn = connect(&pki, server.addr).await;
+        let body = review("nowhere");
+        tasks.push(tokio::spawn(async move {
+            let (status, body) = conn.post("/mutate", body).await;
+            (status, response(&body), started.elapsed())
+        }));
+    }
+    let mut at_once = 0;
+    for t in tasks {
+        let (status, resp, took) = t.await.expect("task");
+        assert_eq!(
+            (status, resp["allowed"].as_bool()),
+            (200, Some(false)),
+            "{resp}"
+        );
+        assert_eq!(resp["status"]["code"], 503, "{resp}");
+        if took < webhook::NAMESPACE_WAIT / 2 {
+            at_once += 1;
+        }
+    }
+    assert_eq!(
+        at_once, 4,
+        "only the waiters beyond the cap are answered at once"
+    );
+    // A namespace that arrives while its review waits: the review goes on, patched.
+    let mut conn = connect(&pki, server.addr).await;
+    let waiting = tokio::spawn(async move { conn.post("/mutate", review("late")).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let ns = ObjectMeta {
+        name: Some("late".into()),
+        labels: Some([("db-tls".to_string(), "on".to_string())].into()),
+        ..Default::default()
+    };
+    policies.apply_namespace(Event::Apply(
+        ns.into_response_partial::<k8s_openapi::api::core::v1::Namespace>(),
+    ));
+    let (status, body) = waiting.await.expect("task");
+    let resp = response(&body);
+    assert_eq!(
+        (status, resp["patchType"].as_str()),
+        (200, Some("JSONPatch")),
+        "{resp}"
+    );
+}

@@ -134,3 +134,40 @@ fn selected_workloads_are_judged_as_they_will_run() {
         assert_eq!(response(&not.body)["allowed"], false);
     });
 }
+
+/// A namespace the watch has not delivered yet (created with its Pod): a review that might
+/// depend on it says so, for the server to wait for it; its answer if the namespace never
+/// comes fails closed. A review that passes anyway, or no policy at all, needs no wait.
+#[test]
+fn a_namespace_not_yet_seen_is_worth_waiting_for_only_when_it_could_matter() {
+    with_decider(|d| {
+        let r = mutate(&review_of("brand-new", "Pod", pod(libpq())), d);
+        assert!(r.namespace_unknown);
+        let resp = response(&r.body);
+        assert_eq!(resp["allowed"], false);
+        assert_eq!(resp["status"]["code"], 503);
+        assert!(
+            resp["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("\"brand-new\"")),
+            "{resp}"
+        );
+        // The validating path: a denial might turn into a pass with the policy's CA.
+        let denied = review(
+            &review_of("brand-new", "Pod", pod(libpq())),
+            Mode::Enforce,
+            d,
+        );
+        assert!(denied.namespace_unknown && denied.result == "denied");
+        let fine = json!([{"name": "PGHOST", "value": "db.example.net"}, {"name": "PGSSLMODE", "value": "verify-full"},
+                          {"name": "PGSSLROOTCERT", "value": "/etc/ca.crt"}]);
+        let allowed = review(&review_of("brand-new", "Pod", pod(fine)), Mode::Enforce, d);
+        assert!(!allowed.namespace_unknown && allowed.result == "allowed");
+    });
+    // No policy: nothing to wait for.
+    common::with_decider(Some(Snapshot::default()), |d| {
+        let r = mutate(&review_of("brand-new", "Pod", pod(libpq())), d);
+        assert!(!r.namespace_unknown);
+        assert_eq!(r.result, "unchanged");
+    });
+}
