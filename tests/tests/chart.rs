@@ -1182,7 +1182,9 @@ async fn an_outage_holds_back_only_what_a_policy_selects() {
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "proxy", "image": "envoy"}));
-    for o in [&web, &nightly, &api] {
+    // A client alone: the operator injects its only container, so its Pods skip the entry.
+    let worker = workload("Deployment", "worker", "selected");
+    for o in [&web, &nightly, &api, &worker] {
         let out = installed.create(o).await;
         assert!(out.ok, "{}", out.stderr);
     }
@@ -1190,13 +1192,15 @@ async fn an_outage_holds_back_only_what_a_policy_selects() {
         pods(kubectl, "free", "web").await.len() == 1
     })
     .await;
-    eventually("api's Pod, with the CA", || async {
-        pods(kubectl, "selected", "api")
-            .await
-            .iter()
-            .any(|(_, ca)| *ca)
-    })
-    .await;
+    for app in ["api", "worker"] {
+        eventually(&format!("{app}'s Pod, with the CA"), || async {
+            pods(kubectl, "selected", app)
+                .await
+                .iter()
+                .any(|(_, ca)| *ca)
+        })
+        .await;
+    }
 
     wh.stop().await;
     // Where no policy reaches, a replaced Pod and a scheduled run go on.
@@ -1236,8 +1240,18 @@ async fn an_outage_holds_back_only_what_a_policy_selects() {
         .await
         .unwrap();
     assert!(warned.ok, "{}", warned.stderr);
-    // Where the policy reaches, a replaced Pod waits for the webhook: no Pod there starts
-    // without its CA.
+    // Where the policy reaches, a Pod whose every container has the CA already (from its
+    // injected template) is not even sent to the webhook: it starts.
+    let old_worker = delete_pod(kubectl, "selected", "worker").await;
+    eventually("worker's replacement Pod during the outage", || async {
+        pods(kubectl, "selected", "worker")
+            .await
+            .iter()
+            .any(|(n, ca)| *n != old_worker && *ca)
+    })
+    .await;
+    // A Pod with a container that lacks it waits for the webhook: no Pod a policy selects
+    // starts without its CA.
     delete_pod(kubectl, "selected", "api").await;
     eventually("the ReplicaSet's FailedCreate for api", || async {
         get_json(kubectl, &["events", "-n", "selected"])
