@@ -20,6 +20,7 @@ pub mod inject;
 pub mod jdbc;
 pub mod libpq;
 pub mod message;
+pub mod profiles;
 pub mod redact;
 pub mod verdict;
 pub mod workload;
