@@ -15,6 +15,7 @@ use crate::fixes;
 use crate::hosts::{self, Loopback, has_hidden};
 use crate::jdbc::{self, JdbcUrl};
 use crate::libpq::{self, Conninfo, KeyValueRecognition};
+use crate::profiles;
 use crate::verdict::*;
 use crate::workload::{Container, Meta, PodSpec, WorkloadKind};
 
@@ -142,6 +143,7 @@ pub fn evaluate_container<'a>(
         judge.tool_host(var);
     }
     judge.environment();
+    judge.applications();
     if judge.client {
         for var in env.vars.iter().filter(|v| v.redefined) {
             if is_libpq_var(&var.name) || looks_like_connection_string(&var.value) {
@@ -443,6 +445,114 @@ impl<'e, 'a> Judge<'e, 'a> {
             FixPlan::Listed(found.fixes)
         };
         self.push_fixed(&s, found.code, cause, None, plan);
+    }
+
+    /// Applications recognised by their own variables (docs/applications.md), each judged
+    /// once, by the profile its first sign names.
+    fn applications(&mut self) {
+        let env = self.env;
+        let mut judged: SmallVec<[&'static str; 2]> = SmallVec::new();
+        for var in &env.vars {
+            for p in profiles::candidates(&var.name) {
+                if !judged.contains(&p.id.as_str()) {
+                    judged.push(&p.id);
+                    self.application(p, var);
+                }
+            }
+        }
+    }
+
+    fn application(&mut self, p: &'static profiles::Profile, sign: &'e Var<'a>) {
+        use profiles::{Judged, Server};
+        let env = self.env;
+        let (code, variable, what, net) = match profiles::judge(p, &*self) {
+            None | Some(Judged::ByUrl) => return,
+            Some(Judged::Pass) => {
+                self.client = true;
+                return;
+            }
+            Some(Judged::Finding {
+                code,
+                variable,
+                what,
+                server,
+            }) => {
+                let net = match server {
+                    Server::Host(h) => {
+                        let host = match h.strip_prefix('[') {
+                            Some(v6) => v6.split(']').next().unwrap_or(v6),
+                            None => h.split([':', ',', '/']).next().unwrap_or(h),
+                        };
+                        Some(hosts::loopback(host))
+                    }
+                    Server::Hidden(_) | Server::NotVisible => None,
+                };
+                (code, variable, what, net)
+            }
+        };
+        self.client = true;
+        let deciding = match env.get(variable) {
+            Get::Set(v) => v,
+            Get::MaybeSet(_) | Get::Unset => sign,
+        };
+        let s = Subject {
+            variable: Cow::Borrowed(variable),
+            origin: deciding.origin,
+            scope: fixes::Scope {
+                form: fixes::Form::Environment,
+                ..Default::default()
+            },
+            target: Target::Driver {
+                driver: Cow::Borrowed(&p.application),
+            },
+        };
+        if net == Some(Loopback::Yes) && self.loopback_allowed {
+            self.notes.push(Note::LoopbackAllowed {
+                variable: Cow::Borrowed(variable),
+                behind: code,
+            });
+            return;
+        }
+        let changes = p
+            .fix
+            .iter()
+            .map(|(name, value)| Change::Env {
+                name: Cow::Borrowed(name),
+                value: if value == "<CA file>" {
+                    FixValue::CaFile
+                } else {
+                    FixValue::Literal(value)
+                },
+            })
+            .collect();
+        let (plan, what) = if p.fix_verifies() {
+            let fix = Fix {
+                driver: None,
+                changes,
+            };
+            (FixPlan::Listed(vec![fix]), what)
+        } else {
+            let what = format!(
+                "{what}; no setting of {} verifies the server",
+                p.application
+            );
+            (FixPlan::None, what)
+        };
+        let decided = matches!(code, Code::Unresolved | Code::Unverifiable);
+        let (code, behind, what) = match net {
+            Some(Loopback::No | Loopback::Yes) => (code, None, what),
+            _ if decided => (code, None, what),
+            Some(Loopback::Unknown) | None => (
+                Code::Unresolved,
+                Some(code),
+                format!("{what}; where it connects is not visible"),
+            ),
+        };
+        let cause = Cause::Driver {
+            driver: &p.application,
+            what: Cow::Owned(what),
+        };
+        self.push_fixed(&s, code, cause, behind, plan);
     }
 
     pub(crate) fn subject(&self, var: &Var<'a>, target: Target<'a>) -> Subject<'a> {

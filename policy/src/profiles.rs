@@ -49,9 +49,11 @@ pub fn markdown(profiles: &[Profile]) -> String {
     let mut out = String::from(
         "# Applications verifyfull knows\n\n\
          Generated from `policy/profiles/` by `VERIFYFULL_BLESS=1 cargo test -p verifyfull-policy \
-         --lib profiles`; do not edit. Each profile says how the application is recognised (by \
-         its own variables, never by its image name) and what its driver does with each \
-         value, citing the application's documentation or source for every rule.\n\n\
+         --lib profiles`; do not edit. A container is judged as one of these applications when \
+         its own variables say so (never its image name): by what the application's driver \
+         does with each value, as its documentation or source, cited for every rule, says. A \
+         recognised application whose server is not visible is `Unresolved`; findings name \
+         the application and what to set in its variables.\n\n\
          | application | driver | recognised by | TLS decided by | verify-full needs |\n\
          |---|---|---|---|---|\n",
     );
@@ -174,5 +176,343 @@ mod tests {
         }
         let huge = "#".repeat(MAX_BYTES + 1);
         assert!(parse("big.yaml", &huge).is_err());
+    }
+}
+
+/// The bundled profiles by the variable of their first condition: a container's variables
+/// are looked up, never every profile scanned per variable.
+static INDEX: LazyLock<std::collections::HashMap<&'static str, Vec<&'static Profile>>> =
+    LazyLock::new(|| {
+        let mut index: std::collections::HashMap<&'static str, Vec<&'static Profile>> =
+            std::collections::HashMap::new();
+        for p in bundled() {
+            if let Some(first) = p.recognise.first() {
+                index.entry(first.variable.as_str()).or_default().push(p);
+            }
+        }
+        index
+    });
+
+/// The profiles a variable named `name` may be the first sign of.
+pub(crate) fn candidates(name: &str) -> &'static [&'static Profile] {
+    INDEX.get(name).map_or(&[], Vec::as_slice)
+}
+
+/// Where a recognised application connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Server<'v> {
+    /// A host, as visible.
+    Host(&'v str),
+    /// Set, but hidden.
+    Hidden(&'static str),
+    /// In a file verifyfull cannot see.
+    NotVisible,
+}
+
+/// What a recognised application's settings make its driver do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Judged<'v> {
+    /// A whole URL variable is set: it is judged as a connection string.
+    ByUrl,
+    Pass,
+    Finding {
+        code: crate::verdict::Code,
+        /// The variable that decides.
+        variable: &'static str,
+        what: String,
+        server: Server<'v>,
+    },
+}
+
+fn matches(s: &Switch, value: &str) -> Outcome {
+    s.values
+        .iter()
+        .find(|(k, _)| {
+            if s.case_sensitive {
+                k.as_str() == value
+            } else {
+                k.eq_ignore_ascii_case(value)
+            }
+        })
+        .map_or(s.other, |(_, o)| *o)
+}
+
+/// Judges a profile against a container's environment; `None` when the application is not
+/// this one (or its signs are hidden).
+pub(crate) fn judge<'v>(
+    p: &'static Profile,
+    env: &'v dyn crate::drivers::Environment,
+) -> Option<Judged<'v>> {
+    use crate::verdict::Code;
+    for c in &p.recognise {
+        let value = env.get(&c.variable)?;
+        if let Some(equals) = &c.equals {
+            let v = value?;
+            if !equals.iter().any(|e| e.eq_ignore_ascii_case(v)) {
+                return None;
+            }
+        }
+    }
+    if let Some(u) = &p.url
+        && env.get(&u.variable).is_some()
+    {
+        return Some(Judged::ByUrl);
+    }
+    let server = match &p.host {
+        Some(h) => match env.get(&h.variable) {
+            Some(Some(v)) => Server::Host(v),
+            Some(None) => Server::Hidden(h.variable.as_str()),
+            None => h
+                .default
+                .as_deref()
+                .map_or(Server::NotVisible, Server::Host),
+        },
+        None => Server::NotVisible,
+    };
+    let finding = |code, variable: &'static str, what: String| {
+        Some(Judged::Finding {
+            code,
+            variable,
+            what,
+            server,
+        })
+    };
+    // The weakest switch decides; hidden and unknown ones matter only if the rest verify.
+    let mut weakest: Option<(Outcome, &'static Switch, Option<&str>)> = None;
+    let (mut hidden, mut unknown) = (None, None);
+    for s in &p.tls {
+        let (outcome, value) = match env.get(&s.variable) {
+            Some(None) => {
+                hidden.get_or_insert(s);
+                continue;
+            }
+            Some(Some(v)) => (matches(s, v), Some(v)),
+            None => (
+                s.default
+                    .as_deref()
+                    .map_or(Outcome::Unknown, |d| matches(s, d)),
+                None,
+            ),
+        };
+        if outcome == Outcome::Unknown {
+            unknown.get_or_insert((s, value));
+        } else if weakest.is_none_or(|(w, _, _)| outcome < w) {
+            weakest = Some((outcome, s, value));
+        }
+    }
+    match weakest {
+        Some((o, s, value)) if o < Outcome::Verified => {
+            let (code, said) = match value {
+                Some(v) => (Code::SslModeTooWeak, format!("{}={v}", s.variable)),
+                None => (Code::SslModeUnset, format!("{} unset", s.variable)),
+            };
+            return finding(code, &s.variable, format!("{said}: {}", o.describe()));
+        }
+        _ => {}
+    }
+    if let Some(s) = hidden {
+        return finding(
+            Code::Unresolved,
+            &s.variable,
+            format!("{} decides, and its value cannot be read", s.variable),
+        );
+    }
+    if let Some((s, value)) = unknown {
+        let said = value.map_or(format!("{} unset", s.variable), |v| {
+            format!("{}={v}", s.variable)
+        });
+        return finding(
+            Code::Unverifiable,
+            &s.variable,
+            format!("{said}: what {} then does cannot be told", p.driver),
+        );
+    }
+    let Some((_, s, _)) = weakest else {
+        let variable = p
+            .host
+            .as_ref()
+            .map_or(p.recognise[0].variable.as_str(), |h| h.variable.as_str());
+        return finding(
+            Code::SslModeUnset,
+            variable,
+            "no variable of it sets TLS: only a connection URL can".to_string(),
+        );
+    };
+    if let Some(r) = p.root_cert.as_ref().filter(|r| r.required) {
+        match env.get(&r.variable) {
+            None => {
+                return finding(
+                    Code::RootCertMissing,
+                    &r.variable,
+                    format!(
+                        "{} verifies, but {} names no CA file",
+                        s.variable, r.variable
+                    ),
+                );
+            }
+            Some(None) => {
+                return finding(
+                    Code::Unresolved,
+                    &r.variable,
+                    format!("{} decides, and its value cannot be read", r.variable),
+                );
+            }
+            Some(Some(_)) => {}
+        }
+    }
+    Some(Judged::Pass)
+}
+
+impl Profile {
+    /// Whether setting `fix` makes every switch verify: some drivers cannot (Kong's pgmoon
+    /// sends no server name, so no value of its switches checks one).
+    pub fn fix_verifies(&self) -> bool {
+        self.url.is_some()
+            || self.tls.iter().all(|s| {
+                let value = self.fix.get(&s.variable).or(s.default.as_ref());
+                value.is_some_and(|v| matches(s, v) == Outcome::Verified)
+            })
+    }
+}
+
+#[cfg(test)]
+mod judging {
+    use super::*;
+    use crate::verdict::Code;
+    use std::collections::HashMap;
+
+    /// A container's variables: `None` is set but hidden.
+    struct Vars(HashMap<&'static str, Option<&'static str>>);
+
+    impl crate::drivers::Environment for Vars {
+        fn get(&self, name: &str) -> Option<Option<&str>> {
+            self.0.get(name).copied()
+        }
+    }
+
+    fn profile(id: &str) -> &'static Profile {
+        bundled().iter().find(|p| p.id == id).expect(id)
+    }
+
+    fn judged(id: &str, vars: &[(&'static str, Option<&'static str>)]) -> Option<Judged<'static>> {
+        let env = Box::leak(Box::new(Vars(vars.iter().copied().collect())));
+        judge(profile(id), env)
+    }
+
+    fn code(j: Option<Judged<'_>>) -> Option<Code> {
+        match j {
+            Some(Judged::Finding { code, .. }) => Some(code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn weak_compliant_hidden_and_unrecognised() {
+        let base = [
+            ("GF_DATABASE_TYPE", Some("postgres")),
+            ("GF_DATABASE_HOST", Some("db.example.net:5432")),
+        ];
+        let with = |extra: &[(&'static str, Option<&'static str>)]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            judged("grafana", &v)
+        };
+        assert_eq!(code(with(&[])), Some(Code::SslModeUnset));
+        assert_eq!(
+            code(with(&[("GF_DATABASE_SSL_MODE", Some("require"))])),
+            Some(Code::SslModeTooWeak)
+        );
+        // lib/pq without a CA path verifies against the system roots, as libpq's
+        // `sslrootcert=system` does.
+        assert_eq!(
+            with(&[("GF_DATABASE_SSL_MODE", Some("verify-full"))]),
+            Some(Judged::Pass)
+        );
+        let n8n = |extra: &[(&'static str, Option<&'static str>)]| {
+            let mut v = vec![
+                ("DB_TYPE", Some("postgresdb")),
+                ("DB_POSTGRESDB_HOST", Some("db.example.net")),
+                ("DB_POSTGRESDB_SSL_ENABLED", Some("true")),
+            ];
+            v.extend_from_slice(extra);
+            code(judged("n8n", &v))
+        };
+        assert_eq!(
+            n8n(&[("DB_POSTGRESDB_SSL_REJECT_UNAUTHORIZED", Some("false"))]),
+            Some(Code::SslModeTooWeak)
+        );
+        assert_eq!(
+            with(&[
+                ("GF_DATABASE_SSL_MODE", Some("VERIFY-FULL")),
+                ("GF_DATABASE_CA_CERT_PATH", Some("/etc/ca.crt"))
+            ]),
+            Some(Judged::Pass)
+        );
+        assert_eq!(
+            code(with(&[("GF_DATABASE_SSL_MODE", None)])),
+            Some(Code::Unresolved)
+        );
+        // A whole URL is judged as a connection string, not by the profile.
+        assert_eq!(
+            with(&[("GF_DATABASE_URL", Some("postgres://db/x"))]),
+            Some(Judged::ByUrl)
+        );
+        // MySQL: not this profile's business.
+        assert_eq!(
+            judged("grafana", &[("GF_DATABASE_TYPE", Some("mysql"))]),
+            None
+        );
+    }
+
+    #[test]
+    fn case_sensitive_switches_and_fixes_that_cannot_verify() {
+        let kong = |ssl: &'static str| {
+            judged(
+                "kong",
+                &[
+                    ("KONG_PG_HOST", Some("pg.example.net")),
+                    ("KONG_PG_PASSWORD", None),
+                    ("KONG_PG_SSL", Some(ssl)),
+                    ("KONG_PG_SSL_REQUIRED", Some("on")),
+                    ("KONG_PG_SSL_VERIFY", Some("on")),
+                ],
+            )
+        };
+        // Kong reads exactly `on`: `ON` is off.
+        let Some(Judged::Finding { what, .. }) = kong("ON") else {
+            panic!("ON")
+        };
+        assert!(what.contains("no TLS"), "{what}");
+        let Some(Judged::Finding { what, .. }) = kong("on") else {
+            panic!("on")
+        };
+        assert!(what.contains("not the host name"), "{what}");
+        assert!(!profile("kong").fix_verifies());
+        assert!(profile("grafana").fix_verifies());
+    }
+
+    #[test]
+    fn every_bundled_fix_that_verifies_passes_its_own_profile() {
+        for p in bundled()
+            .iter()
+            .filter(|p| p.url.is_none() && p.fix_verifies())
+        {
+            let mut vars: Vec<(&'static str, Option<&'static str>)> = Vec::new();
+            for c in &p.recognise {
+                let v = c
+                    .equals
+                    .as_ref()
+                    .and_then(|e| e.first())
+                    .map_or("x", String::as_str);
+                vars.push((&c.variable, Some(v)));
+            }
+            if let Some(h) = &p.host {
+                vars.push((&h.variable, Some("db.example.net")));
+            }
+            for (k, v) in &p.fix {
+                vars.push((k, Some(v)));
+            }
+            assert_eq!(judged(&p.id, &vars), Some(Judged::Pass), "{}", p.id);
+        }
     }
 }
