@@ -47,6 +47,38 @@ struct CheckArgs {
     /// Worker threads (default: the number of CPUs).
     #[arg(long, short)]
     jobs: Option<usize>,
+    /// An application profile of your own (docs/applications.md); repeat for more. One
+    /// with the `id` of a bundled profile replaces it; a malformed one is an error naming
+    /// the file and the field.
+    #[arg(long = "profile", value_name = "FILE")]
+    profiles: Vec<PathBuf>,
+}
+
+/// Reads and checks the user's profiles; the first problem, naming its file.
+fn load_profiles(paths: &[PathBuf]) -> Result<Vec<policy::profiles::Profile>, String> {
+    let mut loaded: Vec<policy::profiles::Profile> = Vec::new();
+    for path in paths {
+        let name = path.display().to_string();
+        let size = std::fs::metadata(path)
+            .map_err(|e| format!("{name}: {e}"))?
+            .len();
+        if size > policy::profiles::MAX_BYTES as u64 {
+            return Err(format!(
+                "{name}: over {} bytes",
+                policy::profiles::MAX_BYTES
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+        let p = policy::profiles::parse(&name, &text).map_err(|e| e.to_string())?;
+        if loaded.iter().any(|q| q.id == p.id) {
+            return Err(format!(
+                "{name}: id: {:?} is given by another --profile too",
+                p.id
+            ));
+        }
+        loaded.push(p);
+    }
+    Ok(loaded)
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -64,8 +96,21 @@ fn parse_now(s: &str) -> Result<jiff::Timestamp, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Check(args) = cli.command;
+    let mut settings = args.settings.settings();
+    if !args.profiles.is_empty() {
+        match load_profiles(&args.profiles) {
+            Ok(user) => {
+                let set = policy::profiles::ProfileSet::with_user(user);
+                settings.profiles = policy::profiles::Profiles::new(set);
+            }
+            Err(e) => {
+                eprintln!("verifyfull: profile {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let opts = check::Options {
-        settings: args.settings.settings(),
+        settings,
         now: args.now.unwrap_or_else(jiff::Timestamp::now),
         jobs: args
             .jobs

@@ -234,3 +234,34 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// A profile of one's own (`--profile`): the in-house application is judged by it and named;
+/// a malformed profile is exit 2 with its file, field and line, and nothing is judged.
+#[test]
+fn user_profiles_are_applied_and_a_bad_one_is_named() {
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/profile-example.yaml");
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: billing}\nspec:\n  containers:\n  - name: billing\n    image: billing:4.2\n    env:\n    - {name: BILLING_DB_HOST, value: db.example.net}\n";
+    let (code, out, _) = verifyfull(&["check", "-"], Some(pod));
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = verifyfull(&["check", "--profile", profile, "-"], Some(pod));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Billing: BILLING_DB_SSLMODE unset"), "{out}");
+    assert!(
+        out.contains("set BILLING_DB_CA=<CA file> and BILLING_DB_SSLMODE=verify-full"),
+        "{out}"
+    );
+    let dir = std::env::temp_dir().join(format!("verifyfull-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bad = dir.join("bad.yaml");
+    let text = std::fs::read_to_string(profile).expect("profile");
+    std::fs::write(&bad, text.replace("recognise:", "recognize:")).expect("write");
+    let bad_arg = bad.display().to_string();
+    let (code, out, err) = verifyfull(&["check", "--profile", &bad_arg, "-"], Some(pod));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains(&bad_arg) && err.contains("recognize") && err.contains("line"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

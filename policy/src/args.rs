@@ -40,6 +40,7 @@ impl SettingsArgs {
             unverifiable: self.unverifiable,
             loopback: self.loopback,
             connection_variable_patterns: patterns,
+            profiles: Default::default(),
         }
     }
 }

@@ -450,10 +450,10 @@ impl<'e, 'a> Judge<'e, 'a> {
     /// Applications recognised by their own variables (docs/applications.md), each judged
     /// once, by the profile its first sign names.
     fn applications(&mut self) {
-        let env = self.env;
+        let (env, set) = (self.env, self.settings.profiles.set());
         let mut judged: SmallVec<[&'static str; 2]> = SmallVec::new();
         for var in &env.vars {
-            for p in profiles::candidates(&var.name) {
+            for p in set.candidates(&var.name) {
                 if !judged.contains(&p.id.as_str()) {
                     judged.push(&p.id);
                     self.application(p, var);

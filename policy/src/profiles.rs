@@ -179,24 +179,73 @@ mod tests {
     }
 }
 
-/// The bundled profiles by the variable of their first condition: a container's variables
-/// are looked up, never every profile scanned per variable.
-static INDEX: LazyLock<std::collections::HashMap<&'static str, Vec<&'static Profile>>> =
-    LazyLock::new(|| {
+/// A set of profiles, looked up by the variable of each one's first condition: a
+/// container's variables are looked up, never every profile scanned per variable.
+#[derive(Debug)]
+pub struct ProfileSet {
+    profiles: Vec<&'static Profile>,
+    index: std::collections::HashMap<&'static str, Vec<&'static Profile>>,
+}
+
+impl ProfileSet {
+    fn new(profiles: Vec<&'static Profile>) -> ProfileSet {
         let mut index: std::collections::HashMap<&'static str, Vec<&'static Profile>> =
             std::collections::HashMap::new();
-        for p in bundled() {
+        for p in &profiles {
             if let Some(first) = p.recognise.first() {
                 index.entry(first.variable.as_str()).or_default().push(p);
             }
         }
-        index
-    });
+        ProfileSet { profiles, index }
+    }
 
-/// The profiles a variable named `name` may be the first sign of.
-pub(crate) fn candidates(name: &str) -> &'static [&'static Profile] {
-    INDEX.get(name).map_or(&[], Vec::as_slice)
+    /// The bundled profiles with a user's: one of the user's replaces a bundled one of the
+    /// same `id`. Kept for the life of the process (the CLI loads them once).
+    pub fn with_user(user: Vec<Profile>) -> &'static ProfileSet {
+        let user: &'static [Profile] = Box::leak(user.into_boxed_slice());
+        let mut all: Vec<&'static Profile> = bundled()
+            .iter()
+            .filter(|b| !user.iter().any(|u| u.id == b.id))
+            .collect();
+        all.extend(user.iter());
+        Box::leak(Box::new(ProfileSet::new(all)))
+    }
+
+    pub fn profiles(&self) -> &[&'static Profile] {
+        &self.profiles
+    }
+
+    /// The profiles a variable named `name` may be the first sign of.
+    pub(crate) fn candidates(&self, name: &str) -> &[&'static Profile] {
+        self.index.get(name).map_or(&[], Vec::as_slice)
+    }
 }
+
+static BUNDLED_SET: LazyLock<ProfileSet> =
+    LazyLock::new(|| ProfileSet::new(bundled().iter().collect()));
+
+/// The profiles the engine uses: the bundled ones, or a set with a user's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Profiles(Option<&'static ProfileSet>);
+
+impl Profiles {
+    pub fn new(set: &'static ProfileSet) -> Profiles {
+        Profiles(Some(set))
+    }
+
+    pub fn set(self) -> &'static ProfileSet {
+        self.0.unwrap_or(&BUNDLED_SET)
+    }
+}
+
+/// Two settings are the same when they use the same set.
+impl PartialEq for Profiles {
+    fn eq(&self, other: &Profiles) -> bool {
+        std::ptr::eq(self.set(), other.set())
+    }
+}
+
+impl Eq for Profiles {}
 
 /// Where a recognised application connects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -97,6 +97,8 @@ pub struct Settings {
     /// Names of variables that hold connection strings, matched case-insensitively as
     /// substrings; `A+B` means both. A hidden variable with such a name makes a client.
     pub connection_variable_patterns: Vec<String>,
+    /// The application profiles (docs/applications.md).
+    pub profiles: crate::profiles::Profiles,
 }
 
 pub const DEFAULT_CONNECTION_VARIABLE_PATTERNS: &[&str] = &[
@@ -127,6 +129,7 @@ impl Default for Settings {
                 .iter()
                 .map(|p| p.to_string())
                 .collect(),
+            profiles: Default::default(),
         }
     }
 }
