@@ -185,18 +185,30 @@ mod tests {
 pub struct ProfileSet {
     profiles: Vec<&'static Profile>,
     index: std::collections::HashMap<&'static str, Vec<&'static Profile>>,
+    /// By a name's first byte, a bit per length (mod 64) of the indexed names: nearly every
+    /// variable of a container is ruled out without hashing it.
+    maybe: Vec<u64>,
 }
 
 impl ProfileSet {
     fn new(profiles: Vec<&'static Profile>) -> ProfileSet {
         let mut index: std::collections::HashMap<&'static str, Vec<&'static Profile>> =
             std::collections::HashMap::new();
+        let mut maybe = vec![0u64; 256];
         for p in &profiles {
             if let Some(first) = p.recognise.first() {
-                index.entry(first.variable.as_str()).or_default().push(p);
+                let name = first.variable.as_str();
+                index.entry(name).or_default().push(p);
+                if let Some(b) = name.as_bytes().first() {
+                    maybe[usize::from(*b)] |= 1 << (name.len() % 64);
+                }
             }
         }
-        ProfileSet { profiles, index }
+        ProfileSet {
+            profiles,
+            index,
+            maybe,
+        }
     }
 
     /// The bundled profiles with a user's: one of the user's replaces a bundled one of the
@@ -217,6 +229,13 @@ impl ProfileSet {
 
     /// The profiles a variable named `name` may be the first sign of.
     pub(crate) fn candidates(&self, name: &str) -> &[&'static Profile] {
+        let possible = name
+            .as_bytes()
+            .first()
+            .is_some_and(|b| self.maybe[usize::from(*b)] >> (name.len() % 64) & 1 == 1);
+        if !possible {
+            return &[];
+        }
         self.index.get(name).map_or(&[], Vec::as_slice)
     }
 }
