@@ -559,21 +559,58 @@ mod judging {
         assert!(profile("grafana").fix_verifies());
     }
 
+    /// The recognising variables of a profile, with values that match.
+    fn signs(p: &'static Profile) -> Vec<(&'static str, Option<&'static str>)> {
+        p.recognise
+            .iter()
+            .map(|c| {
+                let v = c
+                    .equals
+                    .as_ref()
+                    .and_then(|e| e.first())
+                    .map_or("x", String::as_str);
+                (c.variable.as_str(), Some(v))
+            })
+            .collect()
+    }
+
+    /// Every bundled profile of split settings, with its TLS variables unset: a finding
+    /// unless its defaults verify; with its server hidden: the finding is about a server
+    /// it cannot see.
+    #[test]
+    fn every_bundled_profile_judges_its_defaults_and_a_hidden_server() {
+        for p in bundled().iter().filter(|p| p.url.is_none()) {
+            let Some(h) = &p.host else { continue };
+            let mut vars = signs(p);
+            vars.retain(|(k, _)| *k != h.variable);
+            let defaults_verify = p.tls.iter().all(|s| {
+                s.default
+                    .as_deref()
+                    .is_some_and(|d| matches(s, d) == Outcome::Verified)
+            }) && !p.root_cert.as_ref().is_some_and(|r| r.required);
+            let mut visible = vars.clone();
+            visible.push((h.variable.as_str(), Some("db.example.net")));
+            let j = judged(&p.id, &visible);
+            if defaults_verify {
+                assert_eq!(j, Some(Judged::Pass), "{}", p.id);
+            } else {
+                assert!(matches!(j, Some(Judged::Finding { .. })), "{}: {j:?}", p.id);
+            }
+            let mut hidden = vars;
+            hidden.push((h.variable.as_str(), None));
+            if let Some(Judged::Finding { server, .. }) = judged(&p.id, &hidden) {
+                assert_eq!(server, Server::Hidden(h.variable.as_str()), "{}", p.id);
+            }
+        }
+    }
+
     #[test]
     fn every_bundled_fix_that_verifies_passes_its_own_profile() {
         for p in bundled()
             .iter()
             .filter(|p| p.url.is_none() && p.fix_verifies())
         {
-            let mut vars: Vec<(&'static str, Option<&'static str>)> = Vec::new();
-            for c in &p.recognise {
-                let v = c
-                    .equals
-                    .as_ref()
-                    .and_then(|e| e.first())
-                    .map_or("x", String::as_str);
-                vars.push((&c.variable, Some(v)));
-            }
+            let mut vars = signs(p);
             if let Some(h) = &p.host {
                 vars.push((&h.variable, Some("db.example.net")));
             }
