@@ -478,13 +478,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                 server,
             }) => {
                 let net = match server {
-                    Server::Host(h) => {
-                        let host = match h.strip_prefix('[') {
-                            Some(v6) => v6.split(']').next().unwrap_or(v6),
-                            None => h.split([':', ',', '/']).next().unwrap_or(h),
-                        };
-                        Some(hosts::loopback(host))
-                    }
+                    Server::Host(h) => Some(hosts::loopback(drivers::host_of(h))),
                     Server::Hidden(_) | Server::NotVisible => None,
                 };
                 (code, variable, what, net)

@@ -555,14 +555,18 @@ async fn copied(kubectl: &Kubectl, ns: &str, name: &str) -> bool {
 
 /// One server-side apply of `objects`, as `helm install` sends them; must succeed.
 async fn apply_all(kubectl: &Kubectl, objects: impl serde::Serialize) {
+    on_list(
+        kubectl,
+        &["apply", "--server-side", "--validate=false", "-f", "-"],
+        objects,
+    )
+    .await;
+}
+
+/// `kubectl ARGS` with `objects` as one List on stdin; must succeed.
+async fn on_list(kubectl: &Kubectl, args: &[&str], objects: impl serde::Serialize) {
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    let out = kubectl
-        .run(
-            &["apply", "--server-side", "--validate=false", "-f", "-"],
-            Some(&list.to_string()),
-        )
-        .await
-        .unwrap();
+    let out = kubectl.run(args, Some(&list.to_string())).await.unwrap();
     assert!(out.ok, "{}", out.stderr);
 }
 
@@ -798,16 +802,16 @@ async fn lifecycle(sets: &[&str], source: Source) -> (Vec<Value>, Vec<rbac::Gran
         .await;
     }
     // A namespace and a Pod created together: the Pod gets the CA at admission.
-    let together = json!({"apiVersion": "v1", "kind": "List", "items": [
-        namespace("fresh", json!({"db-tls": "on"})), workload("Pod", "job-runner", "fresh")]});
-    let out = kubectl
-        .run(
-            &["create", "--validate=false", "-f", "-"],
-            Some(&together.to_string()),
-        )
-        .await
-        .unwrap();
-    assert!(out.ok, "{}", out.stderr);
+    let together = [
+        namespace("fresh", json!({"db-tls": "on"})),
+        workload("Pod", "job-runner", "fresh"),
+    ];
+    on_list(
+        kubectl,
+        &["create", "--validate=false", "-f", "-"],
+        together,
+    )
+    .await;
     let pod = get_json(kubectl, &["pod", "-n", "fresh", "job-runner"])
         .await
         .unwrap();
@@ -950,15 +954,12 @@ async fn uninstall(installed: &Installed, op: Process) {
         .iter()
         .filter(|d| d["metadata"]["annotations"]["helm.sh/resource-policy"] != "keep")
         .collect();
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": removed});
-    let out = kubectl
-        .run(
-            &["delete", "--wait=false", "--ignore-not-found", "-f", "-"],
-            Some(&list.to_string()),
-        )
-        .await
-        .unwrap();
-    assert!(out.ok, "{}", out.stderr);
+    on_list(
+        kubectl,
+        &["delete", "--wait=false", "--ignore-not-found", "-f", "-"],
+        removed,
+    )
+    .await;
     for kind in [
         "validatingwebhookconfiguration",
         "mutatingwebhookconfiguration",

@@ -196,11 +196,7 @@ pub(crate) fn url(rest: &str) -> Parsed {
         .map_or(hostlist.to_string(), str::to_string);
     let mut socket = false;
     for h in hostlist.split(',').filter(|h| !h.is_empty()) {
-        let host = match h.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(v6),
-            None => h.split(':').next().unwrap_or(h),
-        };
-        let host = decoded(host);
+        let host = decoded(host_of(h));
         if host.starts_with('/') {
             socket = true;
         } else if !host.is_empty() {
@@ -211,6 +207,14 @@ pub(crate) fn url(rest: &str) -> Parsed {
         parsed.hosts.push("localhost".to_string());
     }
     parsed
+}
+
+/// The host of `host[:port]` or `[v6][:port]` (what follows a `,` or `/` is not it).
+pub(crate) fn host_of(h: &str) -> &str {
+    match h.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => h.split([':', ',', '/']).next().unwrap_or(h),
+    }
 }
 
 /// Every hidden span of a driver's value is a password: in a URL's user information, or
