@@ -56,29 +56,13 @@ struct CheckArgs {
 
 /// Reads and checks the user's profiles; the first problem, naming its file.
 fn load_profiles(paths: &[PathBuf]) -> Result<Vec<policy::profiles::Profile>, String> {
-    let mut loaded: Vec<policy::profiles::Profile> = Vec::new();
-    for path in paths {
-        let name = path.display().to_string();
-        let size = std::fs::metadata(path)
-            .map_err(|e| format!("{name}: {e}"))?
-            .len();
-        if size > policy::profiles::MAX_BYTES as u64 {
-            return Err(format!(
-                "{name}: over {} bytes",
-                policy::profiles::MAX_BYTES
-            ));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
-        let p = policy::profiles::parse(&name, &text).map_err(|e| e.to_string())?;
-        if loaded.iter().any(|q| q.id == p.id) {
-            return Err(format!(
-                "{name}: id: {:?} is given by another --profile too",
-                p.id
-            ));
-        }
-        loaded.push(p);
-    }
-    Ok(loaded)
+    let texts = paths
+        .iter()
+        .map(|p| Ok((p.display().to_string(), policy::profiles::read_file(p)?)))
+        .collect::<Result<Vec<_>, policy::profiles::Error>>()
+        .map_err(|e| e.to_string())?;
+    policy::profiles::parse_user(texts.iter().map(|(f, t)| (f.as_str(), t.as_str())))
+        .map_err(|e| e.to_string())
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]

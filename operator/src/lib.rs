@@ -59,6 +59,9 @@ pub struct Config {
     pub identity: String,
     pub lease_duration: Duration,
     pub engine: policy::Settings,
+    /// The user's application profiles, when a directory is given (`engine` reads them):
+    /// not ready until a valid set is in use; a changed set recounts every workload.
+    pub profiles: Option<Arc<runtime::profiles::Reloading>>,
     /// The webhook's certificates and configurations, when the chart hands them over.
     pub webhooks: Option<webhooks::Settings>,
     /// A policy to keep in place (`name`, `spec`), from the chart's values.
@@ -242,7 +245,16 @@ pub async fn run(
         _ = wait_for_crd(&client) => {}
         _ = &mut shutdown => return Ok(()),
     }
-    metrics.set_ready(true);
+    // Ready once the user's profiles are in use too. Nothing waits for them: injection
+    // does not depend on them, and the violation counts (the bundled profiles until then)
+    // are recounted when they come.
+    let (profiles, ready) = (config.profiles.clone(), metrics.clone());
+    let readiness = tokio::spawn(async move {
+        if let Some(p) = profiles {
+            p.loaded().await;
+        }
+        ready.set_ready(true);
+    });
     let election = leader::Election {
         api: Api::namespaced(client.clone(), &config.namespace),
         name: config.lease_name.clone(),
@@ -429,7 +441,16 @@ pub async fn run(
         }
         futures::future::ready(())
     });
-    let mut tasks = vec![tokio::spawn(policies), tokio::spawn(copies)];
+    let mut tasks = vec![tokio::spawn(policies), tokio::spawn(copies), readiness];
+    if let Some(p) = &config.profiles {
+        // Another set of profiles may change any workload's plan.
+        let (mut changes, ctx) = (p.subscribe(), ctx.clone());
+        tasks.push(tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                ctx.trigger_workloads();
+            }
+        }));
+    }
     let started = tokio::time::Instant::now();
     let listed = ctx.clone();
     tasks.push(tokio::spawn(async move {

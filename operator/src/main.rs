@@ -58,6 +58,8 @@ struct Args {
     admin_listen: SocketAddr,
     #[command(flatten)]
     settings: policy::args::SettingsArgs,
+    #[command(flatten)]
+    profiles: runtime::profiles::ProfilesArgs,
     /// Manage the webhook's certificates and configurations: self-managed, cert-manager
     /// or secret (unset: the chart or the user does).
     #[arg(long, value_enum, env = "VERIFYFULL_CERTIFICATES")]
@@ -208,6 +210,11 @@ async fn main() -> ExitCode {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| format!("verifyfull-operator-{}", std::process::id()))
     });
+    let mut engine = args.settings.settings();
+    let profiles = args.profiles.start(&mut engine);
+    if let Some(p) = &profiles {
+        metrics.count_profiles(p.clone());
+    }
     let config = operator::Config {
         namespace: args.namespace,
         excluded_namespaces: args.excluded_namespaces,
@@ -220,7 +227,8 @@ async fn main() -> ExitCode {
         lease_name: args.lease_name,
         identity,
         lease_duration: Duration::from_secs(args.lease_seconds.max(3)),
-        engine: args.settings.settings(),
+        engine,
+        profiles,
         webhooks,
         default_policy,
         secret_sources: args.secret_sources,
@@ -235,5 +243,13 @@ async fn main() -> ExitCode {
             tracing::error!(error = %e, "stepping down");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_flags_are_well_formed() {
+        <super::Args as clap::CommandFactory>::command().debug_assert();
     }
 }

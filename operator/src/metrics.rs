@@ -27,6 +27,8 @@ struct Inner {
     ready: Gauge,
     log_lines_dropped: Counter,
     log_dropped: std::sync::OnceLock<runtime::logging::Dropped>,
+    profiles: runtime::profiles::Metrics,
+    profiles_read: std::sync::OnceLock<Arc<runtime::profiles::Reloading>>,
 }
 
 /// Cheap to clone; all clones count into one registry.
@@ -62,6 +64,7 @@ impl Default for Metrics {
             "Log lines dropped because stdout could not take them",
             log_lines_dropped.clone(),
         );
+        let profiles = runtime::profiles::Metrics::register(&mut registry);
         Metrics(Arc::new(Inner {
             registry,
             reconciles,
@@ -70,6 +73,8 @@ impl Default for Metrics {
             ready,
             log_lines_dropped,
             log_dropped: std::sync::OnceLock::new(),
+            profiles,
+            profiles_read: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -103,9 +108,17 @@ impl Metrics {
         let _ = self.0.log_dropped.set(dropped);
     }
 
+    /// Reports the reads of the user's application profiles.
+    pub fn count_profiles(&self, read: Arc<runtime::profiles::Reloading>) {
+        let _ = self.0.profiles_read.set(read);
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         if let Some(d) = self.0.log_dropped.get() {
             runtime::metrics::catch_up(&self.0.log_lines_dropped, d.lines());
+        }
+        if let Some(r) = self.0.profiles_read.get() {
+            self.0.profiles.observe(r);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.0.registry)?;

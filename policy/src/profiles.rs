@@ -243,24 +243,108 @@ impl ProfileSet {
 static BUNDLED_SET: LazyLock<ProfileSet> =
     LazyLock::new(|| ProfileSet::new(bundled().iter().collect()));
 
-/// The profiles the engine uses: the bundled ones, or a set with a user's.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Profiles(Option<&'static ProfileSet>);
+/// A user's profiles from `(file, text)` pairs: each parsed and checked, and no `id`
+/// given by two files. The first problem, naming its file and field.
+pub fn parse_user<'t>(
+    files: impl IntoIterator<Item = (&'t str, &'t str)>,
+) -> Result<Vec<Profile>, Error> {
+    let mut loaded: Vec<(Profile, &str)> = Vec::new();
+    for (file, text) in files {
+        let p = parse(file, text)?;
+        if let Some((_, other)) = loaded.iter().find(|(q, _)| q.id == p.id) {
+            return Err(Error {
+                file: file.to_string(),
+                message: format!("id: {:?} is given by {other} too", p.id),
+            });
+        }
+        loaded.push((p, file));
+    }
+    Ok(loaded.into_iter().map(|(p, _)| p).collect())
+}
 
-impl Profiles {
-    pub fn new(set: &'static ProfileSet) -> Profiles {
-        Profiles(Some(set))
+/// A profile file's text, refused unread when it is larger than a profile can be.
+pub fn read_file(path: &std::path::Path) -> Result<String, Error> {
+    use std::io::Read as _;
+    let err = |message: String| Error {
+        file: path.display().to_string(),
+        message,
+    };
+    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut text = String::new();
+    f.take(MAX_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| err(e.to_string()))?;
+    if text.len() > MAX_BYTES {
+        return Err(err(format!("over {MAX_BYTES} bytes")));
+    }
+    Ok(text)
+}
+
+/// A set that is replaced, whole, while the engine runs: the webhook and operator reload
+/// a user's profiles from a mounted ConfigMap (docs/applications.md). A judgement reads
+/// the set once, so it never sees two sets.
+#[derive(Debug)]
+pub struct Live(std::sync::RwLock<&'static ProfileSet>);
+
+impl Live {
+    /// Starts with the bundled profiles. Kept for the life of the process.
+    pub fn new() -> &'static Live {
+        Box::leak(Box::new(Live(std::sync::RwLock::new(&BUNDLED_SET))))
     }
 
-    pub fn set(self) -> &'static ProfileSet {
-        self.0.unwrap_or(&BUNDLED_SET)
+    pub fn replace(&self, set: &'static ProfileSet) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = set;
+    }
+
+    pub fn current(&self) -> &'static ProfileSet {
+        *self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// Two settings are the same when they use the same set.
+/// The profiles the engine uses: the bundled ones, a set with a user's, or a live set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Profiles(Chosen);
+
+#[derive(Debug, Clone, Copy, Default)]
+enum Chosen {
+    #[default]
+    Bundled,
+    Fixed(&'static ProfileSet),
+    Live(&'static Live),
+}
+
+impl Profiles {
+    pub fn new(set: &'static ProfileSet) -> Profiles {
+        Profiles(Chosen::Fixed(set))
+    }
+
+    pub fn live(live: &'static Live) -> Profiles {
+        Profiles(Chosen::Live(live))
+    }
+
+    pub fn set(self) -> &'static ProfileSet {
+        match self.0 {
+            Chosen::Bundled => &BUNDLED_SET,
+            Chosen::Fixed(set) => set,
+            Chosen::Live(live) => live.current(),
+        }
+    }
+}
+
+/// Two settings are the same when they use the same set, or the same live set.
 impl PartialEq for Profiles {
     fn eq(&self, other: &Profiles) -> bool {
-        std::ptr::eq(self.set(), other.set())
+        match (self.0, other.0) {
+            (Chosen::Live(a), Chosen::Live(b)) => std::ptr::eq(a, b),
+            (Chosen::Live(_), _) | (_, Chosen::Live(_)) => false,
+            _ => std::ptr::eq(self.set(), other.set()),
+        }
     }
 }
 

@@ -6,5 +6,6 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod profiles;
 pub mod serve;
 pub mod signals;

@@ -67,6 +67,27 @@ fn chart() -> String {
 
 /// `helm template verifyfull -n verifyfull` with `--set` values: the documents.
 fn render(version: u8, sets: &[&str]) -> Vec<Value> {
+    let mut args = Vec::new();
+    for s in sets {
+        args.push("--set");
+        args.push(s);
+    }
+    render_args(version, &args)
+}
+
+/// [`render`] with a values file holding `values`.
+fn render_values(version: u8, values: &Value) -> Vec<Value> {
+    let file = std::env::temp_dir().join(format!(
+        "verifyfull-values-{}-{version}.json",
+        std::process::id()
+    ));
+    std::fs::write(&file, values.to_string()).unwrap();
+    let docs = render_args(version, &["-f", &file.display().to_string()]);
+    std::fs::remove_file(file).unwrap();
+    docs
+}
+
+fn render_args(version: u8, extra: &[&str]) -> Vec<Value> {
     let mut args = vec![
         "template",
         "verifyfull",
@@ -74,10 +95,8 @@ fn render(version: u8, sets: &[&str]) -> Vec<Value> {
         "--namespace",
         "verifyfull",
     ];
-    for s in sets {
-        args.push("--set");
-        args.push(s);
-    }
+    args.extend_from_slice(extra);
+    let sets = extra;
     let (ok, out, err) = run_helm(version, &args);
     assert!(ok, "helm {version} template {sets:?}: {err}");
     serde_saphyr::from_multiple::<Value>(&out)
@@ -379,6 +398,8 @@ struct Installed {
     install: Vec<Value>,
     hooks: Vec<Value>,
     dir: PathBuf,
+    /// Set over the rendered environment of both binaries (what a mount would provide).
+    env: Vec<(String, String)>,
 }
 
 /// A ServiceAccount of the release, as the API server authenticates its token.
@@ -421,23 +442,35 @@ impl Installed {
             install,
             hooks,
             dir,
+            env: Vec::new(),
         }
+    }
+
+    /// The rendered environment of `container`, with [`Installed::env`] over it.
+    fn env_of(&self, container_name: &str, pod: &str) -> Vec<(String, String)> {
+        let mut env = env_of(&container(&self.install, container_name), pod);
+        env.extend(self.env.iter().cloned());
+        env
     }
 
     /// The operator, as its ServiceAccount, with the environment its rendered Deployment
     /// gives it.
     async fn operator(&self) -> Process {
+        let p = self.launch_operator();
+        p.wait_ready(Duration::from_secs(30)).await.unwrap();
+        p
+    }
+
+    /// [`Installed::operator`], not waited for.
+    fn launch_operator(&self) -> Process {
         let kc = self
             .standin
             .kubeconfig(&service_account("verifyfull-operator"))
             .unwrap();
-        let env = env_of(
-            &container(&self.install, "verifyfull-operator"),
-            "verifyfull-operator-0",
-        );
+        let env = self.env_of("verifyfull-operator", "verifyfull-operator-0");
         let dir = self.dir.join("operator");
         std::fs::create_dir_all(&dir).unwrap();
-        Process::spawn(
+        Process::launch(
             "verifyfull-operator",
             &dir,
             Some(&kc),
@@ -445,7 +478,6 @@ impl Installed {
             &[],
             &env,
         )
-        .await
         .unwrap()
     }
 
@@ -479,7 +511,7 @@ impl Installed {
             .standin
             .kubeconfig(&service_account("verifyfull-webhook"))
             .unwrap();
-        let env = env_of(&container(&self.install, "verifyfull-webhook"), replica);
+        let env = self.env_of("verifyfull-webhook", replica);
         let args = vec![
             format!("--listen={addr}"),
             format!("--tls-cert-file={}", dir.join("tls.crt").display()),
@@ -1414,5 +1446,164 @@ async fn a_secret_you_bring_is_the_ca_bundle() {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+/// Lays `data` out as the kubelet lays out a ConfigMap volume at `dir` (version `v`), the
+/// switch to it made whole by renaming `..data`.
+fn mount_config_map(dir: &Path, v: &str, data: &serde_json::Map<String, Value>) {
+    let version = dir.join(format!("..{v}"));
+    std::fs::create_dir_all(&version).unwrap();
+    for (key, text) in data {
+        std::fs::write(version.join(key), text.as_str().unwrap()).unwrap();
+        let link = dir.join(key);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(key), link).unwrap();
+        }
+    }
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{v}"), &tmp).unwrap();
+    std::fs::rename(tmp, dir.join("..data")).unwrap();
+}
+
+#[tokio::test]
+async fn profiles_from_the_values_are_mounted_checked_and_reloaded() {
+    let example = std::fs::read_to_string(root().join("docs/profile-example.yaml")).unwrap();
+    let profile: Value = serde_saphyr::from_str(&example).unwrap();
+    let docs = render_values(4, &json!({"profiles": {"billing.yaml": profile}}));
+    let data = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "verifyfull-profiles")
+        .and_then(|d| d["data"].as_object())
+        .expect("the profiles ConfigMap")
+        .clone();
+    for name in ["verifyfull-webhook", "verifyfull-operator"] {
+        let d = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == name)
+            .unwrap();
+        let spec = &d["spec"]["template"]["spec"];
+        assert!(
+            spec["volumes"].as_array().unwrap().contains(
+                &json!({"name": "profiles", "configMap": {"name": "verifyfull-profiles"}})
+            ),
+            "{name}"
+        );
+        let c = container(&docs, name);
+        assert!(
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "profiles"
+                    && m.mount_path == "/etc/verifyfull/profiles"
+                    && m.read_only == Some(true))
+        );
+        assert!(env_of(&c, "p").contains(&(
+            "VERIFYFULL_PROFILES_DIR".into(),
+            "/etc/verifyfull/profiles".into()
+        )));
+    }
+
+    // What the kubelet would mount, starting with a profile that lacks its driver.
+    let mut installed = Installed::new(docs, |_| Vec::new()).await;
+    let mount = installed.dir.join("profiles");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mut broken = data.clone();
+    broken["billing.yaml"] = json!(example.replace("driver: \"lib/pq (Go)\"\n", ""));
+    mount_config_map(&mount, "1", &broken);
+    installed.env = vec![
+        (
+            "VERIFYFULL_PROFILES_DIR".into(),
+            mount.display().to_string(),
+        ),
+        ("VERIFYFULL_PROFILES_RELOAD_SECONDS".into(), "1".into()),
+    ];
+    let op = installed.launch_operator();
+    let wh = installed.launch_webhook("verifyfull-webhook-0").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for p in [&op, &wh] {
+        assert_eq!(harness::http_get(p.admin, "/readyz").await.unwrap().0, 503);
+        let log = p.log();
+        assert!(
+            log.contains("application profiles cannot be loaded; not ready")
+                && log.contains("billing.yaml")
+                && log.contains("driver"),
+            "{log}"
+        );
+    }
+
+    // Mended: both become ready, and the webhook judges the in-house application.
+    mount_config_map(&mount, "2", &data);
+    op.wait_ready(Duration::from_secs(30)).await.unwrap();
+    wh.wait_ready(Duration::from_secs(30)).await.unwrap();
+    assert!(installed.create(&namespace("team", json!({}))).await.ok);
+    let mut billing = workload("Deployment", "billing", "team");
+    billing["spec"]["template"]["spec"]["containers"][0]["env"] = json!([
+        {"name": "BILLING_DB_HOST", "value": "db.example.net"},
+        {"name": "BILLING_DB_SSLMODE", "value": "require"}]);
+    let denied = installed.create(&billing).await;
+    assert!(
+        !denied.ok
+            && denied
+                .stderr
+                .contains("Billing: BILLING_DB_SSLMODE=require"),
+        "{}",
+        denied.stderr
+    );
+    assert_eq!(wh.metric("verifyfull_webhook_profiles_user", "").await, 1.0);
+    assert_eq!(
+        op.metric("verifyfull_operator_profiles_user", "").await,
+        1.0
+    );
+
+    // A bad change: the set in use stays, the log and the metrics say so.
+    let mut bad = data.clone();
+    bad["billing.yaml"] = json!("id: [");
+    mount_config_map(&mount, "3", &bad);
+    for (p, prefix) in [(&wh, "verifyfull_webhook"), (&op, "verifyfull_operator")] {
+        harness::eventually(
+            "the bad change noticed",
+            Duration::from_secs(30),
+            || async {
+                p.metric(&format!("{prefix}_profiles_reload_failing"), "")
+                    .await
+                    == 1.0
+            },
+        )
+        .await;
+        assert!(
+            p.metric(&format!("{prefix}_profiles_reload_failures_total"), "")
+                .await
+                >= 1.0
+        );
+        assert_eq!(harness::http_get(p.admin, "/readyz").await.unwrap().0, 200);
+        assert!(
+            p.log()
+                .contains("application profiles not reloaded; keeping the set in use")
+        );
+    }
+    let still = installed.create(&billing).await;
+    assert!(
+        still.stderr.contains("Billing: BILLING_DB_SSLMODE=require"),
+        "{}",
+        still.stderr
+    );
+
+    // A valid change is used without a restart.
+    let mut renamed = data.clone();
+    renamed["billing.yaml"] = json!(example.replace("application: Billing", "application: Ledger"));
+    mount_config_map(&mount, "4", &renamed);
+    harness::eventually("the new set in use", Duration::from_secs(30), || async {
+        installed
+            .create(&billing)
+            .await
+            .stderr
+            .contains("Ledger: BILLING_DB_SSLMODE=require")
+    })
+    .await;
+    assert_eq!(
+        wh.metric("verifyfull_webhook_profiles_reload_failing", "")
+            .await,
+        0.0
     );
 }

@@ -96,6 +96,9 @@ pub struct Config {
     /// Reading a request (headers and body) must finish within this.
     pub request_timeout: Duration,
     pub settings: Settings,
+    /// The user's application profiles, when a directory is given (`settings` reads them):
+    /// not ready until a valid set is in use.
+    pub profiles: Option<Arc<runtime::profiles::Reloading>>,
     pub policy: Policy,
     pub mode_label_subjects: Subjects,
     /// `None`: standalone. The server is not ready until the caches have synced.
@@ -130,6 +133,7 @@ struct App {
     ready: AtomicBool,
     caches: Option<Arc<cache::Caches>>,
     policies: Option<Arc<policies::Policies>>,
+    profiles: Option<Arc<runtime::profiles::Reloading>>,
     cert: Arc<tls::Reloading>,
     in_flight: Arc<Semaphore>,
     /// Decisions of reviews larger than [`SMALL_BODY`], on blocking threads: a lane of
@@ -150,6 +154,7 @@ impl App {
             && self.cert.valid_now()
             && self.caches.as_ref().is_none_or(|c| c.synced())
             && self.policies.as_ref().is_none_or(|p| p.synced())
+            && self.profiles.as_ref().is_none_or(|p| p.is_loaded())
     }
 }
 
@@ -219,6 +224,7 @@ pub async fn start(
         ready: AtomicBool::new(false),
         caches: config.caches,
         policies: config.policies,
+        profiles: config.profiles,
         cert: resolver.clone(),
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
         large_decisions: Arc::new(Semaphore::new(limits.large_decisions.max(1))),
@@ -319,6 +325,9 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     app.metrics.ready.set(i64::from(app.ready()));
     let dropped = app.log_dropped.as_ref().map_or(0, |d| d.lines());
     app.metrics.observe_counts(dropped, &app.cert);
+    if let Some(p) = &app.profiles {
+        app.metrics.profiles.observe(p);
+    }
     if let Some(caches) = &app.caches {
         app.metrics.observe_caches(caches);
     }

@@ -43,6 +43,8 @@ struct Args {
     watch_policies: bool,
     #[command(flatten)]
     settings: policy::args::SettingsArgs,
+    #[command(flatten)]
+    profiles: runtime::profiles::ProfilesArgs,
     /// Users allowed to add or change exemption annotations.
     #[arg(long, env = "VERIFYFULL_EXEMPTION_USERS", value_delimiter = ',')]
     exemption_users: Vec<String>,
@@ -142,6 +144,8 @@ async fn main() -> ExitCode {
         }
         Some(caches)
     };
+    let mut settings = args.settings.settings();
+    let profiles = args.profiles.start(&mut settings);
     let config = webhook::Config {
         listen: args.listen,
         admin_listen: args.admin_listen,
@@ -151,7 +155,8 @@ async fn main() -> ExitCode {
         shutdown_delay: Duration::from_secs(args.shutdown_delay_seconds),
         drain_timeout: Duration::from_secs(args.drain_seconds),
         request_timeout: Duration::from_secs(10),
-        settings: args.settings.settings(),
+        settings,
+        profiles,
         policy: Policy {
             exemption_subjects: Subjects {
                 users: args.exemption_users,
@@ -191,4 +196,12 @@ async fn main() -> ExitCode {
     };
     drop(logging);
     code
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_flags_are_well_formed() {
+        <super::Args as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -53,6 +53,7 @@ pub struct Metrics {
     log_lines_dropped: Counter,
     certificate_reload_failures: Counter,
     certificate_reload_failing: Gauge,
+    pub profiles: runtime::profiles::Metrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,6 +138,7 @@ impl Metrics {
             "1 when the last re-read of the serving certificate was refused",
             certificate_reload_failing.clone(),
         );
+        let profiles = runtime::profiles::Metrics::register(&mut registry);
         Metrics {
             registry,
             reviews,
@@ -150,6 +152,7 @@ impl Metrics {
             log_lines_dropped,
             certificate_reload_failures,
             certificate_reload_failing,
+            profiles,
         }
     }
 

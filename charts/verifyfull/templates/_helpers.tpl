@@ -142,3 +142,36 @@ caBundle too (the operator writes the same value, from the Secret's ca.crt). */ 
 {{- end -}}
 {{- toJson $meta -}}
 {{- end -}}
+
+{{- /* The ConfigMap of the user's application profiles: the chart's, from `profiles`, or the user's own. */ -}}
+{{- define "verifyfull.profilesConfigMap" -}}
+{{- if .Values.profilesConfigMap -}}
+{{ .Values.profilesConfigMap }}
+{{- else if .Values.profiles -}}
+{{ include "verifyfull.fullname" . }}-profiles
+{{- end -}}
+{{- end -}}
+
+{{- /* Where both binaries read the profiles, re-read while running (docs/applications.md). */ -}}
+{{- define "verifyfull.profilesEnv" -}}
+{{- if include "verifyfull.profilesConfigMap" . }}
+- name: VERIFYFULL_PROFILES_DIR
+  value: /etc/verifyfull/profiles
+{{- end }}
+{{- end -}}
+
+{{- define "verifyfull.profilesMount" -}}
+{{- if include "verifyfull.profilesConfigMap" . }}
+- name: profiles
+  mountPath: /etc/verifyfull/profiles
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "verifyfull.profilesVolume" -}}
+{{- with include "verifyfull.profilesConfigMap" . }}
+- name: profiles
+  configMap:
+    name: {{ . }}
+{{- end }}
+{{- end -}}

@@ -245,6 +245,7 @@ pub async fn cached(cert: PathBuf, key: PathBuf, addr: SocketAddr) {
         drain_timeout: Duration::ZERO,
         request_timeout: Duration::from_secs(10),
         settings: policy::Settings::default(),
+        profiles: None,
         policy: policy::admission::Policy::default(),
         mode_label_subjects: policy::admission::Subjects::default(),
         caches: Some(caches),

@@ -92,6 +92,7 @@ pub fn config(cert: &Path, key: &Path) -> webhook::Config {
         drain_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(2),
         settings: policy::Settings::default(),
+        profiles: None,
         policy: Policy {
             own_service_accounts: vec!["system:serviceaccount:verifyfull:operator".to_string()],
             ..Policy::default()

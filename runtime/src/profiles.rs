@@ -1,0 +1,419 @@
+//! A user's application profiles from a mounted ConfigMap (docs/applications.md), re-read
+//! while the server runs.
+//!
+//! - Every visible file in the directory is a profile; hidden entries (the kubelet's
+//!   `..data` and its timestamped directories) are not.
+//! - A ConfigMap volume is swapped whole by the kubelet (`..data` is re-pointed): the files
+//!   are read from the directory `..data` names, and read again if it moved meanwhile, so a
+//!   set is never a mix of two versions of the ConfigMap.
+//! - Until a valid set is loaded the server is not ready ([`Reloading::loaded`]). A bad
+//!   set later keeps the last valid one in use, logs the file and field, and counts
+//!   ([`Reloading::failures`], [`Reloading::failing`]). A valid change is in use at the
+//!   next read.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use policy::profiles::{Error, Live, ProfileSet, Profiles};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Files a profile directory may hold: more is not a set of profiles.
+pub const MAX_FILES: usize = 256;
+
+/// The files of one read, by name, in name order.
+type Files = Vec<(String, String)>;
+
+#[derive(Debug)]
+pub struct Reloading {
+    dir: PathBuf,
+    live: &'static Live,
+    /// A valid set is in use.
+    pub loaded: AtomicBool,
+    /// Reads that found a set that cannot be used.
+    pub failures: AtomicU64,
+    /// The last read found a set that cannot be used.
+    pub failing: AtomicBool,
+    /// Profiles of the user's in use.
+    pub user_profiles: AtomicUsize,
+    /// What the last read found, to parse only what changed.
+    last: Mutex<Option<Files>>,
+    /// Every set built, by its files: a set lives for the life of the process, so going
+    /// back to an earlier ConfigMap reuses its set instead of building another.
+    sets: Mutex<HashMap<Files, &'static ProfileSet>>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Reloading {
+    /// Nothing is read yet: call [`Reloading::reload`] or [`Reloading::watch`].
+    pub fn new(dir: PathBuf) -> Arc<Reloading> {
+        Arc::new(Reloading {
+            dir,
+            live: Live::new(),
+            loaded: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            user_profiles: AtomicUsize::new(0),
+            last: Mutex::new(None),
+            sets: Mutex::new(HashMap::new()),
+            changed: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    /// The engine's view: always the set in use.
+    pub fn profiles(&self) -> Profiles {
+        Profiles::live(self.live)
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once a valid set is in use.
+    pub async fn loaded(&self) {
+        let mut changes = self.changed.subscribe();
+        let _ = changes.wait_for(|_| self.is_loaded()).await;
+    }
+
+    /// Counts up at every change of the set in use.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Reads the directory; `Ok(true)` when another set is now in use. Blocking.
+    pub fn reload(&self) -> Result<bool, Error> {
+        let result = self.try_reload();
+        self.failing.store(result.is_err(), Ordering::SeqCst);
+        if result.is_err() {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<bool, Error> {
+        let files = read_consistent(&self.dir)?;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_ref() == Some(&files) && self.is_loaded() {
+            return Ok(false);
+        }
+        *last = Some(files.clone());
+        drop(last);
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        let set = match sets.get(&files) {
+            Some(set) => *set,
+            None => {
+                let user = policy::profiles::parse_user(
+                    files.iter().map(|(f, t)| (f.as_str(), t.as_str())),
+                )?;
+                let set = ProfileSet::with_user(user);
+                sets.insert(files.clone(), set);
+                set
+            }
+        };
+        drop(sets);
+        self.live.replace(set);
+        self.user_profiles.store(files.len(), Ordering::SeqCst);
+        self.loaded.store(true, Ordering::SeqCst);
+        self.changed.send_modify(|n| *n += 1);
+        Ok(true)
+    }
+
+    /// Re-reads every `every`, off the async workers; logs each change and each refusal
+    /// (a refusal once per distinct problem, not at every read).
+    pub async fn watch(self: Arc<Self>, every: Duration) {
+        let mut reported: Option<String> = None;
+        loop {
+            let this = self.clone();
+            let result = tokio::task::spawn_blocking(move || this.reload())
+                .await
+                .unwrap_or_else(|e| {
+                    Err(Error {
+                        file: self.dir.display().to_string(),
+                        message: format!("reading stopped: {e}"),
+                    })
+                });
+            match result {
+                Ok(changed) => {
+                    if changed {
+                        tracing::info!(
+                            dir = %self.dir.display(),
+                            profiles = self.user_profiles.load(Ordering::SeqCst),
+                            "application profiles loaded"
+                        );
+                    }
+                    reported = None;
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if reported.as_ref() != Some(&text) {
+                        if self.is_loaded() {
+                            tracing::error!(error = %text, "application profiles not reloaded; keeping the set in use");
+                        } else {
+                            tracing::error!(error = %text, "application profiles cannot be loaded; not ready");
+                        }
+                        reported = Some(text);
+                    }
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+/// The flags of both servers.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProfilesArgs {
+    /// A directory of application profiles of your own, one per file (a mounted ConfigMap;
+    /// docs/applications.md). Re-read while running; not ready until a valid set is read.
+    #[arg(long, env = "VERIFYFULL_PROFILES_DIR")]
+    pub profiles_dir: Option<PathBuf>,
+    /// How often the profiles directory is re-read (seconds).
+    #[arg(long, env = "VERIFYFULL_PROFILES_RELOAD_SECONDS", default_value_t = 5)]
+    pub profiles_reload_seconds: u64,
+}
+
+impl ProfilesArgs {
+    /// Starts re-reading the directory, when one is given, and points `settings` at it.
+    pub fn start(&self, settings: &mut policy::Settings) -> Option<Arc<Reloading>> {
+        let dir = self.profiles_dir.clone()?;
+        let r = Reloading::new(dir);
+        settings.profiles = r.profiles();
+        let every = Duration::from_secs(self.profiles_reload_seconds.max(1));
+        tokio::spawn(r.clone().watch(every));
+        Some(r)
+    }
+}
+
+/// The metrics of a [`Reloading`], brought up to date when scraped.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    failures: Counter,
+    failing: Gauge,
+    user: Gauge,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics::default();
+        registry.register(
+            "profiles_reload_failures",
+            "Reads of the application profiles directory that found a set that cannot be used (the set in use stays)",
+            m.failures.clone(),
+        );
+        registry.register(
+            "profiles_reload_failing",
+            "1 when the last read of the application profiles directory was refused",
+            m.failing.clone(),
+        );
+        registry.register(
+            "profiles_user",
+            "Application profiles of the user's in use",
+            m.user.clone(),
+        );
+        m
+    }
+
+    pub fn observe(&self, r: &Reloading) {
+        crate::metrics::catch_up(&self.failures, r.failures.load(Ordering::SeqCst));
+        self.failing
+            .set(i64::from(r.failing.load(Ordering::SeqCst)));
+        self.user.set(r.user_profiles.load(Ordering::SeqCst) as i64);
+    }
+}
+
+/// The files of `dir`, all from one version of a ConfigMap volume.
+fn read_consistent(dir: &Path) -> Result<Files, Error> {
+    let data = dir.join("..data");
+    for _ in 0..3 {
+        let Ok(target) = std::fs::read_link(&data) else {
+            // Not a ConfigMap volume (a plain directory): read it as it is.
+            return read_dir(dir, dir);
+        };
+        let files = read_dir(dir, &dir.join(&target))?;
+        if std::fs::read_link(&data).ok().as_ref() == Some(&target) {
+            return Ok(files);
+        }
+    }
+    Err(error(dir, "kept changing while it was read".to_string()))
+}
+
+/// Every visible file of `from`, named as in `dir`.
+fn read_dir(dir: &Path, from: &Path) -> Result<Files, Error> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(from).map_err(|e| error(dir, e.to_string()))? {
+        let entry = entry.map_err(|e| error(dir, e.to_string()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if files.len() == MAX_FILES {
+            return Err(error(dir, format!("more than {MAX_FILES} files")));
+        }
+        let text = policy::profiles::read_file(&from.join(&name)).map_err(|e| Error {
+            file: dir.join(&name).display().to_string(),
+            message: e.message,
+        })?;
+        files.push((dir.join(&name).display().to_string(), text));
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn error(dir: &Path, message: String) -> Error {
+    Error {
+        file: dir.display().to_string(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = include_str!("../../docs/profile-example.yaml");
+
+    fn has_billing(r: &Reloading) -> bool {
+        r.profiles()
+            .set()
+            .profiles()
+            .iter()
+            .any(|p| p.id == "billing")
+    }
+
+    /// A directory laid out as the kubelet lays out a ConfigMap volume.
+    fn configmap(root: &Path, version: &str, files: &[(&str, &str)]) {
+        let v = root.join(format!("..{version}"));
+        std::fs::create_dir_all(&v).unwrap();
+        for (name, text) in files {
+            std::fs::write(v.join(name), text).unwrap();
+            let link = root.join(name);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(Path::new("..data").join(name), link).unwrap();
+            }
+        }
+        let tmp = root.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+        std::fs::rename(tmp, root.join("..data")).unwrap();
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("verifyfull-profiles-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_bad_set_at_start_is_not_loaded_and_names_file_and_field() {
+        let d = tempdir("start");
+        configmap(
+            &d,
+            "v1",
+            &[(
+                "billing.yaml",
+                &GOOD.replace("driver: \"lib/pq (Go)\"\n", ""),
+            )],
+        );
+        let r = Reloading::new(d.clone());
+        let e = r.reload().unwrap_err();
+        assert!(e.file.ends_with("billing.yaml"), "{e}");
+        assert!(e.message.contains("driver"), "{e}");
+        assert!(!r.is_loaded());
+        assert!(r.failing.load(Ordering::SeqCst));
+        assert!(!has_billing(&r), "the bundled set stays in use");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_valid_change_is_used_a_bad_one_keeps_the_last_valid_set() {
+        let d = tempdir("change");
+        configmap(&d, "v1", &[("billing.yaml", GOOD)]);
+        let r = Reloading::new(d.clone());
+        let mut changes = r.subscribe();
+        assert_eq!(r.reload(), Ok(true));
+        assert!(r.is_loaded() && has_billing(&r));
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        assert_eq!(r.reload(), Ok(false), "nothing changed");
+        assert!(!changes.has_changed().unwrap());
+
+        // One file good, one bad: nothing of it is used.
+        let renamed = GOOD
+            .replace("billing", "ledger")
+            .replace("BILLING", "LEDGER");
+        configmap(
+            &d,
+            "v2",
+            &[("billing.yaml", &renamed), ("broken.yaml", "id: [")],
+        );
+        let e = r.reload().unwrap_err();
+        assert!(e.file.ends_with("broken.yaml"), "{e}");
+        assert!(has_billing(&r), "the last valid set stays");
+        assert!(r.is_loaded());
+        assert_eq!(r.failures.load(Ordering::SeqCst), 1);
+
+        configmap(
+            &d,
+            "v3",
+            &[("billing.yaml", &renamed), ("broken.yaml", GOOD)],
+        );
+        assert_eq!(r.reload(), Ok(true));
+        assert!(!r.failing.load(Ordering::SeqCst));
+        let ids: Vec<&str> = r
+            .profiles()
+            .set()
+            .profiles()
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect();
+        assert!(
+            ids.contains(&"ledger") && ids.contains(&"billing"),
+            "{ids:?}"
+        );
+        assert!(changes.has_changed().unwrap());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn two_files_with_one_id_and_too_many_files_are_refused() {
+        let d = tempdir("ids");
+        configmap(&d, "v1", &[("a.yaml", GOOD), ("b.yaml", GOOD)]);
+        let r = Reloading::new(d.clone());
+        let e = r.reload().unwrap_err();
+        assert!(
+            e.file.ends_with("b.yaml") && e.message.contains("a.yaml"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..=MAX_FILES {
+            std::fs::write(d.join(format!("{i}.yaml")), "").unwrap();
+        }
+        let e = Reloading::new(d.clone()).reload().unwrap_err();
+        assert!(e.message.contains("more than 256 files"), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn an_empty_or_missing_directory() {
+        let d = tempdir("empty");
+        let r = Reloading::new(d.clone());
+        assert_eq!(
+            r.reload(),
+            Ok(true),
+            "no profiles of the user's: the bundled ones"
+        );
+        assert!(r.is_loaded());
+        std::fs::remove_dir_all(&d).unwrap();
+        let r = Reloading::new(d.clone());
+        let e = r.reload().unwrap_err();
+        assert!(e.file.contains("verifyfull-profiles-empty"), "{e}");
+        assert!(!r.is_loaded());
+    }
+}
