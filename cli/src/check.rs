@@ -80,6 +80,9 @@ pub struct FindingOut {
     /// Where the variable's value came from: `literal value`, `ConfigMap name/key`, …
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The application a profile recognised (docs/applications.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<&'static str>,
     pub message: String,
     pub fix: String,
 }
@@ -235,6 +238,7 @@ fn finding_out(f: &Finding<'_>, container: Option<&str>) -> FindingOut {
         severity: f.severity,
         variable: f.variable.as_ref().map(|v| v.to_string()),
         source: f.origin.map(|o| o.to_string()),
+        application: f.application,
         message: f.message(container),
         fix: f.fix(),
     }

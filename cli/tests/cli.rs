@@ -13,12 +13,15 @@ fn verifyfull(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         .spawn()
         .expect("spawn verifyfull");
     if let Some(text) = stdin {
-        child
+        // A run that fails before reading its input (a bad flag) closes stdin first.
+        let written = child
             .stdin
             .take()
             .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write stdin");
+            .write_all(text.as_bytes());
+        if let Err(e) = written {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+        }
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().expect("wait");

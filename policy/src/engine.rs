@@ -466,7 +466,13 @@ impl<'e, 'a> Judge<'e, 'a> {
         use profiles::{Judged, Server};
         let env = self.env;
         let (code, variable, what, net) = match profiles::judge(p, &*self) {
-            None | Some(Judged::ByUrl) => return,
+            None => return,
+            Some(Judged::ByUrl) => {
+                if let Some(url) = &p.url {
+                    self.by_url(p, url.variable.as_str());
+                }
+                return;
+            }
             Some(Judged::Pass) => {
                 self.client = true;
                 return;
@@ -485,13 +491,14 @@ impl<'e, 'a> Judge<'e, 'a> {
             }
         };
         self.client = true;
-        let deciding = match env.get(variable) {
-            Get::Set(v) => v,
-            Get::MaybeSet(_) | Get::Unset => sign,
+        // An unset deciding variable has no origin of its own: the finding says none.
+        let (origin, unset) = match env.get(variable) {
+            Get::Set(v) => (v.origin, false),
+            Get::MaybeSet(_) | Get::Unset => (sign.origin, true),
         };
         let s = Subject {
             variable: Cow::Borrowed(variable),
-            origin: deciding.origin,
+            origin,
             scope: fixes::Scope {
                 form: fixes::Form::Environment,
                 ..Default::default()
@@ -547,6 +554,56 @@ impl<'e, 'a> Judge<'e, 'a> {
             what: Cow::Owned(what),
         };
         self.push_fixed(&s, code, cause, behind, plan);
+        if let Some(f) = self.findings.last_mut() {
+            f.application = Some(&p.application);
+            if unset {
+                f.origin = None;
+            }
+        }
+    }
+
+    /// A recognised application whose whole URL variable is set: what the engine made of
+    /// that variable names the application; hidden, it is `Unresolved` even when its name
+    /// does not say it holds a connection string.
+    fn by_url(&mut self, p: &'static profiles::Profile, url: &'static str) {
+        self.client = true;
+        let mut named = false;
+        for f in &mut self.findings {
+            if f.variable.as_deref() == Some(url) {
+                f.application = Some(&p.application);
+                named = true;
+            }
+        }
+        if named {
+            return;
+        }
+        let (s, hidden) = match self.env.get(url) {
+            Get::Set(v) if v.is_hidden() => {
+                (self.subject(v, Target::HiddenVariable), hidden_var(v))
+            }
+            Get::MaybeSet(o) => {
+                let s = Subject {
+                    variable: Cow::Borrowed(url),
+                    origin: Origin::EnvFrom {
+                        kind: o.kind,
+                        name: o.name,
+                        key: url,
+                    },
+                    scope: fixes::Scope::default(),
+                    target: Target::HiddenVariable,
+                };
+                (s, open_hidden(url, o))
+            }
+            Get::Set(_) | Get::Unset => return,
+        };
+        let cause = Cause::Hidden {
+            setting: Setting::Target,
+            hidden,
+        };
+        self.push(&s, Code::Unresolved, cause, None);
+        if let Some(f) = self.findings.last_mut() {
+            f.application = Some(&p.application);
+        }
     }
 
     pub(crate) fn subject(&self, var: &Var<'a>, target: Target<'a>) -> Subject<'a> {
@@ -632,6 +689,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             target: Some(s.target.clone()),
             cause,
             behind,
+            application: None,
             fix_plan: plan,
         });
     }

@@ -30,6 +30,7 @@ pub fn apply<'a>(view: PodView<'a>, ctx: &Context<'a>, report: &mut Report<'a>) 
         target: None,
         cause: f,
         behind: None,
+        application: None,
         fix_plan: crate::verdict::FixPlan::None,
     };
     if view.kind != WorkloadKind::Pod

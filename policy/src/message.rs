@@ -109,6 +109,15 @@ fn consequence(mode: SslMode, root_configured: bool, jdbc: bool) -> &'static str
 impl Finding<'_> {
     /// What the client will do, in a sentence.
     pub fn explanation(&self) -> String {
+        let text = self.cause_text();
+        match (self.application, &self.cause) {
+            (Some(app), Cause::Driver { driver, .. }) if *driver == app => text,
+            (Some(app), _) => format!("{app}: {text}"),
+            (None, _) => text,
+        }
+    }
+
+    fn cause_text(&self) -> String {
         let jdbc = self.target == Some(Target::Jdbc);
         match &self.cause {
             Cause::WeakMode {
@@ -164,6 +173,10 @@ impl Finding<'_> {
             }
             Cause::Hidden { setting, hidden } => {
                 let mut s = match setting {
+                    Setting::Target if self.application.is_some() => format!(
+                        "{}; the application takes its connection string from it",
+                        hidden_text(hidden)
+                    ),
                     Setting::Target => format!(
                         "{}; its name says it holds a connection string",
                         hidden_text(hidden)
@@ -222,6 +235,12 @@ impl Finding<'_> {
                 format!("list only containers of this Pod in {}", crate::exemptions::EXEMPT)
             }
             Cause::ExemptionMisplaced { path } => format!("move the annotations to {path}"),
+            Cause::Driver { .. } if self.code == Code::Unresolved => {
+                "let verifyfull see where it connects (include the ConfigMap/Secret, or let the webhook read Secrets)".to_string()
+            }
+            Cause::Driver { .. } if self.application.is_some() => {
+                "connect through a proxy beside it that verifies the server (on loopback), or exempt the container with a reason".to_string()
+            }
             _ => "use sslmode=verify-full with sslrootcert, or exempt the container with a reason".to_string(),
         }
     }

@@ -5,8 +5,8 @@
 mod schema;
 
 pub use schema::{
-    Condition, Error, HostVariable, MAX_BYTES, Outcome, Profile, RootCert, Source, Switch,
-    UrlFormat, UrlVariable, parse,
+    Condition, Error, HostVariable, MAX_BYTES, Outcome, Profile, QueryFormat, RootCert, Source,
+    Switch, UrlFormat, UrlVariable, parse,
 };
 
 use std::fmt::Write as _;
@@ -108,12 +108,18 @@ pub fn markdown(profiles: &[Profile]) -> String {
                 .iter()
                 .map(|(v, o)| format!("`{v}`: {}", o.describe()))
                 .collect();
+            let other = match s.query {
+                Some(QueryFormat::Pgjdbc) => {
+                    "any other value: judged as a pgjdbc query string (its sslmode, or ssl=true)"
+                        .to_string()
+                }
+                None => format!("any other value: {}", s.other.describe()),
+            };
             let _ = writeln!(
                 out,
-                "- `{}`: {}; any other value: {}{default}.",
+                "- `{}`: {}; {other}{default}.",
                 s.variable,
                 values.join(", "),
-                s.other.describe()
             );
         }
         if let Some(r) = &p.root_cert {
@@ -376,7 +382,39 @@ pub(crate) enum Judged<'v> {
     },
 }
 
+/// What pgjdbc does with a query string appended to its URL (docs/drivers.md, pgjdbc):
+/// the last `sslmode` decides; without one, `ssl=true` (or an empty `ssl`) means
+/// verify-full and no `ssl` means prefer; a factory or host-name verifier of its own is
+/// not judged.
+fn pgjdbc_query(query: &str) -> Outcome {
+    let whole = format!("jdbc:postgresql://h/d{query}");
+    let Ok(url) = crate::jdbc::parse(&whole) else {
+        return Outcome::Unknown;
+    };
+    if url.last("sslfactory").is_some() || url.last("sslhostnameverifier").is_some() {
+        return Outcome::Unknown;
+    }
+    let mode = match (url.last("sslmode"), url.last("ssl")) {
+        (Some(m), _) => m.to_ascii_lowercase(),
+        (None, Some(s)) if s.is_empty() || s.eq_ignore_ascii_case("true") => "verify-full".into(),
+        (None, _) => "prefer".into(),
+    };
+    match mode.as_str() {
+        "disable" | "allow" | "prefer" => Outcome::Plaintext,
+        "require" => Outcome::Unverified,
+        "verify-ca" => Outcome::ChainOnly,
+        // Without sslrootcert pgjdbc reads ~/.postgresql/root.crt, or refuses to connect.
+        "verify-full" => Outcome::Verified,
+        _ => Outcome::Unknown,
+    }
+}
+
 fn matches(s: &Switch, value: &str) -> Outcome {
+    if let Some(QueryFormat::Pgjdbc) = s.query
+        && !s.values.contains_key(value)
+    {
+        return pgjdbc_query(value);
+    }
     s.values
         .iter()
         .find(|(k, _)| {
@@ -614,6 +652,49 @@ mod judging {
             judged("grafana", &[("GF_DATABASE_TYPE", Some("mysql"))]),
             None
         );
+    }
+
+    #[test]
+    fn a_query_string_switch_is_judged_by_its_driver() {
+        let kc = |props: &'static str| {
+            code(judged(
+                "keycloak",
+                &[
+                    ("KC_DB", Some("postgres")),
+                    ("KC_DB_URL_HOST", Some("db.example.net")),
+                    ("KC_DB_URL_PROPERTIES", Some(props)),
+                ],
+            ))
+        };
+        assert_eq!(kc("?sslmode=verify-full&sslrootcert=/ca.crt"), None);
+        assert_eq!(
+            kc("?ssl=true"),
+            None,
+            "ssl=true without sslmode is verify-full"
+        );
+        assert_eq!(kc("?sslmode=VERIFY-FULL"), None, "compared in any case");
+        assert_eq!(kc("?sslmode=require"), Some(Code::SslModeTooWeak));
+        assert_eq!(
+            kc("?sslmode=verify-full&sslmode=require"),
+            Some(Code::SslModeTooWeak),
+            "the last wins"
+        );
+        assert_eq!(kc("?ssl=false"), Some(Code::SslModeTooWeak), "prefer");
+        assert_eq!(
+            kc("?connectTimeout=5"),
+            Some(Code::SslModeTooWeak),
+            "no sslmode: prefer"
+        );
+        assert_eq!(
+            kc(""),
+            Some(Code::SslModeTooWeak),
+            "an empty value is listed: plaintext"
+        );
+        assert_eq!(
+            kc("?sslmode=verify-full&sslfactory=org.postgresql.ssl.NonValidatingFactory"),
+            Some(Code::Unverifiable)
+        );
+        assert_eq!(kc("?sslmode=nonsense"), Some(Code::Unverifiable));
     }
 
     #[test]

@@ -148,12 +148,23 @@ impl Settings {
         // Names and patterns are nearly always upper case already: then plain substring
         // search (fast) is the case-insensitive search.
         let upper = upper_case(name);
+        // A part of a connection named as such (`SONAR_JDBC_PASSWORD`, `KC_DB_URL_HOST`)
+        // is not a connection string.
+        let last = upper.rsplit(['_', '.', '-']).next().unwrap_or_default();
+        if NOT_CONNECTION_STRINGS.contains(&last) {
+            return false;
+        }
         self.connection_variable_patterns.iter().any(|p| {
             p.split('+')
                 .all(|part| upper.contains(upper_case(part).as_ref()))
         })
     }
 }
+
+/// Last name parts that say a variable holds one part of a connection, not a string.
+const NOT_CONNECTION_STRINGS: &[&str] = &[
+    "PASSWORD", "PASSWD", "PASS", "PWD", "USER", "USERNAME", "PORT", "HOST", "DATABASE", "DBNAME",
+];
 
 fn upper_case(s: &str) -> std::borrow::Cow<'_, str> {
     if s.bytes().any(|b| b.is_ascii_lowercase()) {
@@ -375,6 +386,9 @@ pub struct Finding<'a> {
     /// For `Unresolved`/`Unverifiable` that hide the host: the finding it would be if the
     /// host is not loopback.
     pub behind: Option<Code>,
+    /// The application whose settings these are, when a profile recognised it
+    /// (docs/applications.md).
+    pub application: Option<&'static str>,
     /// How this finding's fixes are made: [`Finding::fixes`] makes them when asked, since
     /// most findings are counted, not read.
     pub fix_plan: FixPlan,
@@ -579,5 +593,29 @@ impl Report<'_> {
         self.containers
             .iter()
             .flat_map(|c| c.findings.iter().map(move |f| (c, f)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+
+    #[test]
+    fn connection_variables_by_name_but_not_their_parts() {
+        let s = Settings::default();
+        for name in ["DATABASE_URL", "app_jdbc_url", "SONAR_JDBC_URL", "PG_DSN"] {
+            assert!(s.is_connection_variable(name), "{name}");
+        }
+        for name in [
+            "SONAR_JDBC_PASSWORD",
+            "SONAR_JDBC_USERNAME",
+            "KC_DB_URL_HOST",
+            "KC_DB_URL_PORT",
+            "KC_DB_URL_DATABASE",
+            "DATABASE_URL_PASS",
+            "HOME",
+        ] {
+            assert!(!s.is_connection_variable(name), "{name}");
+        }
     }
 }

@@ -96,6 +96,18 @@ pub struct Switch {
     /// Any value not listed.
     #[serde(default = "unknown")]
     pub other: Outcome,
+    /// The value is a query string the application appends to a URL of this format, and
+    /// is judged by that driver's rules (`values` then holds only exceptions).
+    #[serde(default)]
+    pub query: Option<QueryFormat>,
+}
+
+/// A query string's driver.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueryFormat {
+    /// pgjdbc: `?sslmode=…&sslrootcert=…` (docs/drivers.md).
+    Pgjdbc,
 }
 
 fn unknown() -> Outcome {
