@@ -63,8 +63,7 @@ fn activation(w: &Workload) -> cel::Value {
     containers.into()
 }
 
-/// The second mix (drivers beyond libpq and pgjdbc, connection strings in command/args):
-/// the engine only, sweep and cache-hot, as above.
+/// The second mix (drivers beyond libpq and pgjdbc, connection strings in command/args).
 fn drivers_mix(ctx: &Context<'_>) {
     let mut rng = mix::Rng::new(11);
     let workloads: Vec<Workload> = (0..PODS)
@@ -76,27 +75,64 @@ fn drivers_mix(ctx: &Context<'_>) {
         )
         .collect();
     assert_eq!(workloads.len(), PODS, "the driver mix deserializes");
+    engine_table(
+        ctx,
+        "second mix: driver- and args-shaped Pod specs (Npgsql, R2DBC, Prisma, asyncpg, Quarkus, pg_dump -h, --database-url=, sh -c)",
+        &workloads,
+    );
+}
+
+/// The third mix: the applications' chart-shaped manifests (`cli/tests/applications/`,
+/// compliant, weak and unresolved for every bundled profile), repeated to the mix's size.
+fn applications_mix(ctx: &Context<'_>) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../cli/tests/applications");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("the applications' manifests")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let mut shapes = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read");
+        for doc in serde_saphyr::from_multiple::<serde_json::Value>(&text).expect("YAML") {
+            if let Ok(Object::Workload(w)) = serde_json::from_value::<Object>(doc) {
+                shapes.push(*w);
+            }
+        }
+    }
+    assert_eq!(shapes.len(), 3 * policy::profiles::bundled().len());
+    let workloads: Vec<Workload> = shapes.iter().cycle().take(PODS).cloned().collect();
+    engine_table(
+        ctx,
+        &format!(
+            "third mix: {} application-shaped Pod specs (every bundled profile's compliant, weak and unresolved chart shape)",
+            shapes.len()
+        ),
+        &workloads,
+    );
+}
+
+/// The engine only, sweep and cache-hot, over `workloads`.
+fn engine_table(ctx: &Context<'_>, title: &str, workloads: &[Workload]) {
     const HOT: usize = 16;
     let (mut sweep, mut hot) = (Vec::new(), Vec::new());
     let mut allowed = 0;
     for _ in 0..ROUNDS {
         let start = Instant::now();
         allowed = 0;
-        for w in &workloads {
+        for w in workloads {
             allowed += usize::from(!policy::evaluate(black_box(w.view()), ctx).denied());
         }
-        sweep.push(start.elapsed().as_nanos() as f64 / PODS as f64);
+        sweep.push(start.elapsed().as_nanos() as f64 / workloads.len() as f64);
         let start = Instant::now();
-        for w in &workloads {
+        for w in workloads {
             for _ in 0..HOT {
                 black_box(policy::evaluate(black_box(w.view()), ctx));
             }
         }
-        hot.push(start.elapsed().as_nanos() as f64 / (PODS * HOT) as f64);
+        hot.push(start.elapsed().as_nanos() as f64 / (workloads.len() * HOT) as f64);
     }
-    println!(
-        "second mix: {PODS} driver- and args-shaped Pod specs (Npgsql, R2DBC, Prisma, asyncpg, Quarkus, pg_dump -h, --database-url=, sh -c)"
-    );
+    println!("{title}; {} Pods", workloads.len());
     println!();
     println!("| evaluator | ns/Pod | Pods/s (one core) | Pods allowed |");
     println!("|---|---:|---:|---:|");
@@ -245,6 +281,7 @@ fn main() {
     row("CEL minimal rule, cache-hot", ch, cel_passes);
     println!();
     drivers_mix(&ctx);
+    applications_mix(&ctx);
     println!(
         "engine / CEL time: {:.2} sweep, {:.2} cache-hot (below 1.00: the engine is faster)",
         e / c,
