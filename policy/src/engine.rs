@@ -514,9 +514,13 @@ impl<'e, 'a> Judge<'e, 'a> {
             });
             return;
         }
+        // What is already set as the fix says needs no change.
         let changes = p
             .fix
             .iter()
+            .filter(|(name, value)| {
+                !matches!(env.get(name), Get::Set(v) if v.visibility == Visibility::Visible && v.value == value.as_str())
+            })
             .map(|(name, value)| Change::Env {
                 name: Cow::Borrowed(name),
                 value: if value == "<CA file>" {

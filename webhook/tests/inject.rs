@@ -135,6 +135,42 @@ fn selected_workloads_are_judged_as_they_will_run() {
     });
 }
 
+/// A recognised application whose driver reads `PGSSLROOTCERT` (Sentry: psycopg2, libpq)
+/// is judged with the CA the operator adds; one whose driver does not (Grafana: lib/pq
+/// through its own setting, written into the DSN) is not helped by it.
+#[test]
+fn injection_helps_an_application_whose_driver_reads_pgsslrootcert() {
+    let sentry = pod(json!([
+        {"name": "SENTRY_POSTGRES_HOST", "value": "db.example.net"},
+        {"name": "PGSSLMODE", "value": "verify-full"}]));
+    let grafana = pod(json!([
+        {"name": "GF_DATABASE_TYPE", "value": "postgres"},
+        {"name": "GF_DATABASE_HOST", "value": "db.example.net"},
+        {"name": "GF_DATABASE_SSL_MODE", "value": "require"}]));
+    with_decider(|d| {
+        let verdict = |ns: &str, p: &Value| {
+            response(&review(&review_of(ns, "Pod", p.clone()), Mode::Enforce, d).body)
+        };
+        assert_eq!(verdict("team", &sentry)["allowed"], true);
+        let other = verdict("other", &sentry);
+        assert_eq!(other["allowed"], false);
+        assert!(
+            other["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Sentry") && m.contains("PGSSLROOTCERT")),
+            "{other}"
+        );
+        let g = verdict("team", &grafana);
+        assert_eq!(g["allowed"], false, "{g}");
+        assert!(
+            g["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Grafana: GF_DATABASE_SSL_MODE=require")),
+            "{g}"
+        );
+    });
+}
+
 /// A namespace the watch has not delivered yet (created with its Pod): a review that might
 /// depend on it says so, for the server to wait for it; its answer if the namespace never
 /// comes fails closed. A review that passes anyway, or no policy at all, needs no wait.

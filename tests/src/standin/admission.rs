@@ -437,13 +437,23 @@ async fn post(server: &Server, w: &Value, review: &Value, uid: &str) -> Result<A
         ))
     })?;
     let body = serde_json::to_vec(review).map_err(|e| e.to_string())?;
+    let ca = cc["caBundle"].as_str().unwrap_or_default();
+    let key = (addr.clone(), host.clone(), ca.to_string());
     let exchange = async {
-        let tls = connect(&addr, &host, cc["caBundle"].as_str().unwrap_or_default()).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        // An idle connection to the same endpoint, name and CA if one is open, as Go's
+        // transport reuses them; else a new one.
+        let mut sender = match server.webhook_connections.take(&key) {
+            Some(s) => s,
+            None => {
+                let tls = connect(&addr, &host, ca).await?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                sender
+            }
+        };
         let req = http::Request::post(format!("{path}?timeout={}s", timeout.as_secs()))
             .header("host", format!("{host}:{port}"))
             .header("content-type", "application/json")
@@ -452,12 +462,19 @@ async fn post(server: &Server, w: &Value, review: &Value, uid: &str) -> Result<A
             .map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
+        let close = resp
+            .headers()
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let bytes = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
+        if !close {
+            server.webhook_connections.put(key, sender);
+        }
         Ok::<_, String>((status, bytes))
     };
     let (status, bytes) = tokio::time::timeout(timeout, exchange)
@@ -490,6 +507,56 @@ async fn post(server: &Server, w: &Value, review: &Value, uid: &str) -> Result<A
         patch,
         warnings: super::resources::strings(&r["warnings"]),
     })
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle connections by (endpoint, server name, CA bundle).
+#[derive(Default)]
+pub struct Idle(std::sync::Mutex<std::collections::HashMap<(String, String, String), Vec<Sender>>>);
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Idle")
+    }
+}
+
+impl Idle {
+    /// At most this many idle connections per endpoint (Go's `MaxIdleConnsPerHost` is
+    /// 100 in kube-apiserver's webhook transport).
+    const PER_ENDPOINT: usize = 100;
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String, String), Vec<Sender>>>
+    {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An open idle connection; closed ones are dropped.
+    fn take(&self, key: &(String, String, String)) -> Option<Sender> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(key)?;
+        while let Some(s) = list.pop() {
+            if !s.is_closed() && s.is_ready() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&self, key: (String, String, String), s: Sender) {
+        let mut idle = self.lock();
+        let list = idle.entry(key).or_default();
+        if list.len() < Idle::PER_ENDPOINT {
+            list.push(s);
+        }
+    }
+
+    /// Closes every idle connection (a restarted API server has none).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
 }
 
 async fn connect(

@@ -260,6 +260,8 @@ pub struct Server {
     pub rbac: std::sync::atomic::AtomicBool,
     /// The rules that allowed requests, with who asked and what.
     pub grants: Mutex<std::collections::BTreeSet<super::rbac::Grant>>,
+    /// Idle keep-alive connections to webhooks, as kube-apiserver's webhook clients keep them.
+    pub webhook_connections: super::admission::Idle,
 }
 
 /// A patch body and how to read it.
@@ -305,6 +307,7 @@ impl Server {
             uids: AtomicU64::new(1),
             rbac: std::sync::atomic::AtomicBool::new(true),
             grants: Mutex::new(Default::default()),
+            webhook_connections: Default::default(),
         }
     }
 

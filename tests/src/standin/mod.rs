@@ -255,6 +255,7 @@ impl StandIn {
     pub fn restart(&self) {
         self.server.state().restart();
         self.server.restarted.notify_waiters();
+        self.server.webhook_connections.clear();
     }
 
     /// Latency added to every write before it commits.
