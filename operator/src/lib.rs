@@ -60,7 +60,8 @@ pub struct Config {
     pub lease_duration: Duration,
     pub engine: policy::Settings,
     /// The user's application profiles, when a directory is given (`engine` reads them):
-    /// not ready until a valid set is in use; a changed set recounts every workload.
+    /// not ready and not leading until a valid set is in use; a changed set re-runs every
+    /// workload.
     pub profiles: Option<Arc<runtime::profiles::Reloading>>,
     /// The webhook's certificates and configurations, when the chart hands them over.
     pub webhooks: Option<webhooks::Settings>,
@@ -245,16 +246,16 @@ pub async fn run(
         _ = wait_for_crd(&client) => {}
         _ = &mut shutdown => return Ok(()),
     }
-    // Ready once the user's profiles are in use too. Nothing waits for them: injection
-    // does not depend on them, and the violation counts (the bundled profiles until then)
-    // are recounted when they come.
-    let (profiles, ready) = (config.profiles.clone(), metrics.clone());
-    let readiness = tokio::spawn(async move {
-        if let Some(p) = profiles {
-            p.loaded().await;
+    // The user's profiles decide which containers are clients, so what is injected: a
+    // replica without a valid set neither becomes ready nor leads (the leader, if any,
+    // keeps its set).
+    if let Some(p) = config.profiles.clone() {
+        tokio::select! {
+            _ = p.loaded() => {}
+            _ = &mut shutdown => return Ok(()),
         }
-        ready.set_ready(true);
-    });
+    }
+    metrics.set_ready(true);
     let election = leader::Election {
         api: Api::namespaced(client.clone(), &config.namespace),
         name: config.lease_name.clone(),
@@ -441,7 +442,7 @@ pub async fn run(
         }
         futures::future::ready(())
     });
-    let mut tasks = vec![tokio::spawn(policies), tokio::spawn(copies), readiness];
+    let mut tasks = vec![tokio::spawn(policies), tokio::spawn(copies)];
     if let Some(p) = &config.profiles {
         // Another set of profiles may change any workload's plan.
         let (mut changes, ctx) = (p.subscribe(), ctx.clone());

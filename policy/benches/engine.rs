@@ -1,7 +1,9 @@
 //! Engine time per Pod spec (already deserialized) on a realistic mix, next to the minimal
 //! rule a ValidatingAdmissionPolicy would express in CEL, evaluated with the `cel` crate.
 //! Run: `cargo bench -p verifyfull-policy --bench engine` (single thread; pin it with
-//! `taskset -c 1` for a quiet core).
+//! `taskset -c 1` for a quiet core). Instructions instead of time:
+//! `VERIFYFULL_COUNT=mix` (or `applications`) `valgrind --tool=callgrind
+//! --toggle-collect='*policy*evaluate*' <bench binary>` evaluates 400 Pods 4x each, only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -85,6 +87,20 @@ fn drivers_mix(ctx: &Context<'_>) {
 /// The third mix: the applications' chart-shaped manifests (`cli/tests/applications/`,
 /// compliant, weak and unresolved for every bundled profile), repeated to the mix's size.
 fn applications_mix(ctx: &Context<'_>) {
+    let shapes = application_shapes();
+    let workloads: Vec<Workload> = shapes.iter().cycle().take(PODS).cloned().collect();
+    engine_table(
+        ctx,
+        &format!(
+            "third mix: {} application-shaped Pod specs (every bundled profile's compliant, weak and unresolved chart shape)",
+            shapes.len()
+        ),
+        &workloads,
+    );
+}
+
+/// The applications' chart-shaped workloads, in file order.
+fn application_shapes() -> Vec<Workload> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../cli/tests/applications");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("the applications' manifests")
@@ -101,15 +117,7 @@ fn applications_mix(ctx: &Context<'_>) {
         }
     }
     assert_eq!(shapes.len(), 3 * policy::profiles::bundled().len());
-    let workloads: Vec<Workload> = shapes.iter().cycle().take(PODS).cloned().collect();
-    engine_table(
-        ctx,
-        &format!(
-            "third mix: {} application-shaped Pod specs (every bundled profile's compliant, weak and unresolved chart shape)",
-            shapes.len()
-        ),
-        &workloads,
-    );
+    shapes
 }
 
 /// The engine only, sweep and cache-hot, over `workloads`.
@@ -173,6 +181,22 @@ fn main() {
         sources: &sources,
         now: jiff::Timestamp::UNIX_EPOCH,
     };
+
+    // For an instruction count (`valgrind --tool=callgrind`, which a noisy machine does not
+    // sway): 400 Pods of a mix, each 4x, and nothing else.
+    if let Some(mix) = std::env::var_os("VERIFYFULL_COUNT") {
+        let pods: Vec<Workload> = if mix == "applications" {
+            application_shapes().into_iter().cycle().take(400).collect()
+        } else {
+            workloads.iter().take(400).cloned().collect()
+        };
+        for w in &pods {
+            for _ in 0..4 {
+                black_box(policy::evaluate(black_box(w.view()), &ctx));
+            }
+        }
+        return;
+    }
 
     // Our engine: typed findings, no message rendering.
     let mut engine = Vec::new();

@@ -465,6 +465,15 @@ impl<'e, 'a> Judge<'e, 'a> {
     fn application(&mut self, p: &'static profiles::Profile, sign: &'e Var<'a>) {
         use profiles::{Judged, Server};
         let env = self.env;
+        if p.tls.iter().any(|s| s.query.is_some())
+            && matches!(
+                profiles::judge(p, &*self),
+                Some(Judged::Pass | Judged::Finding { .. })
+            )
+            && self.query_switch(p)
+        {
+            return;
+        }
         let (code, variable, what, net) = match profiles::judge(p, &*self) {
             None => return,
             Some(Judged::ByUrl) => {
@@ -564,6 +573,49 @@ impl<'e, 'a> Judge<'e, 'a> {
                 f.origin = None;
             }
         }
+    }
+
+    /// A switch that is a query string the application appends to its driver's URL
+    /// (Keycloak's `KC_DB_URL_PROPERTIES`), set and with the server visible: judged as the
+    /// URL the application makes, by that driver's rules. `false`: not this case.
+    fn query_switch(&mut self, p: &'static profiles::Profile) -> bool {
+        let env = self.env;
+        let Some(var) =
+            p.tls
+                .iter()
+                .filter(|s| s.query.is_some())
+                .find_map(|s| match env.get(&s.variable) {
+                    Get::Set(v) if v.visibility == Visibility::Visible && !has_hidden(&v.value) => {
+                        Some(v)
+                    }
+                    _ => None,
+                })
+        else {
+            return false;
+        };
+        let host = match p.host.as_ref().map(|h| (env.get(&h.variable), h)) {
+            Some((Get::Set(v), _))
+                if v.visibility == Visibility::Visible && !has_hidden(&v.value) =>
+            {
+                v.value.to_string()
+            }
+            Some((Get::Unset, h)) => match &h.default {
+                Some(d) => d.clone(),
+                None => return false,
+            },
+            _ => return false,
+        };
+        let text = format!("jdbc:postgresql://{host}/db{}", var.value);
+        let Ok(url) = crate::jdbc::parse(&text) else {
+            return false;
+        };
+        let before = self.findings.len();
+        let s = self.subject(var, Target::Jdbc);
+        self.jdbc(&s, &url, var);
+        for f in &mut self.findings[before..] {
+            f.application = Some(&p.application);
+        }
+        true
     }
 
     /// A recognised application whose whole URL variable is set: what the engine made of

@@ -236,7 +236,7 @@ impl Finding<'_> {
             }
             Cause::ExemptionMisplaced { path } => format!("move the annotations to {path}"),
             Cause::Driver { .. } if self.code == Code::Unresolved => {
-                "let verifyfull see where it connects (include the ConfigMap/Secret, or let the webhook read Secrets)".to_string()
+                "let verifyfull see the hidden value (include the ConfigMap/Secret, or let the webhook read Secrets)".to_string()
             }
             Cause::Driver { .. } if self.application.is_some() => {
                 "connect through a proxy beside it that verifies the server (on loopback), or exempt the container with a reason".to_string()

@@ -276,14 +276,14 @@ pub fn read_file(path: &std::path::Path) -> Result<String, Error> {
         message,
     };
     let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     f.take(MAX_BYTES as u64 + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(|e| err(e.to_string()))?;
-    if text.len() > MAX_BYTES {
+    if bytes.len() > MAX_BYTES {
         return Err(err(format!("over {MAX_BYTES} bytes")));
     }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".to_string()))
 }
 
 /// A set that is replaced, whole, while the engine runs: the webhook and operator reload
@@ -382,16 +382,22 @@ pub(crate) enum Judged<'v> {
     },
 }
 
-/// What pgjdbc does with a query string appended to its URL (docs/drivers.md, pgjdbc):
-/// the last `sslmode` decides; without one, `ssl=true` (or an empty `ssl`) means
-/// verify-full and no `ssl` means prefer; a factory or host-name verifier of its own is
-/// not judged.
+/// What pgjdbc does with a query string appended to its URL (docs/drivers.md, pgjdbc),
+/// when the engine cannot judge the whole URL (its server is hidden): the last `sslmode`
+/// decides; without one, `ssl=true` (or an empty `ssl`) means verify-full and no `ssl`
+/// means prefer; `NonValidatingFactory` verifies nothing; another factory or host-name
+/// verifier is not judged.
 fn pgjdbc_query(query: &str) -> Outcome {
     let whole = format!("jdbc:postgresql://h/d{query}");
     let Ok(url) = crate::jdbc::parse(&whole) else {
         return Outcome::Unknown;
     };
-    if url.last("sslfactory").is_some() || url.last("sslhostnameverifier").is_some() {
+    match url.last("sslfactory") {
+        Some(f) if f.ends_with(".NonValidatingFactory") => return Outcome::Unverified,
+        Some(_) => return Outcome::Unknown,
+        None => {}
+    }
+    if url.last("sslhostnameverifier").is_some() {
         return Outcome::Unknown;
     }
     let mode = match (url.last("sslmode"), url.last("ssl")) {
@@ -692,6 +698,11 @@ mod judging {
         );
         assert_eq!(
             kc("?sslmode=verify-full&sslfactory=org.postgresql.ssl.NonValidatingFactory"),
+            Some(Code::SslModeTooWeak),
+            "verifies nothing"
+        );
+        assert_eq!(
+            kc("?sslmode=verify-full&sslfactory=com.example.Factory"),
             Some(Code::Unverifiable)
         );
         assert_eq!(kc("?sslmode=nonsense"), Some(Code::Unverifiable));

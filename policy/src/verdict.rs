@@ -148,16 +148,21 @@ impl Settings {
         // Names and patterns are nearly always upper case already: then plain substring
         // search (fast) is the case-insensitive search.
         let upper = upper_case(name);
-        // A part of a connection named as such (`SONAR_JDBC_PASSWORD`, `KC_DB_URL_HOST`)
-        // is not a connection string.
-        let last = upper.rsplit(['_', '.', '-']).next().unwrap_or_default();
-        if NOT_CONNECTION_STRINGS.contains(&last) {
-            return false;
-        }
-        self.connection_variable_patterns.iter().any(|p| {
+        let matches = |p: &String| {
             p.split('+')
                 .all(|part| upper.contains(upper_case(part).as_ref()))
-        })
+        };
+        // A part of a connection named as such (`SONAR_JDBC_PASSWORD`, `KC_DB_URL_HOST`) is
+        // not a connection string, unless a pattern names it in full or is a prefix for
+        // names of the user's choosing (`ConnectionStrings__Database`).
+        let last = upper.rsplit(['_', '.', '-']).next().unwrap_or_default();
+        if NOT_CONNECTION_STRINGS.contains(&last) {
+            return self
+                .connection_variable_patterns
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(name) || (p.ends_with('_') && matches(p)));
+        }
+        self.connection_variable_patterns.iter().any(matches)
     }
 }
 
@@ -617,5 +622,23 @@ mod tests {
         ] {
             assert!(!s.is_connection_variable(name), "{name}");
         }
+        for name in [
+            "ConnectionStrings__Database",
+            "CONNSTR_HOST",
+            "ConnectionStrings__User",
+        ] {
+            assert!(
+                s.is_connection_variable(name),
+                "a name of the user's choosing: {name}"
+            );
+        }
+        let own = Settings {
+            connection_variable_patterns: vec!["BILLING_DB_HOST".into()],
+            ..Settings::default()
+        };
+        assert!(
+            own.is_connection_variable("BILLING_DB_HOST"),
+            "named in full"
+        );
     }
 }

@@ -40,8 +40,10 @@ pub struct Reloading {
     pub failing: AtomicBool,
     /// Profiles of the user's in use.
     pub user_profiles: AtomicUsize,
-    /// What the last read found, to parse only what changed.
-    last: Mutex<Option<Files>>,
+    /// What the last read found and whether it was used, to parse only what changed.
+    last: Mutex<Option<(Files, Result<(), Error>)>>,
+    /// The last refusal, to count each distinct one once.
+    last_error: Mutex<Option<Error>>,
     /// Every set built, by its files: a set lives for the life of the process, so going
     /// back to an earlier ConfigMap reuses its set instead of building another.
     sets: Mutex<HashMap<Files, &'static ProfileSet>>,
@@ -59,6 +61,7 @@ impl Reloading {
             failing: AtomicBool::new(false),
             user_profiles: AtomicUsize::new(0),
             last: Mutex::new(None),
+            last_error: Mutex::new(None),
             sets: Mutex::new(HashMap::new()),
             changed: tokio::sync::watch::channel(0).0,
         })
@@ -84,12 +87,20 @@ impl Reloading {
         self.changed.subscribe()
     }
 
-    /// Reads the directory; `Ok(true)` when another set is now in use. Blocking.
+    /// Reads the directory; `Ok(true)` when another set is now in use. Blocking. A set
+    /// refused stays refused (and `failing`) until the files change; each distinct
+    /// refusal is counted once.
     pub fn reload(&self) -> Result<bool, Error> {
         let result = self.try_reload();
         self.failing.store(result.is_err(), Ordering::SeqCst);
-        if result.is_err() {
-            self.failures.fetch_add(1, Ordering::SeqCst);
+        let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Err(e) if last_error.as_ref() != Some(e) => {
+                self.failures.fetch_add(1, Ordering::SeqCst);
+                *last_error = Some(e.clone());
+            }
+            Err(_) => {}
+            Ok(_) => *last_error = None,
         }
         result
     }
@@ -97,13 +108,20 @@ impl Reloading {
     fn try_reload(&self) -> Result<bool, Error> {
         let files = read_consistent(&self.dir)?;
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.as_ref() == Some(&files) && self.is_loaded() {
-            return Ok(false);
+        if let Some((seen, outcome)) = last.as_ref()
+            && *seen == files
+        {
+            return outcome.clone().map(|()| false);
         }
-        *last = Some(files.clone());
-        drop(last);
+        let outcome = self.build(&files);
+        *last = Some((files, outcome.clone().map(|_| ())));
+        outcome.map(|()| true)
+    }
+
+    /// Puts the set of `files` in use, or says why it cannot be.
+    fn build(&self, files: &Files) -> Result<(), Error> {
         let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
-        let set = match sets.get(&files) {
+        let set = match sets.get(files) {
             Some(set) => *set,
             None => {
                 let user = policy::profiles::parse_user(
@@ -119,7 +137,7 @@ impl Reloading {
         self.user_profiles.store(files.len(), Ordering::SeqCst);
         self.loaded.store(true, Ordering::SeqCst);
         self.changed.send_modify(|n| *n += 1);
-        Ok(true)
+        Ok(())
     }
 
     /// Re-reads every `every`, off the async workers; logs each change and each refusal
@@ -233,9 +251,11 @@ fn read_consistent(dir: &Path) -> Result<Files, Error> {
             // Not a ConfigMap volume (a plain directory): read it as it is.
             return read_dir(dir, dir);
         };
-        let files = read_dir(dir, &dir.join(&target))?;
+        // The kubelet removes the old version right after the switch: a read that fails
+        // then is read again from the new one.
+        let files = read_dir(dir, &dir.join(&target));
         if std::fs::read_link(&data).ok().as_ref() == Some(&target) {
-            return Ok(files);
+            return files;
         }
     }
     Err(error(dir, "kept changing while it was read".to_string()))
@@ -295,9 +315,14 @@ mod tests {
                 std::os::unix::fs::symlink(Path::new("..data").join(name), link).unwrap();
             }
         }
+        let old = std::fs::read_link(root.join("..data")).ok();
         let tmp = root.join("..data_tmp");
         std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
         std::fs::rename(tmp, root.join("..data")).unwrap();
+        // As the kubelet does next: the old version goes.
+        if let Some(old) = old {
+            std::fs::remove_dir_all(root.join(old)).unwrap();
+        }
     }
 
     fn tempdir(name: &str) -> PathBuf {
@@ -355,6 +380,10 @@ mod tests {
         assert!(e.file.ends_with("broken.yaml"), "{e}");
         assert!(has_billing(&r), "the last valid set stays");
         assert!(r.is_loaded());
+        assert_eq!(r.failures.load(Ordering::SeqCst), 1);
+        // Read again unchanged: still refused, counted once.
+        assert_eq!(r.reload(), Err(e));
+        assert!(r.failing.load(Ordering::SeqCst));
         assert_eq!(r.failures.load(Ordering::SeqCst), 1);
 
         configmap(

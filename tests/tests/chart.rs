@@ -1461,7 +1461,7 @@ async fn a_secret_you_bring_is_the_ca_bundle() {
 }
 
 /// Lays `data` out as the kubelet lays out a ConfigMap volume at `dir` (version `v`), the
-/// switch to it made whole by renaming `..data`.
+/// switch to it made whole by renaming `..data`, the old version removed after it.
 fn mount_config_map(dir: &Path, v: &str, data: &serde_json::Map<String, Value>) {
     let version = dir.join(format!("..{v}"));
     std::fs::create_dir_all(&version).unwrap();
@@ -1472,9 +1472,13 @@ fn mount_config_map(dir: &Path, v: &str, data: &serde_json::Map<String, Value>) 
             std::os::unix::fs::symlink(Path::new("..data").join(key), link).unwrap();
         }
     }
+    let old = std::fs::read_link(dir.join("..data")).ok();
     let tmp = dir.join("..data_tmp");
     std::os::unix::fs::symlink(format!("..{v}"), &tmp).unwrap();
     std::fs::rename(tmp, dir.join("..data")).unwrap();
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
 }
 
 #[tokio::test]
@@ -1529,11 +1533,9 @@ async fn profiles_from_the_values_are_mounted_checked_and_reloaded() {
         ),
         ("VERIFYFULL_PROFILES_RELOAD_SECONDS".into(), "1".into()),
     ];
-    let op = installed.launch_operator();
-    let wh = installed.launch_webhook("verifyfull-webhook-0").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for p in [&op, &wh] {
-        assert_eq!(harness::http_get(p.admin, "/readyz").await.unwrap().0, 503);
+    // A replica without a valid set is not ready and says why (file and field); the
+    // operator does not lead, so no serving certificate is made yet.
+    let not_ready = |p: &Process| {
         let log = p.log();
         assert!(
             log.contains("application profiles cannot be loaded; not ready")
@@ -1541,11 +1543,26 @@ async fn profiles_from_the_values_are_mounted_checked_and_reloaded() {
                 && log.contains("driver"),
             "{log}"
         );
-    }
+    };
+    let op = installed.launch_operator();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(harness::http_get(op.admin, "/readyz").await.unwrap().0, 503);
+    not_ready(&op);
+    assert!(!op.log().contains("leading"));
 
-    // Mended: both become ready, and the webhook judges the in-house application.
+    // Mended: the operator leads and issues the certificate. Broken again before the
+    // webhook starts: the operator keeps its set, the webhook has none and is not ready.
     mount_config_map(&mount, "2", &data);
     op.wait_ready(Duration::from_secs(30)).await.unwrap();
+    mount_config_map(&mount, "3", &broken);
+    let wh = installed.launch_webhook("verifyfull-webhook-0").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(harness::http_get(wh.admin, "/readyz").await.unwrap().0, 503);
+    not_ready(&wh);
+    assert_eq!(harness::http_get(op.admin, "/readyz").await.unwrap().0, 200);
+
+    // Mended again: the webhook judges the in-house application.
+    mount_config_map(&mount, "4", &data);
     wh.wait_ready(Duration::from_secs(30)).await.unwrap();
     assert!(installed.create(&namespace("team", json!({}))).await.ok);
     let mut billing = workload("Deployment", "billing", "team");
@@ -1570,7 +1587,7 @@ async fn profiles_from_the_values_are_mounted_checked_and_reloaded() {
     // A bad change: the set in use stays, the log and the metrics say so.
     let mut bad = data.clone();
     bad["billing.yaml"] = json!("id: [");
-    mount_config_map(&mount, "3", &bad);
+    mount_config_map(&mount, "5", &bad);
     for (p, prefix) in [(&wh, "verifyfull_webhook"), (&op, "verifyfull_operator")] {
         harness::eventually(
             "the bad change noticed",
@@ -1582,16 +1599,27 @@ async fn profiles_from_the_values_are_mounted_checked_and_reloaded() {
             },
         )
         .await;
-        assert!(
-            p.metric(&format!("{prefix}_profiles_reload_failures_total"), "")
-                .await
-                >= 1.0
-        );
         assert_eq!(harness::http_get(p.admin, "/readyz").await.unwrap().0, 200);
         assert!(
             p.log()
                 .contains("application profiles not reloaded; keeping the set in use")
         );
+    }
+    // Read again and again, the refusal stands, counted once.
+    let replicas = [(&wh, "verifyfull_webhook"), (&op, "verifyfull_operator")];
+    let mut counted = Vec::new();
+    for (p, prefix) in replicas {
+        counted.push(
+            p.metric(&format!("{prefix}_profiles_reload_failures_total"), "")
+                .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for ((p, prefix), before) in replicas.into_iter().zip(counted) {
+        let failing = format!("{prefix}_profiles_reload_failing");
+        assert_eq!(p.metric(&failing, "").await, 1.0, "{failing}");
+        let total = format!("{prefix}_profiles_reload_failures_total");
+        assert_eq!(p.metric(&total, "").await, before, "{total}");
     }
     let still = installed.create(&billing).await;
     assert!(
@@ -1603,7 +1631,7 @@ async fn profiles_from_the_values_are_mounted_checked_and_reloaded() {
     // A valid change is used without a restart.
     let mut renamed = data.clone();
     renamed["billing.yaml"] = json!(example.replace("application: Billing", "application: Ledger"));
-    mount_config_map(&mount, "4", &renamed);
+    mount_config_map(&mount, "6", &renamed);
     harness::eventually("the new set in use", Duration::from_secs(30), || async {
         installed
             .create(&billing)

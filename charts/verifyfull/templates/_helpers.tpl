@@ -172,6 +172,6 @@ caBundle too (the operator writes the same value, from the Secret's ca.crt). */ 
 {{- with include "verifyfull.profilesConfigMap" . }}
 - name: profiles
   configMap:
-    name: {{ . }}
+    name: {{ . | quote }}
 {{- end }}
 {{- end -}}

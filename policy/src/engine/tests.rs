@@ -1378,3 +1378,32 @@ fn spring_ssl_and_unknown_npgsql_keywords() {
         assert_eq!(got, want, "{env:?}");
     }
 }
+
+#[test]
+fn an_application_query_string_is_judged_as_the_url_it_makes() {
+    let keycloak = |props: &str| {
+        codes(&pod_env(&[
+            ("KC_DB", "postgres"),
+            ("KC_DB_URL_HOST", "db.example.net"),
+            ("KC_DB_URL_PROPERTIES", props),
+        ]))
+    };
+    let props = "KC_DB_URL_PROPERTIES";
+    assert_eq!(keycloak("?sslmode=verify-full&sslrootcert=/ca.crt"), vec![]);
+    assert_eq!(
+        keycloak("?sslmode=require"),
+        one(props, Code::SslModeTooWeak)
+    );
+    assert_eq!(keycloak("?ssl=true"), one(props, Code::RootCertMissing));
+    assert_eq!(
+        keycloak("?sslmode=verify-full&sslfactory=org.postgresql.ssl.NonValidatingFactory"),
+        one(props, Code::VerificationDisabled)
+    );
+    // On loopback (a TLS sidecar), allowed by default.
+    let local = codes(&pod_env(&[
+        ("KC_DB", "postgres"),
+        ("KC_DB_URL_HOST", "127.0.0.1"),
+        ("KC_DB_URL_PROPERTIES", "?sslmode=disable"),
+    ]));
+    assert_eq!(local, vec![]);
+}

@@ -440,27 +440,30 @@ async fn post(server: &Server, w: &Value, review: &Value, uid: &str) -> Result<A
     let ca = cc["caBundle"].as_str().unwrap_or_default();
     let key = (addr.clone(), host.clone(), ca.to_string());
     let exchange = async {
-        // An idle connection to the same endpoint, name and CA if one is open, as Go's
-        // transport reuses them; else a new one.
-        let mut sender = match server.webhook_connections.take(&key) {
-            Some(s) => s,
-            None => {
-                let tls = connect(&addr, &host, ca).await?;
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                tokio::spawn(conn);
-                sender
-            }
-        };
         let req = http::Request::post(format!("{path}?timeout={}s", timeout.as_secs()))
             .header("host", format!("{host}:{port}"))
             .header("content-type", "application/json")
             .header("accept", "application/json, */*")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        // An idle connection to the same endpoint, name and CA if one is open, as Go's
+        // transport reuses them; a request it closed before taking is sent again on a new
+        // connection, as Go retries a request that was never written.
+        let unsent = match server.webhook_connections.take(&key).await {
+            Some(mut idle) => match idle.try_send_request(req).await {
+                Ok(resp) => Ok((idle, resp)),
+                Err(mut e) => Err(e.take_message().ok_or_else(|| e.into_error().to_string())?),
+            },
+            None => Err(req),
+        };
+        let (sender, resp) = match unsent {
+            Ok(sent) => sent,
+            Err(req) => {
+                let mut fresh = open(&addr, &host, ca).await?;
+                let resp = fresh.send_request(req).await.map_err(|e| e.to_string())?;
+                (fresh, resp)
+            }
+        };
         let status = resp.status();
         let close = resp
             .headers()
@@ -511,6 +514,16 @@ async fn post(server: &Server, w: &Value, review: &Value, uid: &str) -> Result<A
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
+/// A new connection to a webhook.
+async fn open(addr: &str, host: &str, ca: &str) -> Result<Sender, String> {
+    let tls = connect(addr, host, ca).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 /// Idle connections by (endpoint, server name, CA bundle).
 #[derive(Default)]
 pub struct Idle(std::sync::Mutex<std::collections::HashMap<(String, String, String), Vec<Sender>>>);
@@ -533,16 +546,18 @@ impl Idle {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An open idle connection; closed ones are dropped.
-    fn take(&self, key: &(String, String, String)) -> Option<Sender> {
-        let mut idle = self.lock();
-        let list = idle.get_mut(key)?;
-        while let Some(s) = list.pop() {
-            if !s.is_closed() && s.is_ready() {
+    /// An open idle connection, ready for a request; closed ones are dropped.
+    async fn take(&self, key: &(String, String, String)) -> Option<Sender> {
+        loop {
+            let mut s = self.lock().get_mut(key)?.pop()?;
+            if s.is_closed() {
+                continue;
+            }
+            // Its last response is read; the connection may not have said it is idle yet.
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), s.ready()).await {
                 return Some(s);
             }
         }
-        None
     }
 
     fn put(&self, key: (String, String, String), s: Sender) {
