@@ -185,6 +185,8 @@ fn main() {
     // For an instruction count (`valgrind --tool=callgrind`, which a noisy machine does not
     // sway): 400 Pods of a mix, each 4x, and nothing else.
     if let Some(mix) = std::env::var_os("VERIFYFULL_COUNT") {
+        // The bundled profiles are parsed once per process, before any Pod.
+        black_box(ctx.settings.profiles.set());
         let pods: Vec<Workload> = if mix == "applications" {
             application_shapes().into_iter().cycle().take(400).collect()
         } else {

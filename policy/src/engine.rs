@@ -107,8 +107,10 @@ pub fn evaluate<'a>(view: PodView<'a>, ctx: &Context<'a>) -> Report<'a> {
     };
     exemptions::apply(view, ctx, &mut report);
     let mut budget = Budget::default();
+    // One set of application profiles for the whole Pod, even while it is replaced.
+    let profiles = ctx.settings.profiles.set();
     for c in containers(spec) {
-        let mut r = evaluate_container(c, &pod, host_network, ctx, &mut budget);
+        let mut r = evaluate_container(c, &pod, host_network, ctx, profiles, &mut budget);
         r.exempt = report.exemption.as_ref().is_some_and(|e| e.covers(c.name));
         report.containers.push(r);
     }
@@ -121,6 +123,7 @@ pub fn evaluate_container<'a>(
     pod: &PodInfo<'a>,
     host_network: bool,
     ctx: &Context<'a>,
+    profiles: &'static profiles::ProfileSet,
     budget: &mut Budget,
 ) -> ContainerReport<'a> {
     let env = Env::build(c.env_from, c.env, pod, ctx.sources, budget);
@@ -128,6 +131,7 @@ pub fn evaluate_container<'a>(
     let mut judge = Judge {
         env: &env,
         settings: ctx.settings,
+        profiles,
         loopback_allowed: ctx.settings.loopback == LoopbackPolicy::Allow && !host_network,
         client: false,
         system_root: false,
@@ -283,6 +287,8 @@ pub(crate) enum Outcome<'a> {
 pub(crate) struct Judge<'e, 'a> {
     pub(crate) env: &'e Env<'a>,
     pub(crate) settings: &'e Settings,
+    /// The application profiles this Pod is judged with.
+    pub(crate) profiles: &'static profiles::ProfileSet,
     pub(crate) loopback_allowed: bool,
     pub(crate) client: bool,
     pub(crate) system_root: bool,
@@ -450,7 +456,7 @@ impl<'e, 'a> Judge<'e, 'a> {
     /// Applications recognised by their own variables (docs/applications.md), each judged
     /// once, by the profile its first sign names.
     fn applications(&mut self) {
-        let (env, set) = (self.env, self.settings.profiles.set());
+        let (env, set) = (self.env, self.profiles);
         let mut judged: SmallVec<[&'static str; 2]> = SmallVec::new();
         for var in &env.vars {
             for p in set.candidates(&var.name) {

@@ -288,7 +288,7 @@ pub fn read_file(path: &std::path::Path) -> Result<String, Error> {
 
 /// A set that is replaced, whole, while the engine runs: the webhook and operator reload
 /// a user's profiles from a mounted ConfigMap (docs/applications.md). A judgement reads
-/// the set once, so it never sees two sets.
+/// the set once per Pod, so no Pod is judged with two sets.
 #[derive(Debug)]
 pub struct Live(std::sync::RwLock<&'static ProfileSet>);
 
