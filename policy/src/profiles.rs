@@ -53,7 +53,10 @@ pub fn markdown(profiles: &[Profile]) -> String {
          its own variables say so (never its image name): by what the application's driver \
          does with each value, as its documentation or source, cited for every rule, says. A \
          recognised application whose server is not visible is `Unresolved`; findings name \
-         the application and what to set in its variables.\n\n\
+         the application and what to set in its variables. Profiles of your own (the \
+         format: [profile-example.yaml](profile-example.yaml)): `verifyfull check --profile \
+         FILE`, or the chart's `profiles:` value for the webhook and the operator, re-read \
+         while they run ([operations.md](operations.md#application-profiles-of-your-own)).\n\n\
          | application | driver | recognised by | TLS decided by | verify-full needs |\n\
          |---|---|---|---|---|\n",
     );
