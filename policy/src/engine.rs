@@ -469,45 +469,12 @@ impl<'e, 'a> Judge<'e, 'a> {
     }
 
     fn application(&mut self, p: &'static profiles::Profile, sign: &'e Var<'a>) {
-        use profiles::{Judged, Server};
-        let env = self.env;
-        if p.tls.iter().any(|s| s.query.is_some())
-            && matches!(
-                profiles::judge(p, &*self),
-                Some(Judged::Pass | Judged::Finding { .. })
-            )
-            && self.query_switch(p)
-        {
+        let Some((code, variable, what, net)) = self.application_outcome(p) else {
             return;
-        }
-        let (code, variable, what, net) = match profiles::judge(p, &*self) {
-            None => return,
-            Some(Judged::ByUrl) => {
-                if let Some(url) = &p.url {
-                    self.by_url(p, url.variable.as_str());
-                }
-                return;
-            }
-            Some(Judged::Pass) => {
-                self.client = true;
-                return;
-            }
-            Some(Judged::Finding {
-                code,
-                variable,
-                what,
-                server,
-            }) => {
-                let net = match server {
-                    Server::Host(h) => Some(hosts::loopback(drivers::host_of(h))),
-                    Server::Hidden(_) | Server::NotVisible => None,
-                };
-                (code, variable, what, net)
-            }
         };
         self.client = true;
         // An unset deciding variable has no origin of its own: the finding says none.
-        let (origin, unset) = match env.get(variable) {
+        let (origin, unset) = match self.env.get(variable) {
             Get::Set(v) => (v.origin, false),
             Get::MaybeSet(_) | Get::Unset => (sign.origin, true),
         };
@@ -529,34 +496,15 @@ impl<'e, 'a> Judge<'e, 'a> {
             });
             return;
         }
-        // What is already set as the fix says needs no change.
-        let changes = p
-            .fix
-            .iter()
-            .filter(|(name, value)| {
-                !matches!(env.get(name), Get::Set(v) if v.visibility == Visibility::Visible && v.value == value.as_str())
-            })
-            .map(|(name, value)| Change::Env {
-                name: Cow::Borrowed(name),
-                value: if value == "<CA file>" {
-                    FixValue::CaFile
-                } else {
-                    FixValue::Literal(value)
-                },
-            })
-            .collect();
-        let (plan, what) = if p.fix_verifies() {
-            let fix = Fix {
-                driver: None,
-                changes,
-            };
-            (FixPlan::Listed(vec![fix]), what)
-        } else {
-            let what = format!(
-                "{what}; no setting of {} verifies the server",
-                p.application
-            );
-            (FixPlan::None, what)
+        let (plan, what) = match self.application_fix(p) {
+            Some(fix) => (FixPlan::Listed(vec![fix]), what),
+            None => (
+                FixPlan::None,
+                format!(
+                    "{what}; no setting of {} verifies the server",
+                    p.application
+                ),
+            ),
         };
         let decided = matches!(code, Code::Unresolved | Code::Unverifiable);
         let (code, behind, what) = match net {
@@ -579,6 +527,78 @@ impl<'e, 'a> Judge<'e, 'a> {
                 f.origin = None;
             }
         }
+    }
+
+    /// What a recognised application's settings decide: the code, the deciding variable,
+    /// what it makes the driver do, and whether the server is on loopback. `None` when it
+    /// is not this application, or when the case is judged elsewhere (a query-string
+    /// switch, a whole URL, a pass).
+    fn application_outcome(
+        &mut self,
+        p: &'static profiles::Profile,
+    ) -> Option<(Code, &'static str, String, Option<Loopback>)> {
+        use profiles::{Judged, Server};
+        if p.tls.iter().any(|s| s.query.is_some())
+            && matches!(
+                profiles::judge(p, &*self),
+                Some(Judged::Pass | Judged::Finding { .. })
+            )
+            && self.query_switch(p)
+        {
+            return None;
+        }
+        match profiles::judge(p, &*self)? {
+            Judged::ByUrl => {
+                if let Some(url) = &p.url {
+                    self.by_url(p, url.variable.as_str());
+                }
+                None
+            }
+            Judged::Pass => {
+                self.client = true;
+                None
+            }
+            Judged::Finding {
+                code,
+                variable,
+                what,
+                server,
+            } => {
+                let net = match server {
+                    Server::Host(h) => Some(hosts::loopback(drivers::host_of(h))),
+                    Server::Hidden(_) | Server::NotVisible => None,
+                };
+                Some((code, variable, what, net))
+            }
+        }
+    }
+
+    /// The profile's fix, without what is already set as it says; `None` when no setting
+    /// of the application verifies the server.
+    fn application_fix(&self, p: &'static profiles::Profile) -> Option<Fix> {
+        if !p.fix_verifies() {
+            return None;
+        }
+        let env = self.env;
+        let changes = p
+            .fix
+            .iter()
+            .filter(|(name, value)| {
+                !matches!(env.get(name), Get::Set(v) if v.visibility == Visibility::Visible && v.value == value.as_str())
+            })
+            .map(|(name, value)| Change::Env {
+                name: Cow::Borrowed(name),
+                value: if value == "<CA file>" {
+                    FixValue::CaFile
+                } else {
+                    FixValue::Literal(value)
+                },
+            })
+            .collect();
+        Some(Fix {
+            driver: None,
+            changes,
+        })
     }
 
     /// A switch that is a query string the application appends to its driver's URL
