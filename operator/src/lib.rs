@@ -215,6 +215,24 @@ where
         })
 }
 
+/// `()` each time some policy's CA source changes: ConfigMaps always, Secrets when their
+/// metadata may be watched. It re-runs the policies (their sources are few; their copies
+/// and status are compared, not rewritten).
+fn ca_source_changes(
+    client: &kube::Client,
+    wc: &watcher::Config,
+    policies: &reflector::Store<PostgresTLSPolicy>,
+    secret_sources: bool,
+) -> impl Stream<Item = ()> + Send + 'static {
+    let configmaps = source_changes::<ConfigMap>(client, wc, policies.clone(), false);
+    let secrets = if secret_sources {
+        source_changes::<Secret>(client, wc, policies.clone(), true).boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
+    futures::stream::select(secrets, configmaps)
+}
+
 /// Whether a Secret (`secret`) or ConfigMap is some policy's CA source.
 fn is_source(
     policies: &reflector::Store<PostgresTLSPolicy>,
@@ -269,103 +287,248 @@ pub async fn run(
     }
     metrics.set_leader(true);
     tracing::info!("leading");
-    let mut side_tasks = Vec::new();
+    let tasks = lead(&client, &config, &metrics);
+    let lost = tokio::select! {
+        _ = election.keep() => true,
+        _ = &mut shutdown => false,
+    };
+    metrics.set_leader(false);
+    for t in tasks {
+        t.abort();
+    }
+    if !lost {
+        election.release().await;
+        return Ok(());
+    }
+    Err(RunError::LostLease)
+}
+
+/// Every watch's "first list is in" flag: reconciling waits for all of them.
+#[derive(Default)]
+struct Listed(Vec<Arc<AtomicBool>>);
+
+impl Listed {
+    fn flag(&mut self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.0.push(flag.clone());
+        flag
+    }
+}
+
+/// Cached metadata keeps no `managedFields`.
+fn strip(m: &mut kube::api::ObjectMeta) {
+    m.managed_fields = None;
+}
+
+/// Everything the leader runs, to be aborted when it stops leading: the default policy,
+/// the webhook's certificates and configurations, and the controllers over their watches.
+fn lead(
+    client: &kube::Client,
+    config: &Config,
+    metrics: &metrics::Metrics,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
     if let Some((name, spec)) = config.default_policy.clone() {
-        side_tasks.push(tokio::spawn(keep_default_policy(
+        tasks.push(tokio::spawn(keep_default_policy(
             client.clone(),
             name,
             spec,
         )));
     }
-
     let wc = watcher::Config::default();
-    let strip = |m: &mut kube::api::ObjectMeta| m.managed_fields = None;
-    let mut listed: Vec<Arc<AtomicBool>> = Vec::new();
-    let mut listed_flag = || {
-        let flag = Arc::new(AtomicBool::new(false));
-        listed.push(flag.clone());
-        flag
-    };
-
-    let (policy_store, policy_writer) = reflector::store();
-    let on_list = on_listed(listed_flag());
-    // A policy that comes, changes or goes changes the mutating entries at once; the flag
-    // is set once the first list is in the store (after `reflect`).
-    let (policies_listed, policy_changed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(tokio::sync::Notify::new()),
-    );
-    let (in_store, notify) = (on_listed(policies_listed.clone()), policy_changed.clone());
-    let policy_stream = watcher(Api::<PostgresTLSPolicy>::all(client.clone()), wc.clone())
-        .default_backoff()
-        .inspect(on_list)
-        .reflect(policy_writer)
-        .inspect(move |e| {
-            in_store(e);
-            notify.notify_one();
-        })
-        .touched_objects();
+    let mut listed = Listed::default();
+    let policies = PolicyWatch::start(client, &wc, &mut listed);
     if let Some(w) = config.webhooks.clone() {
         let cache = webhooks::PolicyCache {
-            store: policy_store.clone(),
-            listed: policies_listed,
-            changed: policy_changed,
+            store: policies.store.clone(),
+            listed: policies.in_store.clone(),
+            changed: policies.changed.clone(),
         };
-        side_tasks.push(tokio::spawn(webhooks::run(
-            client.clone(),
-            w,
-            Duration::from_secs(30),
-            cache,
-        )));
+        let every = Duration::from_secs(30);
+        tasks.push(tokio::spawn(webhooks::run(client.clone(), w, every, cache)));
     }
-    let policy_ctrl = Controller::for_stream(policy_stream, policy_store.clone());
-    let (ns_store, ns_writer) = reflector::store();
-    let on_list = on_listed(listed_flag());
-    let namespaces = watcher(
+    let (ns_store, namespaces) = watch_namespaces(client, &wc, &mut listed);
+    let (copy_store, copies) = watch_copies(client, &wc, &mut listed);
+    let (workload_ctrls, stores) = workload_controllers(client, &wc, config, &mut listed);
+    let ctx = context(
+        client,
+        config,
+        metrics,
+        (policies.store.clone(), ns_store, copy_store),
+        stores,
+        listed,
+    );
+    let sources = ca_source_changes(client, &wc, &policies.store, config.secret_sources);
+    let policy_run = Controller::for_stream(policies.stream, policies.store)
+        .reconcile_all_on(namespaces)
+        .reconcile_all_on(sources)
+        .run(reconcile::policy, reconcile::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    tasks.push(tokio::spawn(policy_run));
+    let kinds: Vec<workload::Kind> = workload_ctrls.iter().map(|(k, _)| *k).collect();
+    let (route, from_copies) = copies_to_workloads(copies, ctx.clone(), &kinds);
+    tasks.push(route);
+    if let Some(p) = &config.profiles {
+        // Another set of profiles may change any workload's plan.
+        let (mut changes, ctx) = (p.subscribe(), ctx.clone());
+        tasks.push(tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                ctx.trigger_workloads();
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(log_when_listed(ctx.clone())));
+    for ((kind, ctrl), copy_changes) in workload_ctrls.into_iter().zip(from_copies) {
+        let run = ctrl
+            .reconcile_all_on(changes(ctx.trigger.subscribe()))
+            .reconcile_on(copy_changes)
+            .run(
+                move |w, ctx| reconcile::workload(kind, w, ctx),
+                reconcile::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()));
+        tasks.push(tokio::spawn(run));
+    }
+    tasks
+}
+
+/// The PostgresTLSPolicy watch: the store, the stream its controller runs on, and what the
+/// webhook configurations are written from (a flag set once the first list is in the
+/// store, a wake-up at every event: a policy that comes, changes or goes changes the
+/// mutating entries at once).
+struct PolicyWatch<S> {
+    store: reflector::Store<PostgresTLSPolicy>,
+    stream: S,
+    in_store: Arc<AtomicBool>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl PolicyWatch<()> {
+    fn start(
+        client: &kube::Client,
+        wc: &watcher::Config,
+        listed: &mut Listed,
+    ) -> PolicyWatch<impl Stream<Item = Result<PostgresTLSPolicy, watcher::Error>> + Send + 'static>
+    {
+        let (store, writer) = reflector::store();
+        let on_list = on_listed(listed.flag());
+        let (in_store, changed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        let (after_reflect, notify) = (on_listed(in_store.clone()), changed.clone());
+        let stream = watcher(Api::<PostgresTLSPolicy>::all(client.clone()), wc.clone())
+            .default_backoff()
+            .inspect(on_list)
+            .reflect(writer)
+            .inspect(move |e| {
+                after_reflect(e);
+                notify.notify_one();
+            })
+            .touched_objects();
+        PolicyWatch {
+            store,
+            stream,
+            in_store,
+            changed,
+        }
+    }
+}
+
+/// Namespace metadata (policies select by its labels): `()` at every change.
+fn watch_namespaces(
+    client: &kube::Client,
+    wc: &watcher::Config,
+    listed: &mut Listed,
+) -> (
+    reflector::Store<PartialObjectMeta<Namespace>>,
+    impl Stream<Item = ()> + Send + 'static,
+) {
+    let (store, writer) = reflector::store();
+    let stream = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         wc.clone(),
     )
     .default_backoff()
-    .inspect(on_list)
-    .modify(move |n| strip(&mut n.metadata))
-    .reflect(ns_writer)
+    .inspect(on_listed(listed.flag()))
+    .modify(|n| strip(&mut n.metadata))
+    .reflect(writer)
     .touched_objects()
     .filter_map(|r| futures::future::ready(r.ok().map(|_| ())));
-    let (copy_store, copy_writer) = reflector::store();
-    let copies_wc = wc.clone().labels(&format!(
+    (store, stream)
+}
+
+/// The CA copies the operator made (their metadata): the namespace of each that changes.
+fn watch_copies(
+    client: &kube::Client,
+    wc: &watcher::Config,
+    listed: &mut Listed,
+) -> (
+    reflector::Store<PartialObjectMeta<ConfigMap>>,
+    impl Stream<Item = String> + Send + 'static,
+) {
+    let (store, writer) = reflector::store();
+    let ours = wc.clone().labels(&format!(
         "{}={}",
         reconcile::MANAGED_BY.0,
         reconcile::MANAGED_BY.1
     ));
-    let on_list = on_listed(listed_flag());
-    let copies = watcher(
+    let stream = watcher(
         Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-        copies_wc,
+        ours,
     )
     .default_backoff()
-    .inspect(on_list)
-    .modify(move |c| strip(&mut c.metadata))
-    .reflect(copy_writer)
+    .inspect(on_listed(listed.flag()))
+    .modify(|c| strip(&mut c.metadata))
+    .reflect(writer)
     .touched_objects()
     .filter_map(|r| futures::future::ready(r.ok().and_then(|c| c.metadata.namespace)));
+    (store, stream)
+}
 
-    let mut workload_ctrls = Vec::new();
+type WorkloadControllers = Vec<(workload::Kind, Controller<workload::Workload>)>;
+type WorkloadStores = Vec<(workload::Kind, reflector::Store<workload::Workload>)>;
+
+/// One controller per Pod-carrying kind, over its own watch, and the stores.
+fn workload_controllers(
+    client: &kube::Client,
+    wc: &watcher::Config,
+    config: &Config,
+    listed: &mut Listed,
+) -> (WorkloadControllers, WorkloadStores) {
+    let mut ctrls = Vec::new();
     let mut stores = Vec::new();
     for kind in workload::Kind::ALL {
         let api = Api::<workload::Workload>::all_with(client.clone(), &kind.resource());
         let writer = reflector::store::Writer::new(kind.resource());
         let store = writer.as_reader();
-        let on_list = on_listed(listed_flag());
         let stream = watcher(api, wc.clone())
             .default_backoff()
-            .inspect(on_list)
+            .inspect(on_listed(listed.flag()))
             .reflect(writer)
             .touched_objects();
         let ctrl = Controller::for_stream_with(stream, store.clone(), kind.resource())
             .with_config(controller::Config::default().concurrency(config.concurrency));
         stores.push((kind, store));
-        workload_ctrls.push((kind, ctrl));
+        ctrls.push((kind, ctrl));
     }
+    (ctrls, stores)
+}
+
+/// The reconcilers' shared context.
+fn context(
+    client: &kube::Client,
+    config: &Config,
+    metrics: &metrics::Metrics,
+    stores: (
+        reflector::Store<PostgresTLSPolicy>,
+        reflector::Store<PartialObjectMeta<Namespace>>,
+        reflector::Store<PartialObjectMeta<ConfigMap>>,
+    ),
+    workloads: WorkloadStores,
+    listed: Listed,
+) -> Arc<reconcile::Ctx> {
     let mut excluded = vec!["kube-system".to_string(), config.namespace.clone()];
     excluded.extend(config.excluded_namespaces.iter().cloned());
     let settings = reconcile::Settings {
@@ -387,48 +550,39 @@ pub async fn run(
     let mut ctx = reconcile::Ctx::new(
         client.clone(),
         settings,
-        (policy_store.clone(), ns_store, copy_store),
         stores,
+        workloads,
         pacing,
         recorder,
         metrics.clone(),
     );
-    ctx.caches_listed = listed;
-    let ctx = Arc::new(ctx);
+    ctx.caches_listed = listed.0;
+    Arc::new(ctx)
+}
 
-    // A changed CA source re-runs the policies (their sources are few; their copies and
-    // status are compared, not rewritten).
-    let sources = {
-        let secrets = source_changes::<Secret>(&client, &wc, policy_store.clone(), true);
-        let configmaps = source_changes::<ConfigMap>(&client, &wc, policy_store.clone(), false);
-        let secrets = if config.secret_sources {
-            secrets.boxed()
-        } else {
-            futures::stream::pending().boxed()
-        };
-        futures::stream::select(secrets, configmaps)
-    };
-
-    let policies = policy_ctrl
-        .reconcile_all_on(namespaces)
-        .reconcile_all_on(sources)
-        .run(reconcile::policy, reconcile::error_policy, ctx.clone())
-        .for_each(|_| futures::future::ready(()));
-    // A CA copy that changed re-runs the workloads of its namespace: their plan reads the
-    // copy (its hash, when the policy restarts workloads on rotation).
+/// A CA copy that changed re-runs the workloads of its namespace (their plan reads the
+/// copy: its hash, when the policy restarts workloads on rotation): the task that routes
+/// them, and one stream per kind for its controller.
+fn copies_to_workloads(
+    copies: impl Stream<Item = String> + Send + 'static,
+    ctx: Arc<reconcile::Ctx>,
+    kinds: &[workload::Kind],
+) -> (
+    tokio::task::JoinHandle<()>,
+    Vec<impl Stream<Item = reflector::ObjectRef<workload::Workload>> + Send + 'static>,
+) {
     let mut to_workloads = Vec::new();
     let mut from_copies = Vec::new();
-    for (kind, _) in &workload_ctrls {
+    for _ in kinds {
         let (tx, rx) =
             tokio::sync::mpsc::unbounded_channel::<reflector::ObjectRef<workload::Workload>>();
-        to_workloads.push((*kind, tx));
+        to_workloads.push(tx);
         from_copies.push(futures::stream::unfold(rx, |mut rx| async {
             rx.recv().await.map(|r| (r, rx))
         }));
     }
-    let copy_ctx = ctx.clone();
-    let copies = copies.for_each(move |ns| {
-        for ((kind, store), (_, tx)) in copy_ctx.workloads.iter().zip(&to_workloads) {
+    let route = copies.for_each(move |ns| {
+        for ((kind, store), tx) in ctx.workloads.iter().zip(&to_workloads) {
             for w in store
                 .state()
                 .iter()
@@ -442,50 +596,17 @@ pub async fn run(
         }
         futures::future::ready(())
     });
-    let mut tasks = vec![tokio::spawn(policies), tokio::spawn(copies)];
-    if let Some(p) = &config.profiles {
-        // Another set of profiles may change any workload's plan.
-        let (mut changes, ctx) = (p.subscribe(), ctx.clone());
-        tasks.push(tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
-                ctx.trigger_workloads();
-            }
-        }));
-    }
+    (tokio::spawn(route), from_copies)
+}
+
+/// Logs how long the first lists took, once all are in.
+async fn log_when_listed(ctx: Arc<reconcile::Ctx>) {
     let started = tokio::time::Instant::now();
-    let listed = ctx.clone();
-    tasks.push(tokio::spawn(async move {
-        while !listed.synced() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tracing::info!(
-            seconds = started.elapsed().as_secs_f64(),
-            "caches listed; reconciling"
-        );
-    }));
-    for ((kind, ctrl), copy_changes) in workload_ctrls.into_iter().zip(from_copies) {
-        let run = ctrl
-            .reconcile_all_on(changes(ctx.trigger.subscribe()))
-            .reconcile_on(copy_changes)
-            .run(
-                move |w, ctx| reconcile::workload(kind, w, ctx),
-                reconcile::error_policy,
-                ctx.clone(),
-            )
-            .for_each(|_| futures::future::ready(()));
-        tasks.push(tokio::spawn(run));
+    while !ctx.synced() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let lost = tokio::select! {
-        _ = election.keep() => true,
-        _ = &mut shutdown => false,
-    };
-    metrics.set_leader(false);
-    for t in tasks.into_iter().chain(side_tasks) {
-        t.abort();
-    }
-    if !lost {
-        election.release().await;
-        return Ok(());
-    }
-    Err(RunError::LostLease)
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "caches listed; reconciling"
+    );
 }
