@@ -78,60 +78,26 @@ pub enum RunError {
     LostLease,
 }
 
-/// Serves `/livez`, `/readyz` and `/metrics` on `addr` (plain HTTP).
+/// Serves `/livez`, `/readyz` and `/metrics` on `addr` (plain HTTP) until the process exits.
 pub async fn serve_admin(
     addr: SocketAddr,
     metrics: metrics::Metrics,
 ) -> std::io::Result<SocketAddr> {
-    use axum::http::StatusCode;
-    use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let (m1, m2) = (metrics.clone(), metrics);
-    let app = axum::Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || async move {
-                if m1.ready() {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || async move {
-                match m2.encode() {
-                    Ok(text) => (StatusCode::OK, text),
-                    Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, String::new()),
-                }
-            }),
-        );
-    // Probes and scrapes need few connections; slow or idle clients are cut off.
+    let probes = runtime::admin::Probes {
+        ready: Arc::new(move || m1.ready()),
+        metrics: Arc::new(move || m2.encode()),
+    };
     let limits = runtime::serve::Limits {
         max_connections: 16,
         header_timeout: Duration::from_secs(10),
         new_connections_per_second: 50,
     };
-    let shutdown = runtime::serve::Shutdown {
-        delay: Duration::ZERO,
-        drain: Duration::from_secs(1),
-    };
     tokio::spawn(async move {
-        // Serves until the process exits.
         let (_keep, stop) = tokio::sync::watch::channel(false);
-        runtime::serve::serve(
-            listener,
-            runtime::serve::Plain,
-            app,
-            limits,
-            shutdown,
-            stop,
-            || {},
-        )
-        .await;
+        runtime::admin::serve(listener, probes, limits, stop).await;
     });
     Ok(bound)
 }

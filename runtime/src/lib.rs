@@ -4,6 +4,7 @@
 //!
 //! The limits and why they are what they are: docs/operations.md.
 
+pub mod admin;
 pub mod logging;
 pub mod metrics;
 pub mod profiles;

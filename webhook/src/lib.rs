@@ -18,11 +18,11 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use http_body_util::BodyExt;
 use policy::admission::{Mode, Policy, Subjects};
 use policy::{Context, NoSources, Settings};
-use runtime::serve::{Limits, Plain, Shutdown};
+use runtime::serve::{Limits, Shutdown};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -239,12 +239,6 @@ pub async fn start(
         .route("/validate/{mode}", post(validate))
         .route("/mutate", post(mutate))
         .with_state(app.clone());
-    let admin_router = Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(app.clone());
-
     let timeout = config.request_timeout;
     // The admin port outlives the drain, so probes see "not ready" during it.
     let (admin_stop, admin_stopped) = watch::channel(false);
@@ -253,18 +247,16 @@ pub async fn start(
         header_timeout: timeout,
         new_connections_per_second: 50,
     };
-    let immediate = Shutdown {
-        delay: Duration::ZERO,
-        drain: Duration::from_secs(1),
+    let (ready_app, metrics_app) = (app.clone(), app.clone());
+    let probes = runtime::admin::Probes {
+        ready: Arc::new(move || ready_app.ready()),
+        metrics: Arc::new(move || metrics_text(&metrics_app)),
     };
-    let admin_task = tokio::spawn(runtime::serve::serve(
+    let admin_task = tokio::spawn(runtime::admin::serve(
         admin,
-        Plain,
-        admin_router,
+        probes,
         admin_limits,
-        immediate,
         admin_stopped,
-        || {},
     ));
 
     let https_limits = Limits {
@@ -313,15 +305,8 @@ pub fn log_review(reviewed: &review::Reviewed, route: &'static str) {
     );
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.ready() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-    }
-}
-
-async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+/// The metrics, brought up to date with what is counted elsewhere.
+fn metrics_text(app: &App) -> Result<String, std::fmt::Error> {
     app.metrics.ready.set(i64::from(app.ready()));
     let dropped = app.log_dropped.as_ref().map_or(0, |d| d.lines());
     app.metrics.observe_counts(dropped, &app.cert);
@@ -331,17 +316,7 @@ async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     if let Some(caches) = &app.caches {
         app.metrics.observe_caches(caches);
     }
-    match app.metrics.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    app.metrics.encode()
 }
 
 /// A request refused by a limit: answered at once, counted, and the connection closed so
