@@ -6,11 +6,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwap;
 use kube::runtime::watcher::Event;
 use policy::env::{Lookup, SourceData, SourceKind, ValueSource};
+
+use crate::fold::Folded;
 
 /// ConfigMap values longer than this are kept as hidden: no env value is that long, and
 /// whole files in ConfigMaps would cost memory for nothing.
@@ -19,14 +19,9 @@ pub const MAX_VALUE: usize = 4096;
 type Key = (String, String);
 type Objects = HashMap<Key, Arc<SourceData>>;
 
-/// One kind's objects: a snapshot swapped on every change, and whether the first list
-/// has completed.
+/// One kind's objects, reduced to what the engine needs.
 #[derive(Debug, Default)]
-pub struct Store {
-    objects: ArcSwap<Objects>,
-    pending: std::sync::Mutex<Option<Objects>>,
-    synced: AtomicBool,
-}
+pub struct Store(Folded<Key, Arc<SourceData>>);
 
 fn reduce(kind: SourceKind, data: BTreeMap<String, String>) -> SourceData {
     data.into_iter()
@@ -81,46 +76,21 @@ impl From<k8s_openapi::api::core::v1::Secret> for Entry {
 impl Store {
     /// Folds one watch event in.
     pub fn apply(&self, kind: SourceKind, event: Event<Entry>) {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match event {
-            Event::Init => *pending = Some(Objects::new()),
-            Event::InitApply(e) => {
-                let key = (e.namespace, e.name);
-                pending
-                    .get_or_insert_with(Objects::new)
-                    .insert(key, Arc::new(reduce(kind, e.data)));
-            }
-            Event::InitDone => {
-                let fresh = pending.take().unwrap_or_default();
-                self.objects.store(Arc::new(fresh));
-                self.synced.store(true, Ordering::SeqCst);
-            }
-            Event::Apply(e) => {
-                let mut next = Objects::clone(&self.objects.load());
-                next.insert((e.namespace, e.name), Arc::new(reduce(kind, e.data)));
-                self.objects.store(Arc::new(next));
-            }
-            Event::Delete(e) => {
-                let mut next = Objects::clone(&self.objects.load());
-                next.remove(&(e.namespace, e.name));
-                self.objects.store(Arc::new(next));
-            }
-        }
+        self.0.apply(event, |e| {
+            ((e.namespace, e.name), Arc::new(reduce(kind, e.data)))
+        });
     }
 
     pub fn synced(&self) -> bool {
-        self.synced.load(Ordering::SeqCst)
+        self.0.synced()
     }
 
     pub fn len(&self) -> usize {
-        self.objects.load().len()
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
 }
 
@@ -184,7 +154,7 @@ impl Caches {
 
     /// An immutable view for one request.
     pub fn snapshot(&self) -> Snapshot {
-        let view = |s: &Store| s.synced().then(|| s.objects.load_full());
+        let view = |s: &Store| s.synced().then(|| s.0.snapshot());
         Snapshot {
             config_maps: view(&self.config_maps),
             secrets: self.secrets.as_ref().and_then(view),

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 pub mod cache;
+pub mod fold;
 pub mod metrics;
 pub mod policies;
 pub mod review;

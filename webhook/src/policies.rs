@@ -9,7 +9,8 @@ use kube::runtime::watcher::{self, Event};
 use policy::crd::PostgresTLSPolicy;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::fold::Folded;
 
 type Labels = BTreeMap<String, String>;
 
@@ -29,24 +30,19 @@ impl Snapshot {
 /// The watched state.
 #[derive(Debug, Default)]
 pub struct Policies {
-    policies: ArcSwap<Vec<PostgresTLSPolicy>>,
-    namespaces: ArcSwap<HashMap<String, Labels>>,
-    pending_policies: std::sync::Mutex<Option<Vec<PostgresTLSPolicy>>>,
-    pending_namespaces: std::sync::Mutex<Option<HashMap<String, Labels>>>,
-    policies_synced: AtomicBool,
-    namespaces_synced: AtomicBool,
+    policies: Folded<String, PostgresTLSPolicy>,
+    /// The policies by name, as requests read them: made again at every change of one
+    /// (they are few and change rarely).
+    list: ArcSwap<Vec<PostgresTLSPolicy>>,
+    namespaces: Folded<String, Labels>,
     /// Woken whenever the namespace labels change (a Pod in a namespace created a moment
     /// ago waits for it).
     namespaces_changed: tokio::sync::Notify,
 }
 
-fn name(p: &PostgresTLSPolicy) -> &str {
-    p.metadata.name.as_deref().unwrap_or_default()
-}
-
 impl Policies {
     pub fn synced(&self) -> bool {
-        self.policies_synced.load(Ordering::SeqCst) && self.namespaces_synced.load(Ordering::SeqCst)
+        self.policies.synced() && self.namespaces.synced()
     }
 
     /// Resolves at the next change of namespace labels (registered when called).
@@ -56,92 +52,44 @@ impl Policies {
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            policies: self.policies.load_full(),
-            namespaces: self.namespaces.load_full(),
+            policies: self.list.load_full(),
+            namespaces: self.namespaces.snapshot(),
         }
     }
 
     pub fn apply_policy(&self, event: Event<PostgresTLSPolicy>) {
-        let mut pending = self
-            .pending_policies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match event {
-            Event::Init => *pending = Some(Vec::new()),
-            Event::InitApply(p) => pending.get_or_insert_with(Vec::new).push(p),
-            Event::InitDone => {
-                self.policies
-                    .store(Arc::new(pending.take().unwrap_or_default()));
-                self.policies_synced.store(true, Ordering::SeqCst);
-            }
-            Event::Apply(p) => {
-                let mut next: Vec<PostgresTLSPolicy> = self
-                    .policies
-                    .load()
-                    .iter()
-                    .filter(|q| name(q) != name(&p))
-                    .cloned()
-                    .collect();
-                next.push(p);
-                self.policies.store(Arc::new(next));
-            }
-            Event::Delete(p) => {
-                let next: Vec<PostgresTLSPolicy> = self
-                    .policies
-                    .load()
-                    .iter()
-                    .filter(|q| name(q) != name(&p))
-                    .cloned()
-                    .collect();
-                self.policies.store(Arc::new(next));
-            }
+        let changed = self
+            .policies
+            .apply(event, |p| (p.metadata.name.clone().unwrap_or_default(), p));
+        if changed {
+            self.publish_policies();
         }
+    }
+
+    fn publish_policies(&self) {
+        let mut list: Vec<PostgresTLSPolicy> = self.policies.snapshot().values().cloned().collect();
+        list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        self.list.store(Arc::new(list));
     }
 
     /// The CRD is not served: an empty, synced set.
     pub fn no_policies(&self) {
-        if !self.policies_synced.swap(true, Ordering::SeqCst) {
+        if !self.policies.synced() {
             tracing::warn!(
                 "the PostgresTLSPolicy CRD is not installed; judging workloads without policies"
             );
         }
-        self.policies.store(Arc::new(Vec::new()));
+        self.policies.clear_synced();
+        self.publish_policies();
     }
 
     pub fn apply_namespace(&self, event: Event<PartialObjectMeta<Namespace>>) {
-        let entry = |n: PartialObjectMeta<Namespace>| {
+        self.namespaces.apply(event, |n| {
             (
                 n.metadata.name.unwrap_or_default(),
                 n.metadata.labels.unwrap_or_default(),
             )
-        };
-        let mut pending = self
-            .pending_namespaces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match event {
-            Event::Init => *pending = Some(HashMap::new()),
-            Event::InitApply(n) => {
-                let (k, v) = entry(n);
-                pending.get_or_insert_with(HashMap::new).insert(k, v);
-            }
-            Event::InitDone => {
-                self.namespaces
-                    .store(Arc::new(pending.take().unwrap_or_default()));
-                self.namespaces_synced.store(true, Ordering::SeqCst);
-            }
-            Event::Apply(n) => {
-                let (k, v) = entry(n);
-                let mut next = HashMap::clone(&self.namespaces.load());
-                next.insert(k, v);
-                self.namespaces.store(Arc::new(next));
-            }
-            Event::Delete(n) => {
-                let mut next = HashMap::clone(&self.namespaces.load());
-                next.remove(n.metadata.name.as_deref().unwrap_or_default());
-                self.namespaces.store(Arc::new(next));
-            }
-        }
+        });
         self.namespaces_changed.notify_waiters();
     }
 }
