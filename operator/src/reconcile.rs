@@ -77,7 +77,7 @@ impl std::fmt::Debug for Ctx {
 
 /// What selection and the plan say about one workload.
 #[derive(Debug, Default)]
-pub struct Decision {
+pub struct WorkloadDecision {
     pub policy: Option<Arc<PostgresTLSPolicy>>,
     pub plan: Option<Plan>,
     /// More than one policy selects it: the names.
@@ -89,7 +89,7 @@ pub struct Decision {
     pub denied: bool,
 }
 
-impl Decision {
+impl WorkloadDecision {
     /// A problem to report on the workload, if any.
     fn problem(&self) -> Option<String> {
         if !self.overlap.is_empty() {
@@ -186,10 +186,10 @@ impl Ctx {
     }
 
     /// Selection (docs/operator.md) and the injection plan for one workload.
-    pub fn decide(&self, kind: Kind, w: &Workload) -> Decision {
+    pub fn decide(&self, kind: Kind, w: &Workload) -> WorkloadDecision {
         let ns = w.metadata.namespace.as_deref().unwrap_or_default();
         if self.excluded(ns) || w.metadata.deletion_timestamp.is_some() {
-            return Decision::default();
+            return WorkloadDecision::default();
         }
         let ns_labels = self.namespace_labels(ns);
         let (pod_meta, spec) = w.pod(kind);
@@ -208,13 +208,13 @@ impl Ctx {
         if matching.len() > 1 {
             let mut names: Vec<String> = matching.iter().map(|p| p.name_any()).collect();
             names.sort();
-            return Decision {
+            return WorkloadDecision {
                 overlap: names,
-                ..Decision::default()
+                ..WorkloadDecision::default()
             };
         }
         let Some(p) = matching.pop() else {
-            return Decision::default();
+            return WorkloadDecision::default();
         };
         let object = slim_meta(&w.metadata);
         let ctx = policy::Context {
@@ -232,12 +232,12 @@ impl Ctx {
         let denied = report.denied();
         let copy = p.copy_name();
         let Some(copy_hash) = self.copy_hash(ns, &copy) else {
-            return Decision {
+            return WorkloadDecision {
                 policy: Some(p),
                 waiting: true,
                 copy,
                 denied,
-                ..Decision::default()
+                ..WorkloadDecision::default()
             };
         };
         let restart = p.spec.rotation.restart.then_some(copy_hash.as_str());
@@ -247,17 +247,17 @@ impl Ctx {
             restart_hash: restart,
         };
         let plan = inject::plan(&spec, &report, &want);
-        Decision {
+        WorkloadDecision {
             policy: Some(p),
             plan: Some(plan),
             copy,
             denied,
-            ..Decision::default()
+            ..WorkloadDecision::default()
         }
     }
 
     /// The server-side apply configuration for the workload: what the operator should own.
-    pub fn apply_config(&self, kind: Kind, w: &Workload, d: &Decision) -> Value {
+    pub fn apply_config(&self, kind: Kind, w: &Workload, d: &WorkloadDecision) -> Value {
         let ar = kind.resource();
         let mut config = json!({"apiVersion": ar.api_version, "kind": ar.kind,
             "metadata": {"name": w.metadata.name, "namespace": w.metadata.namespace}});
@@ -287,7 +287,7 @@ impl Ctx {
     }
 
     /// Whether the workload already is what `config` asks for: then nothing is written.
-    fn converged(&self, kind: Kind, w: &Workload, d: &Decision, config: &Value) -> bool {
+    fn converged(&self, kind: Kind, w: &Workload, d: &WorkloadDecision, config: &Value) -> bool {
         let have = w
             .metadata
             .annotations

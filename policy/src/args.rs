@@ -1,16 +1,16 @@
 //! The policy settings as command-line flags (each also an environment variable), one arg
 //! group flattened into every binary so the CLI and the webhook spell them alike.
 
-use crate::verdict::{DEFAULT_CONNECTION_VARIABLE_PATTERNS, Decision, LoopbackPolicy, Settings};
+use crate::verdict::{DEFAULT_CONNECTION_VARIABLE_PATTERNS, LoopbackPolicy, Settings, Treatment};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SettingsArgs {
     /// What an Unresolved finding does (a deciding value is in a Secret/ConfigMap that cannot be read).
-    #[arg(long, value_enum, default_value_t = Decision::Warn, env = "VERIFYFULL_UNRESOLVED")]
-    pub unresolved: Decision,
+    #[arg(long, value_enum, default_value_t = Treatment::Warn, env = "VERIFYFULL_UNRESOLVED")]
+    pub unresolved: Treatment,
     /// What an Unverifiable finding does (a service file, custom JDBC factory, GSSAPI or unknown driver decides).
-    #[arg(long, value_enum, default_value_t = Decision::Warn, env = "VERIFYFULL_UNVERIFIABLE")]
-    pub unverifiable: Decision,
+    #[arg(long, value_enum, default_value_t = Treatment::Warn, env = "VERIFYFULL_UNVERIFIABLE")]
+    pub unverifiable: Treatment,
     /// Whether targets on loopback (an in-Pod proxy does the TLS) are allowed or checked.
     #[arg(long, value_enum, default_value_t = LoopbackPolicy::Allow, env = "VERIFYFULL_LOOPBACK")]
     pub loopback: LoopbackPolicy,

@@ -237,9 +237,9 @@ fn recognise(value: &str) -> Option<Recognised<'_>> {
 /// The effective sslmode of one candidate.
 #[derive(Debug, Clone)]
 pub(crate) enum Mode<'a> {
-    Known(SslMode, By<'a>),
+    Known(SslMode, SetBy<'a>),
     Invalid {
-        by: By<'a>,
+        by: SetBy<'a>,
         empty: bool,
         close: Option<SslMode>,
     },
@@ -252,7 +252,7 @@ pub(crate) enum Mode<'a> {
 #[derive(Debug, Clone)]
 pub(crate) enum Root<'a> {
     Path,
-    System(By<'a>),
+    System(SetBy<'a>),
     None,
     Hidden(Hidden<'a>),
     Unverifiable(Unverifiable<'a>),
@@ -260,7 +260,7 @@ pub(crate) enum Root<'a> {
 
 /// Where one candidate connects.
 #[derive(Debug, Clone)]
-pub(crate) enum Net<'a> {
+pub(crate) enum Destination<'a> {
     Socket,
     Loopback,
     Remote,
@@ -274,13 +274,13 @@ pub(crate) enum Net<'a> {
 pub(crate) enum Outcome<'a> {
     NotNetwork,
     Pass {
-        loopback_behind: Option<Code>,
+        loopback_if_remote: Option<Code>,
         system: bool,
     },
     Finding {
         code: Code,
         cause: Cause<'a>,
-        behind: Option<Code>,
+        if_remote: Option<Code>,
     },
 }
 
@@ -386,31 +386,31 @@ impl<'e, 'a> Judge<'e, 'a> {
                 driver: Cow::Borrowed(name),
             },
         );
-        let mut net = Net::Socket;
+        let mut net = Destination::Socket;
         for h in &target.hosts {
             net = weaker_net(
                 net,
                 match hosts::loopback(h) {
-                    Loopback::Yes => Net::Loopback,
-                    Loopback::No => Net::Remote,
-                    Loopback::Unknown => Net::Unknown(Ok(hidden_var(var))),
+                    Loopback::Yes => Destination::Loopback,
+                    Loopback::No => Destination::Remote,
+                    Loopback::Unknown => Destination::Unknown(Ok(hidden_var(var))),
                 },
             );
         }
-        if matches!(net, Net::Socket) {
+        if matches!(net, Destination::Socket) {
             return;
         }
         self.client = true;
         let judged = driver.judge(&var.name, target, self);
         // A value the engine cannot see decides unless it is only a password: then what
-        // the driver would do is what the finding is behind.
+        // the driver would do is what the finding is if_remote.
         if has_hidden(&var.value) && !drivers::hidden_only_in_credentials(&var.value) {
             let cause = Cause::Hidden {
                 setting: Setting::Target,
                 hidden: hidden_var(var),
             };
-            let behind = judged.outcome.err().map(|f| f.code);
-            self.push_fixed(&s, Code::Unresolved, cause, behind, FixPlan::None);
+            let if_remote = judged.outcome.err().map(|f| f.code);
+            self.push_fixed(&s, Code::Unresolved, cause, if_remote, FixPlan::None);
             return;
         }
         for text in judged.notes {
@@ -422,7 +422,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         }
         let found = match judged.outcome {
             Err(found) => found,
-            Ok(()) if driver.runs_on_node() && !matches!(net, Net::Loopback) => {
+            Ok(()) if driver.runs_on_node() && !matches!(net, Destination::Loopback) => {
                 match self.node_tls_off() {
                     Some(origin) => {
                         let cause = Cause::NodeTlsOff { origin };
@@ -434,10 +434,10 @@ impl<'e, 'a> Judge<'e, 'a> {
             }
             Ok(()) => return,
         };
-        if matches!(net, Net::Loopback) && self.loopback_allowed {
+        if matches!(net, Destination::Loopback) && self.loopback_allowed {
             self.notes.push(Note::LoopbackAllowed {
                 variable: var.name.clone(),
-                behind: found.code,
+                if_remote: found.code,
             });
             return;
         }
@@ -492,7 +492,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         if net == Some(Loopback::Yes) && self.loopback_allowed {
             self.notes.push(Note::LoopbackAllowed {
                 variable: Cow::Borrowed(variable),
-                behind: code,
+                if_remote: code,
             });
             return;
         }
@@ -507,7 +507,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             ),
         };
         let decided = matches!(code, Code::Unresolved | Code::Unverifiable);
-        let (code, behind, what) = match net {
+        let (code, if_remote, what) = match net {
             Some(Loopback::No | Loopback::Yes) => (code, None, what),
             _ if decided => (code, None, what),
             Some(Loopback::Unknown) | None => (
@@ -520,7 +520,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             driver: &p.application,
             what: Cow::Owned(what),
         };
-        self.push_fixed(&s, code, cause, behind, plan);
+        self.push_fixed(&s, code, cause, if_remote, plan);
         if let Some(f) = self.findings.last_mut() {
             f.application = Some(&p.application);
             if unset {
@@ -709,7 +709,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         s: &Subject<'a>,
         code: Code,
         cause: Cause<'a>,
-        behind: Option<Code>,
+        if_remote: Option<Code>,
     ) {
         let plan = match &cause {
             Cause::NodeTlsOff { .. } => FixPlan::Listed(vec![Fix {
@@ -731,13 +731,13 @@ impl<'e, 'a> Judge<'e, 'a> {
                     },
                 ],
             }]),
-            _ if behind.is_some() => FixPlan::None,
+            _ if if_remote.is_some() => FixPlan::None,
             _ => FixPlan::Libpq {
                 scope: s.scope,
                 unset_node_tls: false,
             },
         };
-        self.push_fixed(s, code, cause, behind, plan);
+        self.push_fixed(s, code, cause, if_remote, plan);
     }
 
     /// Records a finding. While `NODE_TLS_REJECT_UNAUTHORIZED=0` is set, no fix of a
@@ -747,7 +747,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         s: &Subject<'a>,
         code: Code,
         cause: Cause<'a>,
-        behind: Option<Code>,
+        if_remote: Option<Code>,
         mut plan: FixPlan,
     ) {
         if s.scope.form != fixes::Form::Jdbc && self.node_tls_off().is_some() {
@@ -770,7 +770,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             origin: Some(s.origin),
             target: Some(s.target.clone()),
             cause,
-            behind,
+            if_remote,
             application: None,
             fix_plan: plan,
         });
@@ -819,7 +819,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         s: &Subject<'a>,
         modes: &[Mode<'a>],
         roots: &[Root<'a>],
-        nets: &[Net<'a>],
+        nets: &[Destination<'a>],
         jdbc: bool,
     ) {
         let mut worst: Option<Outcome<'a>> = None;
@@ -836,7 +836,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         match worst {
             None | Some(Outcome::NotNetwork) => {}
             Some(Outcome::Pass {
-                loopback_behind: None,
+                loopback_if_remote: None,
                 ..
             }) if !jdbc && self.node_tls_off().is_some() => {
                 self.client = true;
@@ -850,17 +850,17 @@ impl<'e, 'a> Judge<'e, 'a> {
                 }
             }
             Some(Outcome::Pass {
-                loopback_behind,
+                loopback_if_remote,
                 system,
             }) => {
                 self.client = true;
-                if loopback_behind.is_none() && !jdbc {
+                if loopback_if_remote.is_none() && !jdbc {
                     self.node_tls_hidden(s);
                 }
-                if let Some(behind) = loopback_behind {
+                if let Some(if_remote) = loopback_if_remote {
                     self.notes.push(Note::LoopbackAllowed {
                         variable: s.variable.clone(),
-                        behind,
+                        if_remote,
                     });
                 }
                 if system {
@@ -875,10 +875,10 @@ impl<'e, 'a> Judge<'e, 'a> {
             Some(Outcome::Finding {
                 code,
                 cause,
-                behind,
+                if_remote,
             }) => {
                 self.client = true;
-                self.push(s, code, cause, behind);
+                self.push(s, code, cause, if_remote);
             }
         }
     }
@@ -970,13 +970,13 @@ pub(crate) fn roots_configured(roots: &[Root<'_>]) -> bool {
         .all(|r| matches!(r, Root::Path | Root::System(_)))
 }
 
-pub(crate) fn weaker_net<'a>(a: Net<'a>, b: Net<'a>) -> Net<'a> {
-    let rank = |n: &Net<'_>| match n {
-        Net::Socket => 0,
-        Net::Loopback => 1,
-        Net::Unknown(_) => 2,
-        Net::Remote => 3,
-        Net::Invalid(_) => 4,
+pub(crate) fn weaker_net<'a>(a: Destination<'a>, b: Destination<'a>) -> Destination<'a> {
+    let rank = |n: &Destination<'_>| match n {
+        Destination::Socket => 0,
+        Destination::Loopback => 1,
+        Destination::Unknown(_) => 2,
+        Destination::Remote => 3,
+        Destination::Invalid(_) => 4,
     };
     if rank(&b) > rank(&a) { b } else { a }
 }
@@ -985,14 +985,14 @@ pub(crate) fn weaker_net<'a>(a: Net<'a>, b: Net<'a>) -> Net<'a> {
 fn judge<'a>(
     mode: &Mode<'a>,
     root: &Root<'a>,
-    net: &Net<'a>,
+    net: &Destination<'a>,
     loopback_allowed: bool,
     jdbc: bool,
 ) -> Outcome<'a> {
     let finding = |code, cause| Outcome::Finding {
         code,
         cause,
-        behind: None,
+        if_remote: None,
     };
     let raw = match (mode, root) {
         (Mode::Invalid { by, empty, close }, _) => finding(
@@ -1037,11 +1037,11 @@ fn judge<'a>(
         (Mode::Unverifiable(u), _) => finding(Code::Unverifiable, Cause::Unverifiable(u.clone())),
         (Mode::Known(_, by), root) => match root {
             Root::Path => Outcome::Pass {
-                loopback_behind: None,
+                loopback_if_remote: None,
                 system: false,
             },
             Root::System(_) => Outcome::Pass {
-                loopback_behind: None,
+                loopback_if_remote: None,
                 system: true,
             },
             Root::None => finding(Code::RootCertMissing, Cause::NoRoot { by: by.clone() }),
@@ -1056,16 +1056,18 @@ fn judge<'a>(
         },
     };
     match (net, raw) {
-        (Net::Socket, _) => Outcome::NotNetwork,
-        (Net::Invalid(e), _) => finding(
+        (Destination::Socket, _) => Outcome::NotNetwork,
+        (Destination::Invalid(e), _) => finding(
             Code::ConnectionStringInvalid,
             Cause::Syntax(Syntax::Slots(*e)),
         ),
-        (Net::Loopback, Outcome::Finding { code, .. }) if loopback_allowed => Outcome::Pass {
-            loopback_behind: Some(code),
-            system: false,
-        },
-        (Net::Unknown(why), Outcome::Finding { code, cause, .. }) => {
+        (Destination::Loopback, Outcome::Finding { code, .. }) if loopback_allowed => {
+            Outcome::Pass {
+                loopback_if_remote: Some(code),
+                system: false,
+            }
+        }
+        (Destination::Unknown(why), Outcome::Finding { code, cause, .. }) => {
             if matches!(code, Code::Unresolved | Code::Unverifiable) {
                 finding(code, cause)
             } else {
@@ -1076,12 +1078,12 @@ fn judge<'a>(
                             setting: Setting::Host,
                             hidden: h.clone(),
                         },
-                        behind: Some(code),
+                        if_remote: Some(code),
                     },
                     Err(u) => Outcome::Finding {
                         code: Code::Unverifiable,
                         cause: Cause::Unverifiable(u.clone()),
-                        behind: Some(code),
+                        if_remote: Some(code),
                     },
                 }
             }

@@ -29,7 +29,7 @@ pub fn apply<'a>(view: PodView<'a>, ctx: &Context<'a>, report: &mut Report<'a>) 
         origin: None,
         target: None,
         cause: f,
-        behind: None,
+        if_remote: None,
         application: None,
         fix_plan: crate::verdict::FixPlan::None,
     };

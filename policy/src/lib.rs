@@ -27,5 +27,5 @@ pub mod workload;
 
 pub use engine::{Context, PodView, evaluate};
 pub use env::{Lookup, NoSources, SourceData, SourceKind, ValueSource};
-pub use verdict::{Code, Decision, Finding, LoopbackPolicy, Report, Settings, Severity, Verdict};
+pub use verdict::{Code, Finding, LoopbackPolicy, Report, Settings, Severity, Treatment, Verdict};
 pub use workload::{Container, Meta, Object, PodSpec, PodTemplate, Workload, WorkloadKind};

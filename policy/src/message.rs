@@ -10,20 +10,20 @@ use crate::verdict::*;
 /// Admission warnings are capped at this many characters.
 pub const WARNING_LIMIT: usize = 120;
 
-fn by_text(by: &By<'_>, mode: Option<SslMode>) -> String {
+fn by_text(by: &SetBy<'_>, mode: Option<SslMode>) -> String {
     match (by, mode) {
-        (By::Param { key: "requiressl" }, Some(m)) => {
+        (SetBy::Param { key: "requiressl" }, Some(m)) => {
             format!("requiressl (read as sslmode={})", m.as_str())
         }
-        (By::Param { key: "ssl" }, Some(m)) => format!("ssl (read as sslmode={})", m.as_str()),
-        (By::Param { key }, Some(m)) => format!("{key}={}", m.as_str()),
-        (By::Param { key }, None) => (*key).to_string(),
-        (By::Env { var, origin }, Some(m)) if *var == "PGREQUIRESSL" => {
+        (SetBy::Param { key: "ssl" }, Some(m)) => format!("ssl (read as sslmode={})", m.as_str()),
+        (SetBy::Param { key }, Some(m)) => format!("{key}={}", m.as_str()),
+        (SetBy::Param { key }, None) => (*key).to_string(),
+        (SetBy::Env { var, origin }, Some(m)) if *var == "PGREQUIRESSL" => {
             format!("PGREQUIRESSL ({origin}, read as sslmode={})", m.as_str())
         }
-        (By::Env { var, origin }, Some(m)) => format!("{var}={} ({origin})", m.as_str()),
-        (By::Env { var, origin }, None) => format!("{var} ({origin})"),
-        (By::Default, _) => "libpq's default".to_string(),
+        (SetBy::Env { var, origin }, Some(m)) => format!("{var}={} ({origin})", m.as_str()),
+        (SetBy::Env { var, origin }, None) => format!("{var} ({origin})"),
+        (SetBy::Default, _) => "libpq's default".to_string(),
     }
 }
 
@@ -183,14 +183,14 @@ impl Finding<'_> {
                     ),
                     _ => format!("{} depends on {}", setting.as_str(), hidden_text(hidden)),
                 };
-                if let Some(b) = self.behind {
+                if let Some(b) = self.if_remote {
                     let _ = write!(s, "; unless that host is loopback this is {b}");
                 }
                 s
             }
             Cause::Unverifiable(u) => {
                 let mut s = unverifiable_text(u);
-                if let Some(b) = self.behind {
+                if let Some(b) = self.if_remote {
                     let _ = write!(s, "; unless the host is loopback this is {b}");
                 }
                 s
@@ -347,8 +347,8 @@ pub fn truncate(s: String, max: usize) -> String {
 impl Note<'_> {
     pub fn message(&self) -> String {
         match self {
-            Note::LoopbackAllowed { variable, behind } => format!(
-                "{variable}: every TCP host is loopback, so an in-Pod proxy does the TLS; allowed (it would otherwise be {behind})"
+            Note::LoopbackAllowed { variable, if_remote } => format!(
+                "{variable}: every TCP host is loopback, so an in-Pod proxy does the TLS; allowed (it would otherwise be {if_remote})"
             ),
             Note::SystemTrustStore { variable } => format!(
                 "{variable}: sslrootcert=system trusts the TLS library's store (libpq 16+); older clients read it as a file name"

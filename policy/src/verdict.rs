@@ -64,18 +64,18 @@ pub enum Severity {
 /// How `Unresolved` / `Unverifiable` findings are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-pub enum Decision {
+pub enum Treatment {
     Deny,
     Warn,
     Allow,
 }
 
-impl Decision {
+impl Treatment {
     fn severity(self) -> Severity {
         match self {
-            Decision::Deny => Severity::Deny,
-            Decision::Warn => Severity::Warn,
-            Decision::Allow => Severity::Allow,
+            Treatment::Deny => Severity::Deny,
+            Treatment::Warn => Severity::Warn,
+            Treatment::Allow => Severity::Allow,
         }
     }
 }
@@ -91,8 +91,8 @@ pub enum LoopbackPolicy {
 /// Policy settings of the engine (webhook flags, CLI flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    pub unresolved: Decision,
-    pub unverifiable: Decision,
+    pub unresolved: Treatment,
+    pub unverifiable: Treatment,
     pub loopback: LoopbackPolicy,
     /// Names of variables that hold connection strings, matched case-insensitively as
     /// substrings; `A+B` means both. A hidden variable with such a name makes a client.
@@ -122,8 +122,8 @@ pub const DEFAULT_CONNECTION_VARIABLE_PATTERNS: &[&str] = &[
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            unresolved: Decision::Warn,
-            unverifiable: Decision::Warn,
+            unresolved: Treatment::Warn,
+            unverifiable: Treatment::Warn,
             loopback: LoopbackPolicy::Allow,
             connection_variable_patterns: DEFAULT_CONNECTION_VARIABLE_PATTERNS
                 .iter()
@@ -243,7 +243,7 @@ pub enum Target<'a> {
 
 /// Where a deciding value was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum By<'a> {
+pub enum SetBy<'a> {
     /// A parameter of the target's own string (`sslmode`, `requiressl`, `ssl`, …).
     Param { key: &'static str },
     /// A libpq environment variable.
@@ -303,11 +303,11 @@ impl Setting {
 pub enum Unverifiable<'a> {
     /// A libpq service file (`service=`/`PGSERVICE`) supplies the setting.
     ServiceFile {
-        by: By<'a>,
+        by: SetBy<'a>,
     },
     /// GSSAPI encryption is requested instead of TLS.
     Gss {
-        by: By<'a>,
+        by: SetBy<'a>,
     },
     JdbcFactory,
     JdbcHostnameVerifier,
@@ -333,7 +333,7 @@ pub enum Cause<'a> {
     /// then behaves as `verify-ca`).
     WeakMode {
         mode: SslMode,
-        by: By<'a>,
+        by: SetBy<'a>,
         root_configured: bool,
         jdbc: bool,
     },
@@ -341,14 +341,17 @@ pub enum Cause<'a> {
     NoMode,
     /// `SslModeInvalid`; `close` is the valid mode it differs from only in case.
     BadMode {
-        by: By<'a>,
+        by: SetBy<'a>,
         empty: bool,
         close: Option<SslMode>,
     },
     /// `RootCertMissing`.
-    NoRoot { by: By<'a> },
+    NoRoot { by: SetBy<'a> },
     /// `RootCertSystemNeedsVerifyFull`.
-    SystemRoot { by: By<'a>, mode: Option<SslMode> },
+    SystemRoot {
+        by: SetBy<'a>,
+        mode: Option<SslMode>,
+    },
     /// `VerificationDisabled` by pgjdbc's `NonValidatingFactory`.
     NonValidatingFactory,
     /// A finding of a driver's own rules (docs/drivers.md): what that driver will do.
@@ -390,7 +393,7 @@ pub struct Finding<'a> {
     pub cause: Cause<'a>,
     /// For `Unresolved`/`Unverifiable` that hide the host: the finding it would be if the
     /// host is not loopback.
-    pub behind: Option<Code>,
+    pub if_remote: Option<Code>,
     /// The application whose settings these are, when a profile recognised it
     /// (docs/applications.md).
     pub application: Option<&'static str>,
@@ -452,11 +455,11 @@ pub enum FixValue {
 /// Facts worth telling that are not findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note<'a> {
-    /// Every TCP host is loopback: an in-Pod proxy does the TLS. `behind` is the finding
+    /// Every TCP host is loopback: an in-Pod proxy does the TLS. `if_remote` is the finding
     /// it would otherwise be.
     LoopbackAllowed {
         variable: Cow<'a, str>,
-        behind: Code,
+        if_remote: Code,
     },
     /// `sslrootcert=system`: the TLS library's trust store.
     SystemTrustStore { variable: Cow<'a, str> },

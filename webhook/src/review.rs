@@ -183,7 +183,7 @@ pub fn review(body: &[u8], mode: Mode, decider: &Decider<'_>) -> Reviewed {
             "malformed AdmissionReview at line {}, column {}: {}",
             e.line(),
             e.column(),
-            policy_free_message(&e)
+            message_without_values(&e)
         )),
     }
 }
@@ -199,7 +199,7 @@ pub fn mutate(body: &[u8], decider: &Decider<'_>) -> Reviewed {
                 "malformed AdmissionReview at line {}, column {}: {}",
                 e.line(),
                 e.column(),
-                policy_free_message(&e)
+                message_without_values(&e)
             ));
         }
     };
@@ -526,13 +526,15 @@ fn parse_object(raw: &RawValue) -> Result<Object, String> {
             let path = track.path().to_string();
             let at = format!("line {}, column {} of the object", e.line(), e.column());
             Err(match path.as_str() {
-                "" | "." => format!("{} ({at})", policy_free_message(&e)),
-                _ => format!("{path}: {} ({at})", policy_free_message(&e)),
+                "" | "." => format!("{} ({at})", message_without_values(&e)),
+                _ => format!("{path}: {} ({at})", message_without_values(&e)),
             })
         }
     }
 }
 
-fn policy_free_message(e: &serde_json::Error) -> String {
+/// The parser's message without its position (the caller names it) and without any quoted
+/// value, which may be a password.
+fn message_without_values(e: &serde_json::Error) -> String {
     policy::message::parser_error(&e.to_string())
 }

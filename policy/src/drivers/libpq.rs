@@ -3,7 +3,7 @@
 //! alone. They are also what pgx, lib/pq, asyncpg, psycopg, Rails and Django do with
 //! `sslmode=verify-full` and a root certificate, and the fallback reading of any value no
 //! other driver claims (docs/drivers.md). These rules keep every candidate of a repeated
-//! or hidden setting, so they work on the judge's candidates rather than behind the
+//! or hidden setting, so they work on the judge's candidates rather than if_remote the
 //! drivers' one-verdict interface.
 
 use std::borrow::Cow;
@@ -11,8 +11,8 @@ use std::borrow::Cow;
 use smallvec::smallvec;
 
 use crate::engine::{
-    Candidates, Judge, Mode, Net, Root, Subject, hidden_var, keep_last_distinct, modes_verify_full,
-    open_hidden, roots_configured, weaker_net,
+    Candidates, Destination, Judge, Mode, Root, Subject, hidden_var, keep_last_distinct,
+    modes_verify_full, open_hidden, roots_configured, weaker_net,
 };
 use crate::env::{Get, OpenSource, Var, Visibility};
 use crate::fixes;
@@ -54,7 +54,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         var: &Var<'a>,
     ) {
         let scan = info
-            .map(|i| Scan::of(i, uri, driver.is_some()))
+            .map(|i| TlsStores::of(i, uri, driver.is_some()))
             .unwrap_or_default();
         if let (Some(driver), Some(key)) = (driver, scan.driver_tls) {
             self.client = true;
@@ -86,10 +86,10 @@ impl<'e, 'a> Judge<'e, 'a> {
         }
 
         // The service in force: the string's, else PGSERVICE.
-        let service: Result<Option<By<'a>>, Hidden<'a>> = match scan.service {
+        let service: Result<Option<SetBy<'a>>, Hidden<'a>> = match scan.service {
             Some(v) if has_hidden(v) => Err(hidden_var(var)),
             Some("") => Ok(None),
-            Some(_) => Ok(Some(By::Param { key: "service" })),
+            Some(_) => Ok(Some(SetBy::Param { key: "service" })),
             None => match self.env_lookup("PGSERVICE") {
                 EnvValue::Set(v) if v.value.is_empty() => {
                     self.notes.push(Note::EmptyService {
@@ -97,7 +97,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                     });
                     Ok(None)
                 }
-                EnvValue::Set(v) => Ok(Some(By::Env {
+                EnvValue::Set(v) => Ok(Some(SetBy::Env {
                     var: "PGSERVICE",
                     origin: v.origin,
                 })),
@@ -118,10 +118,10 @@ impl<'e, 'a> Judge<'e, 'a> {
 
         // GSSAPI encryption instead of TLS.
         let gss = match scan.gss {
-            Some("require") => Some(By::Param { key: "gssencmode" }),
+            Some("require") => Some(SetBy::Param { key: "gssencmode" }),
             Some(_) => None,
             None => match self.env_lookup("PGGSSENCMODE") {
-                EnvValue::Set(v) if v.value == "require" => Some(By::Env {
+                EnvValue::Set(v) if v.value == "require" => Some(SetBy::Env {
                     var: "PGGSSENCMODE",
                     origin: v.origin,
                 }),
@@ -132,7 +132,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         let modes: Candidates<Mode<'a>> = if !scan.modes.is_empty() {
             scan.modes
                 .iter()
-                .map(|&(v, key)| libpq_mode(v, By::Param { key }, var))
+                .map(|&(v, key)| libpq_mode(v, SetBy::Param { key }, var))
                 .collect()
         } else {
             smallvec![match &from_service {
@@ -144,7 +144,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         let roots: Candidates<Root<'a>> = if !scan.roots.is_empty() {
             scan.roots
                 .iter()
-                .map(|v| root_of(v, By::Param { key: "sslrootcert" }, var))
+                .map(|v| root_of(v, SetBy::Param { key: "sslrootcert" }, var))
                 .collect()
         } else {
             smallvec![match &from_service {
@@ -156,7 +156,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         let nets = match from_service {
             // Where the service file points is unknown.
             Some(why) if scan.hosts.is_empty() && scan.addrs.is_empty() => {
-                smallvec![Net::Unknown(why)]
+                smallvec![Destination::Unknown(why)]
             }
             _ => self.libpq_nets(&scan, var),
         };
@@ -175,11 +175,11 @@ impl<'e, 'a> Judge<'e, 'a> {
         };
         if driver.is_none() {
             self.libpq.count += 1;
-            self.libpq.not_remote |= !nets.iter().all(|n| matches!(n, Net::Remote));
+            self.libpq.not_remote |= !nets.iter().all(|n| matches!(n, Destination::Remote));
             self.libpq.sets_mode |= !scan.modes.is_empty();
         }
         if let Some(by) = gss {
-            if !nets.iter().all(|n| matches!(n, Net::Socket)) {
+            if !nets.iter().all(|n| matches!(n, Destination::Socket)) {
                 self.client = true;
                 let cause = Cause::Unverifiable(Unverifiable::Gss { by });
                 self.push(s, Code::Unverifiable, cause, None);
@@ -191,13 +191,17 @@ impl<'e, 'a> Judge<'e, 'a> {
 
     /// Network candidates of a libpq target: the string's host/hostaddr, else
     /// `PGHOST`/`PGHOSTADDR`.
-    pub(crate) fn libpq_nets<'t>(&self, scan: &Scan<'t>, var: &'t Var<'a>) -> Candidates<Net<'a>>
+    pub(crate) fn libpq_nets<'t>(
+        &self,
+        scan: &TlsStores<'t>,
+        var: &'t Var<'a>,
+    ) -> Candidates<Destination<'a>>
     where
         'e: 't,
     {
         let in_string = |v: &&'t str| HostText {
             text: Some(*v),
-            who: Who::Var(var),
+            who: HostSource::Var(var),
         };
         let host_texts: Candidates<HostText<'t, 'a>> = if scan.hosts.is_empty() {
             smallvec![self.env_host("PGHOST")]
@@ -212,7 +216,8 @@ impl<'e, 'a> Judge<'e, 'a> {
                 .any(|h| h.text.is_some_and(|t| !has_hidden(t)));
             match self.env_host("PGHOSTADDR") {
                 HostText {
-                    who: Who::Open(..), ..
+                    who: HostSource::Open(..),
+                    ..
                 } if host_visible => smallvec![HostText::NONE],
                 addr => smallvec![addr],
             }
@@ -223,7 +228,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         for h in &host_texts {
             for a in &addr_texts {
                 nets.push(match hosts::slots(h.text, a.text) {
-                    Err(e) => Net::Invalid(e),
+                    Err(e) => Destination::Invalid(e),
                     Ok(slots) => reduce_slots(slots, || {
                         // The hidden span is in hostaddr if it has one, else in host.
                         if a.text.is_some_and(has_hidden) {
@@ -255,7 +260,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             Get::Unset => HostText::NONE,
             Get::MaybeSet(o) => HostText {
                 text: Some(HIDDEN_STR),
-                who: Who::Open(name, o),
+                who: HostSource::Open(name, o),
             },
             Get::Set(v) => HostText {
                 text: Some(if v.visibility == Visibility::Visible {
@@ -263,7 +268,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                 } else {
                     HIDDEN_STR
                 }),
-                who: Who::Var(v),
+                who: HostSource::Var(v),
             },
         }
     }
@@ -273,7 +278,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         match self.env_lookup("PGSSLMODE") {
             EnvValue::Set(v) => libpq_mode(
                 &v.value,
-                By::Env {
+                SetBy::Env {
                     var: "PGSSLMODE",
                     origin: v.origin,
                 },
@@ -283,7 +288,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             EnvValue::Unset => match self.env_lookup("PGREQUIRESSL") {
                 EnvValue::Set(v) if v.value.starts_with('1') => Mode::Known(
                     SslMode::Require,
-                    By::Env {
+                    SetBy::Env {
                         var: "PGREQUIRESSL",
                         origin: v.origin,
                     },
@@ -298,7 +303,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         match self.env_lookup("PGSSLROOTCERT") {
             EnvValue::Set(v) => root_of(
                 &v.value,
-                By::Env {
+                SetBy::Env {
                     var: "PGSSLROOTCERT",
                     origin: v.origin,
                 },
@@ -330,7 +335,7 @@ impl LibpqTargets {
 
 /// The TLS-relevant stores of a libpq string, read in one pass.
 #[derive(Debug, Default)]
-pub(crate) struct Scan<'s> {
+pub(crate) struct TlsStores<'s> {
     /// Distinct sslmode values (from `sslmode`, `requiressl`, URI `ssl=true`) with the key.
     modes: Candidates<(&'s str, &'static str)>,
     roots: Candidates<&'s str>,
@@ -347,9 +352,9 @@ pub(crate) struct Scan<'s> {
     driver_tls: Option<&'s str>,
 }
 
-impl<'s> Scan<'s> {
-    fn of(info: &'s Conninfo<'_>, uri: bool, driver: bool) -> Scan<'s> {
-        let mut scan = Scan::default();
+impl<'s> TlsStores<'s> {
+    fn of(info: &'s Conninfo<'_>, uri: bool, driver: bool) -> TlsStores<'s> {
+        let mut scan = TlsStores::default();
         let mut authority_host = None;
         for p in &info.params {
             let (key, value) = (p.key.as_ref(), p.value.as_ref());
@@ -386,7 +391,7 @@ impl<'s> Scan<'s> {
 
 /// Whose text a host candidate is, to name it if hidden spans decide.
 #[derive(Clone, Copy)]
-pub(crate) enum Who<'t, 'a> {
+pub(crate) enum HostSource<'t, 'a> {
     None,
     Var(&'t Var<'a>),
     Open(&'static str, &'t OpenSource<'a>),
@@ -396,20 +401,20 @@ pub(crate) enum Who<'t, 'a> {
 #[derive(Clone, Copy)]
 pub(crate) struct HostText<'t, 'a> {
     text: Option<&'t str>,
-    who: Who<'t, 'a>,
+    who: HostSource<'t, 'a>,
 }
 
 impl<'a> HostText<'_, 'a> {
     const NONE: Self = HostText {
         text: None,
-        who: Who::None,
+        who: HostSource::None,
     };
 
     fn hidden(&self) -> Hidden<'a> {
         match self.who {
-            Who::Var(v) => hidden_var(v),
-            Who::Open(var, o) => open_hidden(var, o),
-            Who::None => Hidden::Runtime {
+            HostSource::Var(v) => hidden_var(v),
+            HostSource::Open(var, o) => open_hidden(var, o),
+            HostSource::None => Hidden::Runtime {
                 var: Cow::Borrowed("host"),
             },
         }
@@ -429,7 +434,7 @@ pub(crate) fn is_driver_tls_param(key: &str) -> bool {
 }
 
 /// `v` is read from `var` (a parameter of its string, or its whole value).
-pub(crate) fn libpq_mode<'a>(v: &str, by: By<'a>, var: &Var<'a>) -> Mode<'a> {
+pub(crate) fn libpq_mode<'a>(v: &str, by: SetBy<'a>, var: &Var<'a>) -> Mode<'a> {
     if has_hidden(v) {
         return Mode::Hidden(hidden_var(var));
     }
@@ -443,7 +448,7 @@ pub(crate) fn libpq_mode<'a>(v: &str, by: By<'a>, var: &Var<'a>) -> Mode<'a> {
     }
 }
 
-pub(crate) fn root_of<'a>(v: &str, by: By<'a>, var: &Var<'a>) -> Root<'a> {
+pub(crate) fn root_of<'a>(v: &str, by: SetBy<'a>, var: &Var<'a>) -> Root<'a> {
     if has_hidden(v) {
         Root::Hidden(hidden_var(var))
     } else if v.is_empty() {
@@ -459,21 +464,21 @@ pub(crate) fn root_of<'a>(v: &str, by: By<'a>, var: &Var<'a>) -> Root<'a> {
 pub(crate) fn reduce_slots<'a>(
     slots: impl Iterator<Item = Slot>,
     hidden: impl Fn() -> Hidden<'a>,
-) -> Net<'a> {
-    let mut net = Net::Socket;
+) -> Destination<'a> {
+    let mut net = Destination::Socket;
     for slot in slots {
         let n = match slot {
-            Slot::Socket => Net::Socket,
+            Slot::Socket => Destination::Socket,
             Slot::Tcp {
                 loopback: Loopback::Yes,
-            } => Net::Loopback,
+            } => Destination::Loopback,
             Slot::Tcp {
                 loopback: Loopback::No,
-            } => Net::Remote,
+            } => Destination::Remote,
             Slot::Tcp {
                 loopback: Loopback::Unknown,
             }
-            | Slot::Unknown => Net::Unknown(Ok(hidden())),
+            | Slot::Unknown => Destination::Unknown(Ok(hidden())),
         };
         net = weaker_net(net, n);
     }

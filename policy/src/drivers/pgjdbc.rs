@@ -6,8 +6,8 @@ use smallvec::smallvec;
 
 use crate::drivers::libpq::root_of;
 use crate::engine::{
-    Candidates, Judge, Mode, Net, Root, Subject, hidden_var, keep_last_distinct, modes_verify_full,
-    roots_configured, weaker_net,
+    Candidates, Destination, Judge, Mode, Root, Subject, hidden_var, keep_last_distinct,
+    modes_verify_full, roots_configured, weaker_net,
 };
 use crate::env::Var;
 use crate::fixes;
@@ -64,7 +64,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                     if has_hidden(v) {
                         return Mode::Hidden(hidden_var(var));
                     }
-                    let by = By::Param { key: "sslmode" };
+                    let by = SetBy::Param { key: "sslmode" };
                     match SslMode::parse_ignore_case(v) {
                         Some(m) => Mode::Known(m, by),
                         None => Mode::Invalid {
@@ -80,9 +80,12 @@ impl<'e, 'a> Judge<'e, 'a> {
                 None => smallvec![Mode::Default],
                 Some(v) if has_hidden(v) => smallvec![Mode::Hidden(hidden_var(var))],
                 Some(v) if v.is_empty() || v.eq_ignore_ascii_case("true") => {
-                    smallvec![Mode::Known(SslMode::VerifyFull, By::Param { key: "ssl" })]
+                    smallvec![Mode::Known(
+                        SslMode::VerifyFull,
+                        SetBy::Param { key: "ssl" }
+                    )]
                 }
-                Some(_) => smallvec![Mode::Known(SslMode::Prefer, By::Param { key: "ssl" })],
+                Some(_) => smallvec![Mode::Known(SslMode::Prefer, SetBy::Param { key: "ssl" })],
             }
         };
         let roots: Candidates<Root<'a>> =
@@ -90,11 +93,11 @@ impl<'e, 'a> Judge<'e, 'a> {
                 self.notes.push(Note::JvmTrustStore {
                     variable: s.variable.clone(),
                 });
-                smallvec![Root::System(By::Param { key: "sslfactory" })]
+                smallvec![Root::System(SetBy::Param { key: "sslfactory" })]
             } else {
                 match url.last("sslrootcert") {
                     None => smallvec![Root::None],
-                    Some(v) => smallvec![root_of(v, By::Param { key: "sslrootcert" }, var)],
+                    Some(v) => smallvec![root_of(v, SetBy::Param { key: "sslrootcert" }, var)],
                 }
             };
         let s = &Subject {
@@ -108,17 +111,17 @@ impl<'e, 'a> Judge<'e, 'a> {
             },
             ..s.clone()
         };
-        let mut net = Net::Socket;
+        let mut net = Destination::Socket;
         for h in &url.hosts {
             let n = match hosts::loopback(h) {
-                Loopback::Yes => Net::Loopback,
-                Loopback::No => Net::Remote,
-                Loopback::Unknown => Net::Unknown(Ok(hidden_var(var))),
+                Loopback::Yes => Destination::Loopback,
+                Loopback::No => Destination::Remote,
+                Loopback::Unknown => Destination::Unknown(Ok(hidden_var(var))),
             };
             net = weaker_net(net, n);
         }
         if let Some(u) = unverifiable
-            && !(matches!(net, Net::Loopback) && self.loopback_allowed)
+            && !(matches!(net, Destination::Loopback) && self.loopback_allowed)
         {
             self.push(s, Code::Unverifiable, Cause::Unverifiable(u), None);
             return;

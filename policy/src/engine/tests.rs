@@ -503,7 +503,7 @@ fn loopback_policy_and_host_network() {
     assert!(matches!(
         r.containers[0].notes[..],
         [Note::LoopbackAllowed {
-            behind: Code::SslModeTooWeak,
+            if_remote: Code::SslModeTooWeak,
             ..
         }]
     ));
@@ -658,14 +658,14 @@ fn hidden_values_are_never_guessed() {
         ])),
         one("DATABASE_URL", Unresolved)
     );
-    // The hidden host could be loopback: Unresolved, with the violation behind it.
+    // The hidden host could be loopback: Unresolved, with the violation if_remote it.
     let env = json!([secret_ref("PGHOST"), lit("PGSSLMODE", "disable")]);
     let w = pod_with(json!([{"name": "app", "env": env}]), json!({}));
     let settings = Settings::default();
     let sources = Sources::default();
     let r = report_with(&w, &sources, &settings);
     assert_eq!(r.containers[0].findings[0].code, Unresolved);
-    assert_eq!(r.containers[0].findings[0].behind, Some(SslModeTooWeak));
+    assert_eq!(r.containers[0].findings[0].if_remote, Some(SslModeTooWeak));
 
     // Unresolved envFrom: may define PGSSLMODE, so Unresolved, not SslModeUnset.
     let open = |env: Value| {
@@ -704,14 +704,14 @@ fn hidden_values_are_never_guessed() {
         json!({}),
     );
     let deny = Settings {
-        unresolved: Decision::Deny,
+        unresolved: Treatment::Deny,
         ..Settings::default()
     };
     let sources = Sources::default();
     assert!(report_with(&w, &sources, &deny).denied());
     assert!(!report_with(&w, &sources, &Settings::default()).denied());
     let allow = Settings {
-        unresolved: Decision::Allow,
+        unresolved: Treatment::Allow,
         ..Settings::default()
     };
     assert_eq!(
