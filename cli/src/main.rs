@@ -58,7 +58,14 @@ struct CheckArgs {
 fn load_profiles(paths: &[PathBuf]) -> Result<Vec<policy::profiles::Profile>, String> {
     let texts = paths
         .iter()
-        .map(|p| Ok((p.display().to_string(), policy::profiles::read_file(p)?)))
+        .map(|p| {
+            let file = p.display().to_string();
+            let f = std::fs::File::open(p).map_err(|e| policy::profiles::Error {
+                file: file.clone(),
+                message: e.to_string(),
+            })?;
+            Ok((file.clone(), policy::profiles::read_text(&file, f)?))
+        })
         .collect::<Result<Vec<_>, policy::profiles::Error>>()
         .map_err(|e| e.to_string())?;
     policy::profiles::parse_user(texts.iter().map(|(f, t)| (f.as_str(), t.as_str())))

@@ -271,14 +271,14 @@ pub fn parse_user<'t>(
     Ok(loaded.into_iter().map(|(p, _)| p).collect())
 }
 
-/// A profile file's text, refused unread when it is larger than a profile can be.
-pub fn read_file(path: &std::path::Path) -> Result<String, Error> {
+/// A profile file's text from `f` (the caller opens it: this crate touches no file),
+/// refused unread past the size a profile can have.
+pub fn read_text(file: &str, f: impl std::io::Read) -> Result<String, Error> {
     use std::io::Read as _;
     let err = |message: String| Error {
-        file: path.display().to_string(),
+        file: file.to_string(),
         message,
     };
-    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     let mut bytes = Vec::new();
     f.take(MAX_BYTES as u64 + 1)
         .read_to_end(&mut bytes)

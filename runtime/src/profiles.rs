@@ -273,11 +273,13 @@ fn read_dir(dir: &Path, from: &Path) -> Result<Files, Error> {
         if files.len() == MAX_FILES {
             return Err(error(dir, format!("more than {MAX_FILES} files")));
         }
-        let text = policy::profiles::read_file(&from.join(&name)).map_err(|e| Error {
-            file: dir.join(&name).display().to_string(),
-            message: e.message,
+        let file = dir.join(&name).display().to_string();
+        let f = std::fs::File::open(from.join(&name)).map_err(|e| Error {
+            file: file.clone(),
+            message: e.to_string(),
         })?;
-        files.push((dir.join(&name).display().to_string(), text));
+        let text = policy::profiles::read_text(&file, f)?;
+        files.push((file, text));
     }
     files.sort();
     Ok(files)
