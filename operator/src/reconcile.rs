@@ -758,3 +758,6 @@ async fn delete_copies(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
