@@ -30,10 +30,42 @@ pub const FINALIZER: &str = "verifyfull.dev/cleanup";
 /// How many violating workloads a policy's status names.
 const VIOLATING_LISTED: usize = 20;
 
+/// What failed, in which step, for which object: the log line of a failed reconcile says
+/// all three.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
-    Kube(#[from] kube::Error),
+    #[error("applying the CA injection to {object}: {source}")]
+    Inject {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("copying the CA of PostgresTLSPolicy {policy} into namespace {namespace}: {source}")]
+    CopyCa {
+        policy: String,
+        namespace: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting CA copy {namespace}/{copy}: {source}")]
+    DeleteCopy {
+        namespace: String,
+        copy: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("updating the finalizer of PostgresTLSPolicy {policy}: {source}")]
+    Finalizer {
+        policy: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status of PostgresTLSPolicy {policy}: {source}")]
+    Status {
+        policy: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// Operator settings.
@@ -374,6 +406,7 @@ impl Ctx {
 }
 
 /// Reconciles one workload: inject, keep, or remove what the operator owns.
+#[tracing::instrument(skip_all, fields(object = %w.label(kind)))]
 pub async fn workload(kind: Kind, w: Arc<Workload>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if !ctx.synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
@@ -442,10 +475,14 @@ pub async fn workload(kind: Kind, w: Arc<Workload>, ctx: Arc<Ctx>) -> Result<Act
             ctx.metrics.reconciled(kind.as_str(), "conflict");
             Ok(Action::requeue(Duration::from_secs(60)))
         }
-        Err(e) => Err(e.into()),
+        Err(source) => Err(Error::Inject {
+            object: w.label(kind),
+            source,
+        }),
     }
 }
 
+/// A failed reconcile is logged (the error names the step and the object) and retried.
 pub fn error_policy<K>(_: Arc<K>, e: &Error, _: Arc<Ctx>) -> Action {
     tracing::warn!(error = %e, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
@@ -543,12 +580,17 @@ fn condition(
 }
 
 /// Reconciles one policy: finalizer, CA copies, status.
+#[tracing::instrument(skip_all, fields(policy = %p.name_any()))]
 pub async fn policy(p: Arc<PostgresTLSPolicy>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if !ctx.synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let name = p.name_any();
     let api: Api<PostgresTLSPolicy> = Api::all(ctx.client.clone());
+    // The finalizer is kept by hand, not with kube-runtime's `finalizer()`: its cleanup
+    // removes the finalizer as soon as the cleanup returns `Ok`, and this one must wait,
+    // without an error, until every workload has dropped the injection (requeued until
+    // then). Both patches carry the resourceVersion they were computed from.
     let has_finalizer = p.finalizers().iter().any(|f| f == FINALIZER);
     if p.metadata.deletion_timestamp.is_some() {
         if !has_finalizer {
@@ -572,7 +614,11 @@ pub async fn policy(p: Arc<PostgresTLSPolicy>, ctx: Arc<Ctx>) -> Result<Action, 
             json!({"metadata": {"finalizers": rest, "resourceVersion": p.resource_version()}});
         ctx.metrics.write("PostgresTLSPolicy");
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+            .await
+            .map_err(|source| Error::Finalizer {
+                policy: name.clone(),
+                source,
+            })?;
         return Ok(Action::await_change());
     }
     if !has_finalizer {
@@ -582,7 +628,11 @@ pub async fn policy(p: Arc<PostgresTLSPolicy>, ctx: Arc<Ctx>) -> Result<Action, 
             json!({"metadata": {"finalizers": all, "resourceVersion": p.resource_version()}});
         ctx.metrics.write("PostgresTLSPolicy");
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+            .await
+            .map_err(|source| Error::Finalizer {
+                policy: name.clone(),
+                source,
+            })?;
     }
     let generation = p.metadata.generation;
     let old = p.status.clone().unwrap_or_default();
@@ -683,7 +733,11 @@ pub async fn policy(p: Arc<PostgresTLSPolicy>, ctx: Arc<Ctx>) -> Result<Action, 
         ctx.metrics.write("PostgresTLSPolicy/status");
         let patch = json!({"status": status});
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+            .await
+            .map_err(|source| Error::Status {
+                policy: name.clone(),
+                source,
+            })?;
     }
     Ok(Action::requeue(ctx.settings.resync))
 }
@@ -732,7 +786,12 @@ async fn copy_ca(
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(&cm),
         )
-        .await?;
+        .await
+        .map_err(|source| Error::CopyCa {
+            policy: p.name_any(),
+            namespace: ns.clone(),
+            source,
+        })?;
     }
     delete_copies(ctx, &p.name_any(), |ns| !wanted.iter().any(|w| w == ns)).await?;
     Ok(wanted)
@@ -752,7 +811,13 @@ async fn delete_copies(
             match api.delete(&c.name_any(), &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
+                Err(source) => {
+                    return Err(Error::DeleteCopy {
+                        namespace: ns,
+                        copy: c.name_any(),
+                        source,
+                    });
+                }
             }
         }
     }
