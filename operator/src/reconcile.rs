@@ -555,6 +555,96 @@ impl Ctx {
     }
 }
 
+/// The status while the CA source cannot be read: the last copies stay as they were.
+fn unavailable_status(
+    old: &PostgresTlsPolicyStatus,
+    generation: Option<i64>,
+    reason: &str,
+    msg: String,
+) -> PostgresTlsPolicyStatus {
+    PostgresTlsPolicyStatus {
+        observed_generation: generation,
+        ca_hash: old.ca_hash.clone(),
+        namespaces: old.namespaces,
+        conditions: vec![
+            condition(
+                "Ready",
+                false,
+                reason,
+                msg.clone(),
+                generation,
+                &old.conditions,
+            ),
+            condition("Degraded", true, reason, msg, generation, &old.conditions),
+        ],
+        ..Default::default()
+    }
+}
+
+/// The status once the CA is copied into `namespaces` namespaces: the counts, Ready, and
+/// Degraded when policies overlap or workloads set the mount themselves.
+fn distributed_status(
+    old: &PostgresTlsPolicyStatus,
+    generation: Option<i64>,
+    namespaces: usize,
+    ca_hash: String,
+    c: Counts,
+) -> PostgresTlsPolicyStatus {
+    let ready_msg = format!(
+        "CA copied into {namespaces} namespaces; {} of {} selected workloads carry it",
+        c.injected, c.matched
+    );
+    let (degraded, reason, msg) = if !c.overlaps.is_empty() {
+        (
+            true,
+            "OverlappingPolicies",
+            format!(
+                "workloads are also selected by {}; they are injected by none",
+                c.overlaps.join(", ")
+            ),
+        )
+    } else if c.conflicts > 0 {
+        (
+            true,
+            "Conflicts",
+            format!(
+                "{} selected workloads set the CA mount or variables themselves; see their Events",
+                c.conflicts
+            ),
+        )
+    } else {
+        (false, "AsExpected", "no conflicts".to_string())
+    };
+    PostgresTlsPolicyStatus {
+        observed_generation: generation,
+        matched: c.matched,
+        injected: c.injected,
+        conflicts: c.conflicts,
+        violations: c.violations,
+        violating: c.violating,
+        namespaces: namespaces as i64,
+        ca_hash: Some(ca_hash),
+        conditions: vec![
+            condition(
+                "Ready",
+                true,
+                "CADistributed",
+                ready_msg,
+                generation,
+                &old.conditions,
+            ),
+            condition(
+                "Degraded",
+                degraded,
+                reason,
+                msg,
+                generation,
+                &old.conditions,
+            ),
+        ],
+    }
+}
+
 fn condition(
     type_: &str,
     ok: bool,
@@ -636,34 +726,8 @@ pub async fn policy(p: Arc<PostgresTLSPolicy>, ctx: Arc<Ctx>) -> Result<Action, 
     }
     let generation = p.metadata.generation;
     let old = p.status.clone().unwrap_or_default();
-    let mut status = PostgresTlsPolicyStatus {
-        observed_generation: generation,
-        ..Default::default()
-    };
-    match ca::read(&ctx.client, &p.spec.ca_source).await {
-        Err(e) => {
-            let msg = e.to_string();
-            status.ca_hash = old.ca_hash.clone();
-            status.namespaces = old.namespaces;
-            status.conditions = vec![
-                condition(
-                    "Ready",
-                    false,
-                    e.reason(),
-                    msg.clone(),
-                    generation,
-                    &old.conditions,
-                ),
-                condition(
-                    "Degraded",
-                    true,
-                    e.reason(),
-                    msg,
-                    generation,
-                    &old.conditions,
-                ),
-            ];
-        }
+    let status = match ca::read(&ctx.client, &p.spec.ca_source).await {
+        Err(e) => unavailable_status(&old, generation, e.reason(), e.to_string()),
         Ok(bundle) => {
             let namespaces = copy_ca(&ctx, &p, &bundle).await?;
             let fingerprint = format!("{}/{:?}/{}", bundle.hash, generation, namespaces.join(","));
@@ -674,61 +738,10 @@ pub async fn policy(p: Arc<PostgresTLSPolicy>, ctx: Arc<Ctx>) -> Result<Action, 
             if changed {
                 ctx.trigger_workloads();
             }
-            let c = ctx.counts(&name);
-            status.matched = c.matched;
-            status.injected = c.injected;
-            status.conflicts = c.conflicts;
-            status.violations = c.violations;
-            status.violating = c.violating;
-            status.namespaces = namespaces.len() as i64;
-            status.ca_hash = Some(bundle.hash);
-            let ready_msg = format!(
-                "CA copied into {} namespaces; {} of {} selected workloads carry it",
-                namespaces.len(),
-                c.injected,
-                c.matched
-            );
-            let (degraded, reason, msg) = if !c.overlaps.is_empty() {
-                (
-                    true,
-                    "OverlappingPolicies",
-                    format!(
-                        "workloads are also selected by {}; they are injected by none",
-                        c.overlaps.join(", ")
-                    ),
-                )
-            } else if c.conflicts > 0 {
-                (
-                    true,
-                    "Conflicts",
-                    format!(
-                        "{} selected workloads set the CA mount or variables themselves; see their Events",
-                        c.conflicts
-                    ),
-                )
-            } else {
-                (false, "AsExpected", "no conflicts".to_string())
-            };
-            status.conditions = vec![
-                condition(
-                    "Ready",
-                    true,
-                    "CADistributed",
-                    ready_msg,
-                    generation,
-                    &old.conditions,
-                ),
-                condition(
-                    "Degraded",
-                    degraded,
-                    reason,
-                    msg,
-                    generation,
-                    &old.conditions,
-                ),
-            ];
+            let counts = ctx.counts(&name);
+            distributed_status(&old, generation, namespaces.len(), bundle.hash, counts)
         }
-    }
+    };
     if status != old {
         ctx.metrics.write("PostgresTLSPolicy/status");
         let patch = json!({"status": status});

@@ -252,3 +252,86 @@ async fn the_status_counts_what_each_policy_selects() {
     assert!(counts.overlaps.is_empty());
     assert_eq!(c.counts("nobody").matched, 0);
 }
+
+fn counts(overlaps: &[&str], conflicts: i64) -> Counts {
+    Counts {
+        matched: 5,
+        injected: 3,
+        conflicts,
+        violations: 1,
+        violating: vec!["Deployment team/weak".into()],
+        overlaps: overlaps.iter().map(|s| s.to_string()).collect(),
+        still_injected: 3,
+    }
+}
+
+fn conditions(s: &PostgresTlsPolicyStatus) -> Vec<(&str, &str, &str)> {
+    s.conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+        .collect()
+}
+
+#[test]
+fn the_status_says_ready_and_why_it_is_degraded() {
+    let none = PostgresTlsPolicyStatus::default();
+    let fine = distributed_status(&none, Some(2), 4, "h1".into(), counts(&[], 0));
+    assert_eq!(
+        conditions(&fine),
+        [
+            ("Ready", "True", "CADistributed"),
+            ("Degraded", "False", "AsExpected")
+        ]
+    );
+    assert_eq!((fine.matched, fine.injected, fine.namespaces), (5, 3, 4));
+    assert_eq!(fine.ca_hash.as_deref(), Some("h1"));
+    assert_eq!(fine.observed_generation, Some(2));
+    assert_eq!(
+        fine.conditions[0].message,
+        "CA copied into 4 namespaces; 3 of 5 selected workloads carry it"
+    );
+
+    let overlap = distributed_status(&none, Some(2), 4, "h1".into(), counts(&["other"], 2));
+    assert_eq!(
+        conditions(&overlap)[1],
+        ("Degraded", "True", "OverlappingPolicies")
+    );
+    assert!(
+        overlap.conditions[1]
+            .message
+            .contains("also selected by other")
+    );
+    let conflicts = distributed_status(&none, Some(2), 4, "h1".into(), counts(&[], 2));
+    assert_eq!(conditions(&conflicts)[1], ("Degraded", "True", "Conflicts"));
+
+    // Unchanged conditions keep the time of their last transition: a resync writes nothing.
+    let again = distributed_status(&fine, Some(2), 4, "h1".into(), counts(&[], 0));
+    assert_eq!(again, fine);
+}
+
+#[test]
+fn an_unreadable_ca_keeps_the_copies_it_had() {
+    let before = distributed_status(
+        &PostgresTlsPolicyStatus::default(),
+        Some(1),
+        4,
+        "h1".into(),
+        counts(&[], 0),
+    );
+    let s = unavailable_status(
+        &before,
+        Some(2),
+        "SourceNotFound",
+        "Secret corp-ca is gone".into(),
+    );
+    assert_eq!(
+        conditions(&s),
+        [
+            ("Ready", "False", "SourceNotFound"),
+            ("Degraded", "True", "SourceNotFound")
+        ]
+    );
+    assert_eq!(s.ca_hash.as_deref(), Some("h1"));
+    assert_eq!(s.namespaces, 4);
+    assert_eq!(s.conditions[0].message, "Secret corp-ca is gone");
+}
