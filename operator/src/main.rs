@@ -160,18 +160,7 @@ async fn main() -> ExitCode {
         lease,
     }) = &args.command
     {
-        let u = operator::webhooks::Uninstall {
-            namespace: args.namespace.clone(),
-            operator: operator_deployment.clone(),
-            lease: lease.clone(),
-        };
-        return match operator::webhooks::remove(&client, names, &u).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "removing the webhook configurations");
-                ExitCode::from(1)
-            }
-        };
+        return remove_webhooks(&client, &args.namespace, names, operator_deployment, lease).await;
     }
     let metrics = operator::metrics::Metrics::default();
     metrics.count_dropped_logs(logging.dropped());
@@ -192,6 +181,54 @@ async fn main() -> ExitCode {
         },
         None => None,
     };
+    let mut engine = args.settings.settings();
+    let profiles = args.profiles.start(&mut engine);
+    if let Some(p) = &profiles {
+        metrics.count_profiles(p.clone());
+    }
+    let config = config(args, engine, profiles, default_policy);
+    let shutdown = async move {
+        signals.shutdown().await;
+        tracing::info!("shutting down: releasing the lease");
+    };
+    match operator::run(client, config, metrics, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stepping down");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The uninstall hook's command: the webhook configurations go, then the operator.
+async fn remove_webhooks(
+    client: &kube::Client,
+    namespace: &str,
+    names: &[String],
+    operator: &Option<String>,
+    lease: &Option<String>,
+) -> ExitCode {
+    let u = operator::webhooks::Uninstall {
+        namespace: namespace.to_string(),
+        operator: operator.clone(),
+        lease: lease.clone(),
+    };
+    match operator::webhooks::remove(client, names, &u).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "removing the webhook configurations");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The operator's configuration from its flags.
+fn config(
+    args: Args,
+    engine: policy::Settings,
+    profiles: Option<std::sync::Arc<runtime::profiles::Reloading>>,
+    default_policy: Option<(String, serde_json::Value)>,
+) -> operator::Config {
     let day = Duration::from_secs(86_400);
     let webhooks = args.certificates.map(|mode| operator::webhooks::Settings {
         mode,
@@ -210,12 +247,7 @@ async fn main() -> ExitCode {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| format!("verifyfull-operator-{}", std::process::id()))
     });
-    let mut engine = args.settings.settings();
-    let profiles = args.profiles.start(&mut engine);
-    if let Some(p) = &profiles {
-        metrics.count_profiles(p.clone());
-    }
-    let config = operator::Config {
+    operator::Config {
         namespace: args.namespace,
         excluded_namespaces: args.excluded_namespaces,
         writes_per_second: args.writes_per_second,
@@ -232,17 +264,6 @@ async fn main() -> ExitCode {
         webhooks,
         default_policy,
         secret_sources: args.secret_sources,
-    };
-    let shutdown = async move {
-        signals.shutdown().await;
-        tracing::info!("shutting down: releasing the lease");
-    };
-    match operator::run(client, config, metrics, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "stepping down");
-            ExitCode::from(1)
-        }
     }
 }
 

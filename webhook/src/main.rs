@@ -113,9 +113,8 @@ async fn main() -> ExitCode {
     // One crypto provider, chosen explicitly: with two in the dependency tree rustls has no default.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let _ = provider.as_ref().clone().install_default();
-    let mut policies = None;
-    let caches = if args.standalone {
-        None
+    let (caches, policies) = if args.standalone {
+        (None, None)
     } else {
         let client = match kube::Client::try_default().await {
             Ok(c) => c,
@@ -124,25 +123,7 @@ async fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let caches = Arc::new(webhook::cache::Caches::new(args.read_secrets));
-        tokio::spawn(webhook::cache::watch(
-            kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::all(client.clone()),
-            caches.clone(),
-            policy::SourceKind::ConfigMap,
-        ));
-        if args.read_secrets {
-            tokio::spawn(webhook::cache::watch(
-                kube::Api::<k8s_openapi::api::core::v1::Secret>::all(client.clone()),
-                caches.clone(),
-                policy::SourceKind::Secret,
-            ));
-        }
-        if args.watch_policies {
-            let store = Arc::new(webhook::policies::Policies::default());
-            tokio::spawn(webhook::policies::watch(client, store.clone()));
-            policies = Some(store);
-        }
-        Some(caches)
+        watch_cluster(client, args.read_secrets, args.watch_policies)
     };
     let mut settings = args.settings.settings();
     let profiles = args.profiles.start(&mut settings);
@@ -196,6 +177,37 @@ async fn main() -> ExitCode {
     };
     drop(logging);
     code
+}
+
+/// Starts the watches the cluster feeds: ConfigMaps (and Secrets when allowed) for
+/// resolving references, and policies with namespace labels when the operator is installed.
+fn watch_cluster(
+    client: kube::Client,
+    read_secrets: bool,
+    watch_policies: bool,
+) -> (
+    Option<Arc<webhook::cache::Caches>>,
+    Option<Arc<webhook::policies::Policies>>,
+) {
+    let caches = Arc::new(webhook::cache::Caches::new(read_secrets));
+    tokio::spawn(webhook::cache::watch(
+        kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::all(client.clone()),
+        caches.clone(),
+        policy::SourceKind::ConfigMap,
+    ));
+    if read_secrets {
+        tokio::spawn(webhook::cache::watch(
+            kube::Api::<k8s_openapi::api::core::v1::Secret>::all(client.clone()),
+            caches.clone(),
+            policy::SourceKind::Secret,
+        ));
+    }
+    let policies = watch_policies.then(|| {
+        let store = Arc::new(webhook::policies::Policies::default());
+        tokio::spawn(webhook::policies::watch(client, store.clone()));
+        store
+    });
+    (Some(caches), policies)
 }
 
 #[cfg(test)]
