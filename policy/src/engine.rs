@@ -403,7 +403,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         self.client = true;
         let judged = driver.judge(&var.name, target, self);
         // A value the engine cannot see decides unless it is only a password: then what
-        // the driver would do is what the finding is if_remote.
+        // the driver would do is what the finding is behind.
         if has_hidden(&var.value) && !drivers::hidden_only_in_credentials(&var.value) {
             let cause = Cause::Hidden {
                 setting: Setting::Target,

@@ -76,9 +76,11 @@ impl From<k8s_openapi::api::core::v1::Secret> for Entry {
 impl Store {
     /// Folds one watch event in.
     pub fn apply(&self, kind: SourceKind, event: Event<Entry>) {
-        self.0.apply(event, |e| {
-            ((e.namespace, e.name), Arc::new(reduce(kind, e.data)))
-        });
+        self.0.apply(
+            event,
+            |e| (e.namespace.clone(), e.name.clone()),
+            |e| Arc::new(reduce(kind, e.data)),
+        );
     }
 
     pub fn synced(&self) -> bool {

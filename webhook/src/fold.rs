@@ -30,47 +30,61 @@ impl<K, V> Default for Folded<K, V> {
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> Folded<K, V> {
-    /// Folds one watch event in; `entry` makes an object's key and value (a deleted
-    /// object's value is not kept). `true` when requests now see another map.
-    pub fn apply<T>(&self, event: Event<T>, entry: impl Fn(T) -> (K, V)) -> bool {
+    /// Folds one watch event in: `key` names an object, `value` is what is kept of it.
+    pub fn apply<T>(&self, event: Event<T>, key: impl Fn(&T) -> K, value: impl Fn(T) -> V) {
+        self.apply_then(event, key, value, |_| {});
+    }
+
+    /// [`Folded::apply`], and `then` with each new map requests will see, before they see
+    /// it or the cache is called synced (what is made from the map is never behind it).
+    pub fn apply_then<T>(
+        &self,
+        event: Event<T>,
+        key: impl Fn(&T) -> K,
+        value: impl Fn(T) -> V,
+        then: impl FnOnce(&HashMap<K, V>),
+    ) {
         let mut pending = self
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match event {
+        let listed = matches!(event, Event::InitDone);
+        let next = match event {
             Event::Init => {
                 *pending = Some(HashMap::new());
-                return false;
+                return;
             }
             Event::InitApply(t) => {
-                let (k, v) = entry(t);
-                pending.get_or_insert_with(HashMap::new).insert(k, v);
-                return false;
+                let k = key(&t);
+                pending.get_or_insert_with(HashMap::new).insert(k, value(t));
+                return;
             }
-            Event::InitDone => {
-                self.current
-                    .store(Arc::new(pending.take().unwrap_or_default()));
-                self.synced.store(true, Ordering::SeqCst);
-            }
+            Event::InitDone => pending.take().unwrap_or_default(),
             Event::Apply(t) => {
-                let (k, v) = entry(t);
                 let mut next = HashMap::clone(&self.current.load());
-                next.insert(k, v);
-                self.current.store(Arc::new(next));
+                next.insert(key(&t), value(t));
+                next
             }
+            // A deleted object's value is not made.
             Event::Delete(t) => {
-                let (k, _) = entry(t);
                 let mut next = HashMap::clone(&self.current.load());
-                next.remove(&k);
-                self.current.store(Arc::new(next));
+                next.remove(&key(&t));
+                next
             }
+        };
+        then(&next);
+        self.current.store(Arc::new(next));
+        if listed {
+            self.synced.store(true, Ordering::SeqCst);
         }
-        true
     }
 
-    /// Empty, and synced: the watched kind does not exist.
-    pub fn clear_synced(&self) {
-        self.current.store(Arc::new(HashMap::new()));
+    /// Empty, and synced: the watched kind does not exist. `then` as for
+    /// [`Folded::apply_then`].
+    pub fn clear_synced(&self, then: impl FnOnce(&HashMap<K, V>)) {
+        let empty = HashMap::new();
+        then(&empty);
+        self.current.store(Arc::new(empty));
         self.synced.store(true, Ordering::SeqCst);
     }
 
@@ -96,8 +110,11 @@ impl<K: Eq + Hash + Clone, V: Clone> Folded<K, V> {
 mod tests {
     use super::*;
 
+    /// Folds `e` in; whether requests now see another map.
     fn fold(f: &Folded<String, u32>, e: Event<(&str, u32)>) -> bool {
-        f.apply(e, |(k, v)| (k.to_string(), v))
+        let mut seen = false;
+        f.apply_then(e, |(k, _)| k.to_string(), |(_, v)| v, |_| seen = true);
+        seen
     }
 
     #[test]
@@ -126,7 +143,33 @@ mod tests {
         assert_eq!(*f.snapshot(), HashMap::from([("a".to_string(), 4)]));
         assert!(fold(&f, Event::Delete(("a", 0))));
         assert!(f.is_empty());
-        f.clear_synced();
-        assert!(f.synced() && f.is_empty());
+    }
+
+    #[test]
+    fn what_is_made_from_the_map_is_made_before_it_is_synced() {
+        let f: Folded<String, u32> = Folded::default();
+        fold(&f, Event::Init);
+        fold(&f, Event::InitApply(("a", 1)));
+        let mut made = None;
+        f.apply_then(
+            Event::InitDone,
+            |(k, _): &(&str, u32)| k.to_string(),
+            |(_, v)| v,
+            |m| made = Some((m.len(), f.synced())),
+        );
+        assert_eq!(
+            made,
+            Some((1, false)),
+            "made from the whole list, before synced"
+        );
+        assert!(f.synced());
+        // No such kind: empty and synced, the map made first.
+        let g: Folded<String, u32> = Folded::default();
+        fold(&g, Event::Init);
+        fold(&g, Event::InitApply(("a", 1)));
+        let mut made = None;
+        g.clear_synced(|m| made = Some((m.len(), g.synced())));
+        assert_eq!(made, Some((0, false)));
+        assert!(g.synced() && g.is_empty());
     }
 }

@@ -58,16 +58,17 @@ impl Policies {
     }
 
     pub fn apply_policy(&self, event: Event<PostgresTLSPolicy>) {
-        let changed = self
-            .policies
-            .apply(event, |p| (p.metadata.name.clone().unwrap_or_default(), p));
-        if changed {
-            self.publish_policies();
-        }
+        self.policies.apply_then(
+            event,
+            |p| p.metadata.name.clone().unwrap_or_default(),
+            |p| p,
+            |all| self.publish(all),
+        );
     }
 
-    fn publish_policies(&self) {
-        let mut list: Vec<PostgresTLSPolicy> = self.policies.snapshot().values().cloned().collect();
+    /// The policies in name order, as requests read them.
+    fn publish(&self, all: &HashMap<String, PostgresTLSPolicy>) {
+        let mut list: Vec<PostgresTLSPolicy> = all.values().cloned().collect();
         list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         self.list.store(Arc::new(list));
     }
@@ -79,17 +80,15 @@ impl Policies {
                 "the PostgresTLSPolicy CRD is not installed; judging workloads without policies"
             );
         }
-        self.policies.clear_synced();
-        self.publish_policies();
+        self.policies.clear_synced(|all| self.publish(all));
     }
 
     pub fn apply_namespace(&self, event: Event<PartialObjectMeta<Namespace>>) {
-        self.namespaces.apply(event, |n| {
-            (
-                n.metadata.name.unwrap_or_default(),
-                n.metadata.labels.unwrap_or_default(),
-            )
-        });
+        self.namespaces.apply(
+            event,
+            |n| n.metadata.name.clone().unwrap_or_default(),
+            |n| n.metadata.labels.unwrap_or_default(),
+        );
         self.namespaces_changed.notify_waiters();
     }
 }

@@ -55,6 +55,10 @@ fn copy(ns: &str, policy: &str, hash: &str) -> PartialObjectMeta<ConfigMap> {
 /// A Deployment whose one container talks to `db.example.net` with `sslmode` (and a root
 /// certificate of its own when `root`).
 fn deployment_with(ns: &str, name: &str, sslmode: &str, root: bool) -> Workload {
+    serde_json::from_value(deployment_value(ns, name, sslmode, root)).expect("deployment")
+}
+
+fn deployment_value(ns: &str, name: &str, sslmode: &str, root: bool) -> serde_json::Value {
     let mut env = vec![
         json!({"name": "PGHOST", "value": "db.example.net"}),
         json!({"name": "PGSSLMODE", "value": sslmode}),
@@ -62,11 +66,10 @@ fn deployment_with(ns: &str, name: &str, sslmode: &str, root: bool) -> Workload 
     if root {
         env.push(json!({"name": "PGSSLROOTCERT", "value": "/etc/ca/ca.crt"}));
     }
-    serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": ns, "generation": 1},
         "spec": {"template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
-            {"name": "app", "image": "x", "env": env}]}}}}))
-    .expect("deployment")
+            {"name": "app", "image": "x", "env": env}]}}}})
 }
 
 fn deployment(ns: &str, name: &str, sslmode: &str) -> Workload {
@@ -132,10 +135,15 @@ fn on() -> serde_json::Value {
 async fn a_policy_selects_by_namespace_and_two_overlapping_select_nothing() {
     let team = namespace("team", json!({"db-tls": "on"}));
     let other = namespace("other", json!({}));
+    // kube-system carries the label too: only the exclusion keeps it out.
+    let system = namespace("kube-system", json!({"db-tls": "on"}));
     let c = ctx(
         vec![policy("corp", on())],
-        vec![team.clone(), other],
-        vec![copy("team", "corp", "h1")],
+        vec![team.clone(), other, system],
+        vec![
+            copy("team", "corp", "h1"),
+            copy("kube-system", "corp", "h1"),
+        ],
         vec![],
     );
     let d = c.decide(Kind::Deployment, &deployment("team", "api", "require"));
@@ -210,8 +218,27 @@ async fn the_apply_configuration_owns_only_the_injection_and_is_stamped() {
         containers[0].get("image").is_none(),
         "only what the operator owns: {config:#}"
     );
-    // The same decision gives the same configuration: nothing to write twice.
-    assert_eq!(config, c.apply_config(Kind::Deployment, &w, &d));
+    // Not yet written: not converged. Written (the stamp and the injected template, as the
+    // API server returns them): converged, so nothing is written again.
+    assert!(!c.converged(Kind::Deployment, &w, &d, &config));
+    let mut written = deployment_value("team", "api", "verify-full", false);
+    written["metadata"]["annotations"] = config["metadata"]["annotations"].clone();
+    let app = &config["spec"]["template"]["spec"]["containers"][0];
+    let have = &mut written["spec"]["template"]["spec"];
+    have["volumes"] = config["spec"]["template"]["spec"]["volumes"].clone();
+    let container = &mut have["containers"][0];
+    container["volumeMounts"] = app["volumeMounts"].clone();
+    for e in app["env"].as_array().into_iter().flatten() {
+        container["env"]
+            .as_array_mut()
+            .expect("env")
+            .push(e.clone());
+    }
+    let written: Workload = serde_json::from_value(written).expect("workload");
+    assert!(
+        c.converged(Kind::Deployment, &written, &d, &config),
+        "{config:#}"
+    );
     // Not selected: a configuration that owns nothing.
     let none = c.apply_config(Kind::Deployment, &w, &WorkloadDecision::default());
     assert!(none.get("spec").is_none() && none["metadata"].get("annotations").is_none());

@@ -3,7 +3,7 @@
 //! alone. They are also what pgx, lib/pq, asyncpg, psycopg, Rails and Django do with
 //! `sslmode=verify-full` and a root certificate, and the fallback reading of any value no
 //! other driver claims (docs/drivers.md). These rules keep every candidate of a repeated
-//! or hidden setting, so they work on the judge's candidates rather than if_remote the
+//! or hidden setting, so they work on the judge's candidates rather than behind the
 //! drivers' one-verdict interface.
 
 use std::borrow::Cow;

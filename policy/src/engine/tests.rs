@@ -658,7 +658,7 @@ fn hidden_values_are_never_guessed() {
         ])),
         one("DATABASE_URL", Unresolved)
     );
-    // The hidden host could be loopback: Unresolved, with the violation if_remote it.
+    // The hidden host could be loopback: Unresolved, with the violation behind it.
     let env = json!([secret_ref("PGHOST"), lit("PGSSLMODE", "disable")]);
     let w = pod_with(json!([{"name": "app", "env": env}]), json!({}));
     let settings = Settings::default();
