@@ -216,31 +216,19 @@ pub async fn start(
     })?;
 
     let limits = config.limits;
-    let app = Arc::new(App {
-        settings: config.settings,
-        policy: config.policy,
-        mode_label_subjects: config.mode_label_subjects,
-        request_timeout: config.request_timeout,
-        metrics: metrics::Metrics::new(),
-        ready: AtomicBool::new(false),
-        caches: config.caches,
-        policies: config.policies,
-        profiles: config.profiles,
-        cert: resolver.clone(),
-        in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
-        large_decisions: Arc::new(Semaphore::new(limits.large_decisions.max(1))),
-        namespace_waits: Arc::new(Semaphore::new(NAMESPACE_WAITERS)),
-        body_budget: Arc::new(Semaphore::new(limits.body_budget / 1024)),
-        log_dropped: config.log_dropped,
-    });
+    let (timeout, shutdown_delay, drain) = (
+        config.request_timeout,
+        config.shutdown_delay,
+        config.drain_timeout,
+    );
+    let reload = tokio::spawn(resolver.clone().watch(config.cert_reload_interval));
+    let app = App::new(config, resolver);
     let (shutdown, stop) = watch::channel(false);
-    let reload = tokio::spawn(resolver.watch(config.cert_reload_interval));
 
     let router = Router::new()
         .route("/validate/{mode}", post(validate))
         .route("/mutate", post(mutate))
         .with_state(app.clone());
-    let timeout = config.request_timeout;
     // The admin port outlives the drain, so probes see "not ready" during it.
     let (admin_stop, admin_stopped) = watch::channel(false);
     let admin_limits = Limits {
@@ -248,17 +236,7 @@ pub async fn start(
         header_timeout: timeout,
         new_connections_per_second: 50,
     };
-    let (ready_app, metrics_app) = (app.clone(), app.clone());
-    let probes = runtime::admin::Probes {
-        ready: Arc::new(move || ready_app.ready()),
-        metrics: Arc::new(move || metrics_text(&metrics_app)),
-    };
-    let admin_task = tokio::spawn(runtime::admin::serve(
-        admin,
-        probes,
-        admin_limits,
-        admin_stopped,
-    ));
+    let admin_task = tokio::spawn(serve_admin(app.clone(), admin, admin_limits, admin_stopped));
 
     let https_limits = Limits {
         max_connections: limits.max_connections,
@@ -266,8 +244,8 @@ pub async fn start(
         new_connections_per_second: limits.new_connections_per_second,
     };
     let stopping = Shutdown {
-        delay: config.shutdown_delay,
-        drain: config.drain_timeout,
+        delay: shutdown_delay,
+        drain,
     };
     app.ready.store(true, Ordering::SeqCst);
     let ready_app = app.clone();
@@ -304,6 +282,44 @@ pub fn log_review(reviewed: &review::Reviewed, route: &'static str) {
         mode = route,
         "review"
     );
+}
+
+impl App {
+    fn new(config: Config, cert: Arc<tls::Reloading>) -> Arc<App> {
+        let limits = config.limits;
+        Arc::new(App {
+            settings: config.settings,
+            policy: config.policy,
+            mode_label_subjects: config.mode_label_subjects,
+            request_timeout: config.request_timeout,
+            metrics: metrics::Metrics::new(),
+            ready: AtomicBool::new(false),
+            caches: config.caches,
+            policies: config.policies,
+            profiles: config.profiles,
+            cert,
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            large_decisions: Arc::new(Semaphore::new(limits.large_decisions.max(1))),
+            namespace_waits: Arc::new(Semaphore::new(NAMESPACE_WAITERS)),
+            body_budget: Arc::new(Semaphore::new(limits.body_budget / 1024)),
+            log_dropped: config.log_dropped,
+        })
+    }
+}
+
+/// The admin port (`/livez`, `/readyz`, `/metrics`) until `stop`.
+async fn serve_admin(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+) {
+    let (ready_app, metrics_app) = (app.clone(), app);
+    let probes = runtime::admin::Probes {
+        ready: Arc::new(move || ready_app.ready()),
+        metrics: Arc::new(move || metrics_text(&metrics_app)),
+    };
+    runtime::admin::serve(listener, probes, limits, stop).await;
 }
 
 /// The metrics, brought up to date with what is counted elsewhere.
