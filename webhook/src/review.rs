@@ -206,11 +206,12 @@ pub fn mutate(body: &[u8], decider: &Decider<'_>) -> Reviewed {
     let Some(req) = parsed.request else {
         return plain("the AdmissionReview has no request".to_string());
     };
-    let (kind, operation) = (kind_label(req.kind.kind), operation_label(req.operation));
-    let reply = |response: ResponseOut<'_>, result: &'static str| {
-        answered(response, kind, operation, result, false)
+    let answer = Reply {
+        uid: &req.uid,
+        kind: kind_label(req.kind.kind),
+        operation: operation_label(req.operation),
     };
-    let unchanged = || reply(ResponseOut::new(&req.uid, true), "unchanged");
+    let unchanged = || answer.respond(ResponseOut::new(&req.uid, true), "unchanged", false);
     let (Some(p), Some("CREATE"), "Pod", None) = (
         &decider.policies,
         req.operation,
@@ -222,28 +223,14 @@ pub fn mutate(body: &[u8], decider: &Decider<'_>) -> Reviewed {
     let Some(raw) = req.object else {
         return unchanged();
     };
-    let invalid = |message: String| {
-        let status = Some(StatusOut {
-            code: 400,
-            reason: "BadRequest",
-            message,
-        });
-        reply(
-            ResponseOut {
-                status,
-                ..ResponseOut::new(&req.uid, false)
-            },
-            "invalid",
-        )
-    };
     let pod = match serde_json::from_str::<Object>(raw.get()).or_else(|_| parse_object(raw)) {
         Ok(Object::Workload(w)) if w.kind == policy::WorkloadKind::Pod => w,
-        Ok(_) => return invalid("the object is not a Pod".to_string()),
-        Err(e) => return invalid(format!("object: {e}")),
+        Ok(_) => return answer.invalid("the object is not a Pod".to_string()),
+        Err(e) => return answer.invalid(format!("object: {e}")),
     };
     let Ok(value) = serde_json::from_str::<PatchView>(raw.get()).and_then(serde_json::to_value)
     else {
-        return invalid("the object is not JSON".to_string());
+        return answer.invalid("the object is not JSON".to_string());
     };
     let namespace = req.namespace.unwrap_or_default();
     let labels = p.namespace_labels(namespace);
@@ -251,22 +238,12 @@ pub fn mutate(body: &[u8], decider: &Decider<'_>) -> Reviewed {
         // A namespace created a moment ago, not yet seen: whether a policy selects it is
         // unknown, and a Pod must not start without the CA it may need. The caller waits
         // for the namespace and asks again; this is the answer if it never comes.
-        let status = Some(StatusOut {
-            code: 503,
-            reason: "ServiceUnavailable",
-            message: format!(
-                "verifyfull has not seen namespace {namespace:?} yet and cannot tell whether a PostgresTLSPolicy selects it; retry"
-            ),
-        });
+        let message = format!(
+            "verifyfull has not seen namespace {namespace:?} yet and cannot tell whether a PostgresTLSPolicy selects it; retry"
+        );
         return Reviewed {
             namespace_unknown: true,
-            ..reply(
-                ResponseOut {
-                    status,
-                    ..ResponseOut::new(&req.uid, false)
-                },
-                "denied",
-            )
+            ..answer.refuse(503, "ServiceUnavailable", message, "denied")
         };
     }
     let ops = policy::inject::pod_patch(&p.policies, labels, &pod, &value, &decider.context);
@@ -276,14 +253,12 @@ pub fn mutate(body: &[u8], decider: &Decider<'_>) -> Reviewed {
     use base64::Engine;
     let patch =
         base64::engine::general_purpose::STANDARD.encode(serde_json::Value::Array(ops).to_string());
-    reply(
-        ResponseOut {
-            patch_type: Some("JSONPatch"),
-            patch: Some(patch),
-            ..ResponseOut::new(&req.uid, true)
-        },
-        "patched",
-    )
+    let response = ResponseOut {
+        patch_type: Some("JSONPatch"),
+        patch: Some(patch),
+        ..ResponseOut::new(&req.uid, true)
+    };
+    answer.respond(response, "patched", false)
 }
 
 /// What the injection's JSON patch reads of a Pod (names of volumes, containers, mounts and
@@ -358,6 +333,47 @@ fn plain(message: String) -> Reviewed {
     }
 }
 
+/// How one request is answered: its uid, and the labels of its log line and metrics.
+#[derive(Clone, Copy)]
+struct Reply<'r> {
+    uid: &'r str,
+    kind: &'static str,
+    operation: &'static str,
+}
+
+impl<'r> Reply<'r> {
+    fn respond(self, response: ResponseOut<'_>, result: &'static str, exempted: bool) -> Reviewed {
+        answered(response, self.kind, self.operation, result, exempted)
+    }
+
+    fn allow(self) -> Reviewed {
+        self.respond(ResponseOut::new(self.uid, true), "allowed", false)
+    }
+
+    /// A refusal with its HTTP-like status code.
+    fn refuse(
+        self,
+        code: u16,
+        reason: &'static str,
+        message: String,
+        result: &'static str,
+    ) -> Reviewed {
+        let response = ResponseOut {
+            status: Some(StatusOut {
+                code,
+                reason,
+                message,
+            }),
+            ..ResponseOut::new(self.uid, false)
+        };
+        self.respond(response, result, false)
+    }
+
+    fn invalid(self, message: String) -> Reviewed {
+        self.refuse(400, "BadRequest", message, "invalid")
+    }
+}
+
 fn decide_review<O: IntoObject>(
     parsed: ReviewIn<'_, O>,
     mode: Mode,
@@ -366,86 +382,58 @@ fn decide_review<O: IntoObject>(
     let Some(req) = parsed.request else {
         return plain("the AdmissionReview has no request".to_string());
     };
-    let kind = kind_label(req.kind.kind);
-    let operation = operation_label(req.operation);
-    let respond = |response: ResponseOut<'_>, result: &'static str, exempted: bool| {
-        answered(response, kind, operation, result, exempted)
-    };
-    let invalid = |message: String| {
-        respond(
-            ResponseOut {
-                status: Some(StatusOut {
-                    code: 400,
-                    reason: "BadRequest",
-                    message,
-                }),
-                ..ResponseOut::new(&req.uid, false)
-            },
-            "invalid",
-            false,
-        )
+    let answer = Reply {
+        uid: &req.uid,
+        kind: kind_label(req.kind.kind),
+        operation: operation_label(req.operation),
     };
     if parsed.api_version != Some(API_VERSION) || parsed.kind != Some("AdmissionReview") {
-        return invalid(format!(
+        return answer.invalid(format!(
             "expected apiVersion {API_VERSION}, kind AdmissionReview"
         ));
     }
-    let allow = || respond(ResponseOut::new(&req.uid, true), "allowed", false);
-    let operation_kind = match req.operation {
+    let operation = match req.operation {
         Some("CREATE") => Operation::Create,
         Some("UPDATE") => Operation::Update,
         // DELETE and CONNECT change no client settings.
-        Some("DELETE" | "CONNECT") => return allow(),
-        _ => return invalid("operation must be CREATE, UPDATE, DELETE or CONNECT".to_string()),
+        Some("DELETE" | "CONNECT") => return answer.allow(),
+        _ => {
+            return answer
+                .invalid("operation must be CREATE, UPDATE, DELETE or CONNECT".to_string());
+        }
     };
     let user = User {
         username: &req.user_info.username,
         groups: &req.user_info.groups,
     };
     let Some(object) = req.object else {
-        return invalid("the request has no object".to_string());
+        return answer.invalid("the request has no object".to_string());
     };
     let object = match object.into_object() {
         Ok(o) => o,
-        Err(e) => return invalid(format!("object: {e}")),
+        Err(e) => return answer.invalid(format!("object: {e}")),
     };
     let old = match req.old_object.map(IntoObject::into_object).transpose() {
         Ok(o) => o,
-        Err(e) => return invalid(format!("oldObject: {e}")),
+        Err(e) => return answer.invalid(format!("oldObject: {e}")),
     };
-
     if req.kind.kind == "Namespace" {
         let Some(new) = object.metadata() else {
-            return invalid("the object is not a Namespace".to_string());
+            return answer.invalid("the object is not a Namespace".to_string());
         };
-        return match admission::namespace_mode_change(
-            old.as_ref().and_then(Object::metadata),
-            new,
-            &user,
-            decider.mode_label_subjects,
-        ) {
-            None => allow(),
-            Some(message) => respond(
-                ResponseOut {
-                    status: Some(StatusOut {
-                        code: 403,
-                        reason: "Forbidden",
-                        message,
-                    }),
-                    ..ResponseOut::new(&req.uid, false)
-                },
-                "denied",
-                false,
-            ),
+        let old = old.as_ref().and_then(Object::metadata);
+        return match admission::namespace_mode_change(old, new, &user, decider.mode_label_subjects)
+        {
+            None => answer.allow(),
+            Some(message) => answer.refuse(403, "Forbidden", message, "denied"),
         };
     }
-
     let Object::Workload(workload) = object else {
         // Not a kind verifyfull judges: nothing to say.
-        return allow();
+        return answer.allow();
     };
     if workload.kind.as_str() != req.kind.kind {
-        return invalid(format!(
+        return answer.invalid(format!(
             "the object is a {}, but the request says {}",
             workload.kind, req.kind.kind
         ));
@@ -453,14 +441,27 @@ fn decide_review<O: IntoObject>(
     let old = match old {
         None => None,
         Some(Object::Workload(w)) => Some(w),
-        Some(_) => return invalid("oldObject is not the same kind as object".to_string()),
+        Some(_) => return answer.invalid("oldObject is not the same kind as object".to_string()),
     };
-    // A workload a policy selects is judged with the CA the operator (or, for Pods, the
-    // mutating webhook) puts in: the same plan, applied here.
-    let (mut workload, mut old) = (workload, old);
+    let namespace = req.namespace.unwrap_or_default();
+    let judged = (operation, req.sub_resource, user);
+    workload_review(answer, judged, namespace, (workload, old), mode, decider)
+}
+
+/// A workload's review, judged as it will run: a workload a policy selects is judged with
+/// the CA the operator (or, for Pods, the mutating webhook) puts in, the same plan applied
+/// here.
+fn workload_review(
+    answer: Reply<'_>,
+    (operation, subresource, user): (Operation, Option<&str>, User<'_>),
+    namespace: &str,
+    (mut workload, mut old): (Box<policy::Workload>, Option<Box<policy::Workload>>),
+    mode: Mode,
+    decider: &Decider<'_>,
+) -> Reviewed {
     let mut namespace_unknown = false;
     if let Some(p) = &decider.policies {
-        let labels = p.namespace_labels(req.namespace.unwrap_or_default());
+        let labels = p.namespace_labels(namespace);
         namespace_unknown = labels.is_none() && !p.policies.is_empty();
         policy::inject::as_it_will_run(&p.policies, labels, &mut workload, &decider.context);
         if let Some(o) = old.as_deref_mut() {
@@ -468,27 +469,27 @@ fn decide_review<O: IntoObject>(
         }
     }
     let request = admission::Request {
-        operation: operation_kind,
-        subresource: req.sub_resource,
+        operation,
+        subresource,
         user,
         object: &workload,
         old_object: old.as_deref(),
     };
-    let answer = admission::decide(&request, mode, decider.policy, &decider.context);
-    let result = if !answer.allowed {
+    let decided = admission::decide(&request, mode, decider.policy, &decider.context);
+    let result = if !decided.allowed {
         "denied"
-    } else if !answer.warnings.is_empty() {
+    } else if !decided.warnings.is_empty() {
         "warned"
-    } else if mode == Mode::Audit && !answer.audit.is_empty() {
+    } else if mode == Mode::Audit && !decided.audit.is_empty() {
         "audited"
     } else {
         "allowed"
     };
-    let exempted = answer.exempted;
+    let exempted = decided.exempted;
     Reviewed {
         // Only a denial is worth a second look: the CA a policy would add may pass it.
-        namespace_unknown: namespace_unknown && !answer.allowed,
-        ..respond(response(&req.uid, answer, mode), result, exempted)
+        namespace_unknown: namespace_unknown && !decided.allowed,
+        ..answer.respond(response(answer.uid, decided, mode), result, exempted)
     }
 }
 
