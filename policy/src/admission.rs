@@ -241,20 +241,6 @@ pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>)
     let old_report = req.old_object.map(|o| evaluate(o.view(), ctx));
     let old_keys = old_report.as_ref().map(keys).unwrap_or_default();
 
-    // `kubectl debug`: only the ephemeral containers this request adds are judged.
-    let judged = |list: ContainerList, name: &str| match (req.operation, req.subresource) {
-        (Operation::Update, Some("ephemeralcontainers")) => {
-            list == ContainerList::Ephemeral
-                && !req.old_object.is_some_and(|o| {
-                    o.spec
-                        .ephemeral_containers
-                        .iter()
-                        .flatten()
-                        .any(|c| c.name == name)
-                })
-        }
-        _ => true,
-    };
     let controller = controller_made(
         req.object.kind,
         req.operation,
@@ -271,32 +257,12 @@ pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>)
         ..Answer::default()
     };
     let mut denials: Vec<String> = Vec::new();
-    let mut consider = |severity: Severity,
-                        relief: Option<Relief>,
-                        warning: String,
-                        full: String,
-                        answer: &mut Answer| {
-        if severity == Severity::Allow {
-            answer.audit.push(full);
-            return;
-        }
-        match (severity, relief) {
-            (Severity::Deny, None) => {
-                answer.denied += 1;
-                denials.push(full.clone());
-            }
-            (Severity::Deny, Some(r)) => answer.relieved.push(r),
-            _ => {}
-        }
-        answer.warnings.push(warning);
-        answer.audit.push(full);
-    };
 
     // Findings about the object itself (exemption annotations), then each judged container's.
     let object = report.findings.iter().map(|f| (None, f));
     let containers = report
         .container_findings()
-        .filter(|(c, _)| judged(c.list, c.name))
+        .filter(|(c, _)| judged(req, c.list, c.name))
         .map(|(c, f)| (Some(c), f));
     for (c, f) in object.chain(containers) {
         let name = c.map(|c| c.name);
@@ -308,18 +274,10 @@ pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>)
             Some(Relief::Controller)
         } else if req.operation == Operation::Update && old_keys.contains(&key(name, f)) {
             Some(Relief::Ratcheted)
-        } else if mode != Mode::Enforce {
-            Some(Relief::Mode)
         } else {
-            None
+            (mode != Mode::Enforce).then_some(Relief::Mode)
         };
-        consider(
-            f.severity,
-            relief,
-            f.warning(name),
-            f.message(name),
-            &mut answer,
-        );
+        consider(&mut answer, &mut denials, f, relief, name);
     }
     if let Some(e) = &report.exemption
         && report
@@ -334,22 +292,7 @@ pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>)
         ));
     }
 
-    // Exemption authorship: a Pod or template that gains or changes exemption annotations
-    // needs an allowed subject (Pods a controller creates from its template do not).
-    let new_exemption = exemption_annotations(req.object.view().pod);
-    let old_exemption = req
-        .old_object
-        .map(|o| exemption_annotations(o.view().pod))
-        .unwrap_or_default();
-    if !controller
-        && !new_exemption.is_empty()
-        && new_exemption != old_exemption
-        && !policy.exemption_subjects.allows(&req.user)
-    {
-        let text = format!(
-            "{} may not add or change {EXEMPT} annotations: ask a cluster administrator (exemptions.allowedSubjects)",
-            req.user.username
-        );
+    if let Some(text) = unauthorised_exemption(req, policy, controller) {
         if mode == Mode::Enforce && !own {
             answer.denied += 1;
             denials.push(text.clone());
@@ -368,19 +311,88 @@ pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>)
 
     if !denials.is_empty() {
         answer.allowed = false;
-        let kind = req.object.kind;
-        let name = req
-            .object
-            .metadata
-            .name
-            .as_deref()
-            .unwrap_or("(generated name)");
-        answer.message = Some(format!(
-            "verifyfull denied {kind} {name}: PostgreSQL clients must use sslmode=verify-full with a root certificate.\n{}",
-            denials.join("\n")
-        ));
+        answer.message = Some(denial_message(req, &denials));
     }
     answer
+}
+
+/// `kubectl debug`: only the ephemeral containers this request adds are judged.
+fn judged(req: &Request<'_>, list: ContainerList, name: &str) -> bool {
+    match (req.operation, req.subresource) {
+        (Operation::Update, Some("ephemeralcontainers")) => {
+            list == ContainerList::Ephemeral
+                && !req.old_object.is_some_and(|o| {
+                    o.spec
+                        .ephemeral_containers
+                        .iter()
+                        .flatten()
+                        .any(|c| c.name == name)
+                })
+        }
+        _ => true,
+    }
+}
+
+/// One finding into the answer: recorded for audit; a warning unless its severity is
+/// allow; a denial unless something relieves it.
+fn consider(
+    answer: &mut Answer,
+    denials: &mut Vec<String>,
+    f: &Finding<'_>,
+    relief: Option<Relief>,
+    container: Option<&str>,
+) {
+    let full = f.message(container);
+    if f.severity == Severity::Allow {
+        answer.audit.push(full);
+        return;
+    }
+    match (f.severity, relief) {
+        (Severity::Deny, None) => {
+            answer.denied += 1;
+            denials.push(full.clone());
+        }
+        (Severity::Deny, Some(r)) => answer.relieved.push(r),
+        _ => {}
+    }
+    answer.warnings.push(f.warning(container));
+    answer.audit.push(full);
+}
+
+/// Exemption authorship: a Pod or template that gains or changes exemption annotations
+/// needs an allowed subject (Pods a controller creates from its template do not). The
+/// refusal, if it is one.
+fn unauthorised_exemption(req: &Request<'_>, policy: &Policy, controller: bool) -> Option<String> {
+    let new_exemption = exemption_annotations(req.object.view().pod);
+    let old_exemption = req
+        .old_object
+        .map(|o| exemption_annotations(o.view().pod))
+        .unwrap_or_default();
+    let refused = !controller
+        && !new_exemption.is_empty()
+        && new_exemption != old_exemption
+        && !policy.exemption_subjects.allows(&req.user);
+    refused.then(|| {
+        format!(
+            "{} may not add or change {EXEMPT} annotations: ask a cluster administrator (exemptions.allowedSubjects)",
+            req.user.username
+        )
+    })
+}
+
+/// The message of a denial: the object, the rule, and every reason.
+fn denial_message(req: &Request<'_>, denials: &[String]) -> String {
+    let kind = req.object.kind;
+    let name = req
+        .object
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or("(generated name)");
+    format!(
+        "verifyfull denied {kind} {name}: PostgreSQL clients must use sslmode=verify-full with a root certificate.\n{}",
+        denials.join("\n")
+    )
 }
 
 /// Who may change a Namespace's `verifyfull.dev/mode` label (docs/admission.md). `None`: allowed.
