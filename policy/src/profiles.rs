@@ -86,68 +86,73 @@ pub fn markdown(profiles: &[Profile]) -> String {
         );
     }
     for p in profiles {
-        let _ = write!(
-            out,
-            "\n## {}\n\n<a id=\"{}\"></a>As of {}; driver: {}.\n\n",
-            p.application, p.id, p.version, p.driver
-        );
-        if let Some(u) = &p.url {
-            let _ = writeln!(out, "- `{}`: the whole connection URL.", u.variable);
-        }
-        if let Some(h) = &p.host {
-            let default = h
-                .default
-                .as_deref()
-                .map_or(String::new(), |d| format!(" (unset: `{d}`)"));
-            let _ = writeln!(out, "- `{}`: the server{default}.", h.variable);
-        }
-        for s in &p.tls {
-            let default = s
-                .default
-                .as_deref()
-                .map_or(String::new(), |d| format!("; unset: `{d}`"));
-            let values: Vec<String> = s
-                .values
-                .iter()
-                .map(|(v, o)| format!("`{v}`: {}", o.describe()))
-                .collect();
-            let other = match s.query {
-                Some(QueryFormat::Pgjdbc) => {
-                    "any other value: judged as a pgjdbc query string (its sslmode, or ssl=true)"
-                        .to_string()
-                }
-                None => format!("any other value: {}", s.other.describe()),
-            };
-            let _ = writeln!(
-                out,
-                "- `{}`: {}; {other}{default}.",
-                s.variable,
-                values.join(", "),
-            );
-        }
-        if let Some(r) = &p.root_cert {
-            let need = if r.required {
-                "needed for verification"
-            } else {
-                "optional: the driver falls back to other roots"
-            };
-            let _ = writeln!(out, "- `{}`: the CA file, {need}.", r.variable);
-        }
-        if let Some(n) = &p.notes {
-            let _ = writeln!(out, "\n{}", n.trim());
-        }
-        out.push_str("\nSources:\n\n");
-        for s in &p.sources {
-            let _ = writeln!(out, "- {}: {}", s.about.trim(), s.cite.trim());
-        }
-        if !p.unconfirmed.is_empty() {
-            out.push_str("\nNot confirmed from the application's documentation or source:\n\n");
-            for u in &p.unconfirmed {
-                let _ = writeln!(out, "- {}", u.trim());
-            }
-        }
+        section(&mut out, p);
     }
     out
+}
+
+/// One application's section of docs/applications.md: its variables, notes and sources.
+fn section(out: &mut String, p: &Profile) {
+    let _ = write!(
+        out,
+        "\n## {}\n\n<a id=\"{}\"></a>As of {}; driver: {}.\n\n",
+        p.application, p.id, p.version, p.driver
+    );
+    if let Some(u) = &p.url {
+        let _ = writeln!(out, "- `{}`: the whole connection URL.", u.variable);
+    }
+    if let Some(h) = &p.host {
+        let default = h
+            .default
+            .as_deref()
+            .map_or(String::new(), |d| format!(" (unset: `{d}`)"));
+        let _ = writeln!(out, "- `{}`: the server{default}.", h.variable);
+    }
+    for s in &p.tls {
+        let default = s
+            .default
+            .as_deref()
+            .map_or(String::new(), |d| format!("; unset: `{d}`"));
+        let values: Vec<String> = s
+            .values
+            .iter()
+            .map(|(v, o)| format!("`{v}`: {}", o.describe()))
+            .collect();
+        let other = match s.query {
+            Some(QueryFormat::Pgjdbc) => {
+                "any other value: judged as a pgjdbc query string (its sslmode, or ssl=true)"
+                    .to_string()
+            }
+            None => format!("any other value: {}", s.other.describe()),
+        };
+        let _ = writeln!(
+            out,
+            "- `{}`: {}; {other}{default}.",
+            s.variable,
+            values.join(", "),
+        );
+    }
+    if let Some(r) = &p.root_cert {
+        let need = if r.required {
+            "needed for verification"
+        } else {
+            "optional: the driver falls back to other roots"
+        };
+        let _ = writeln!(out, "- `{}`: the CA file, {need}.", r.variable);
+    }
+    if let Some(n) = &p.notes {
+        let _ = writeln!(out, "\n{}", n.trim());
+    }
+    out.push_str("\nSources:\n\n");
+    for s in &p.sources {
+        let _ = writeln!(out, "- {}: {}", s.about.trim(), s.cite.trim());
+    }
+    if !p.unconfirmed.is_empty() {
+        out.push_str("\nNot confirmed from the application's documentation or source:\n\n");
+        for u in &p.unconfirmed {
+            let _ = writeln!(out, "- {}", u.trim());
+        }
+    }
 }
 
 #[cfg(test)]
