@@ -981,7 +981,8 @@ pub(crate) fn weaker_net<'a>(a: Destination<'a>, b: Destination<'a>) -> Destinat
     if rank(&b) > rank(&a) { b } else { a }
 }
 
-/// The outcome of one candidate combination.
+/// The outcome of one candidate combination: what its settings make the client do, then
+/// what that means at its destination.
 fn judge<'a>(
     mode: &Mode<'a>,
     root: &Root<'a>,
@@ -989,12 +990,20 @@ fn judge<'a>(
     loopback_allowed: bool,
     jdbc: bool,
 ) -> Outcome<'a> {
-    let finding = |code, cause| Outcome::Finding {
+    at_destination(net, settings_outcome(mode, root, jdbc), loopback_allowed)
+}
+
+fn finding<'a>(code: Code, cause: Cause<'a>) -> Outcome<'a> {
+    Outcome::Finding {
         code,
         cause,
         if_remote: None,
-    };
-    let raw = match (mode, root) {
+    }
+}
+
+/// What an sslmode and a root certificate make the client do, wherever it connects.
+fn settings_outcome<'a>(mode: &Mode<'a>, root: &Root<'a>, jdbc: bool) -> Outcome<'a> {
+    match (mode, root) {
         (Mode::Invalid { by, empty, close }, _) => finding(
             Code::SslModeInvalid,
             Cause::BadMode {
@@ -1054,7 +1063,16 @@ fn judge<'a>(
             ),
             Root::Unverifiable(u) => finding(Code::Unverifiable, Cause::Unverifiable(u.clone())),
         },
-    };
+    }
+}
+
+/// A settings outcome at its destination: no network, an invalid string, loopback (allowed
+/// or not), or a host the engine cannot see (then the outcome is what it is behind).
+fn at_destination<'a>(
+    net: &Destination<'a>,
+    raw: Outcome<'a>,
+    loopback_allowed: bool,
+) -> Outcome<'a> {
     match (net, raw) {
         (Destination::Socket, _) => Outcome::NotNetwork,
         (Destination::Invalid(e), _) => finding(
