@@ -35,59 +35,14 @@ impl<'e, 'a> Judge<'e, 'a> {
             );
             return;
         }
-        // pgjdbc's own verifier, named explicitly, is no override.
-        let verifier = url.last("sslhostnameverifier");
-        let unverifiable =
-            if verifier.is_some_and(|v| v != "org.postgresql.ssl.PGjdbcHostnameVerifier") {
-                Some(Unverifiable::JdbcHostnameVerifier)
-            } else {
-                match factory {
-                    None
-                    | Some("org.postgresql.ssl.LibPQFactory")
-                    | Some("org.postgresql.ssl.jdbc4.LibPQFactory")
-                    | Some("org.postgresql.ssl.DefaultJavaSSLFactory") => None,
-                    Some(_) => Some(Unverifiable::JdbcFactory),
-                }
-            };
-        let mut mode_stores: Candidates<&str> = url.values("sslmode").collect();
-        keep_last_distinct(&mut mode_stores, |v| *v);
-        if mode_stores.len() > 1 {
+        let unverifiable = unverifiable(url, factory);
+        let (modes, conflicting) = modes(url, var);
+        if conflicting {
             self.notes.push(Note::Conflicting {
                 variable: s.variable.clone(),
                 key: "sslmode",
             });
         }
-        let modes: Candidates<Mode<'a>> = if !mode_stores.is_empty() {
-            mode_stores
-                .into_iter()
-                .map(|v| {
-                    if has_hidden(v) {
-                        return Mode::Hidden(hidden_var(var));
-                    }
-                    let by = SetBy::Param { key: "sslmode" };
-                    match SslMode::parse_ignore_case(v) {
-                        Some(m) => Mode::Known(m, by),
-                        None => Mode::Invalid {
-                            by,
-                            empty: v.is_empty(),
-                            close: None,
-                        },
-                    }
-                })
-                .collect()
-        } else {
-            match url.last("ssl") {
-                None => smallvec![Mode::Default],
-                Some(v) if has_hidden(v) => smallvec![Mode::Hidden(hidden_var(var))],
-                Some(v) if v.is_empty() || v.eq_ignore_ascii_case("true") => {
-                    smallvec![Mode::Known(
-                        SslMode::VerifyFull,
-                        SetBy::Param { key: "ssl" }
-                    )]
-                }
-                Some(_) => smallvec![Mode::Known(SslMode::Prefer, SetBy::Param { key: "ssl" })],
-            }
-        };
         let roots: Candidates<Root<'a>> =
             if factory == Some("org.postgresql.ssl.DefaultJavaSSLFactory") {
                 self.notes.push(Note::JvmTrustStore {
@@ -128,4 +83,59 @@ impl<'e, 'a> Judge<'e, 'a> {
         }
         self.decide(s, &modes, &roots, &[net], true);
     }
+}
+
+/// A host-name verifier or SSL factory whose checks verifyfull cannot know (pgjdbc's own
+/// verifier, named explicitly, is no override).
+fn unverifiable(url: &JdbcUrl<'_>, factory: Option<&str>) -> Option<Unverifiable<'static>> {
+    let verifier = url.last("sslhostnameverifier");
+    if verifier.is_some_and(|v| v != "org.postgresql.ssl.PGjdbcHostnameVerifier") {
+        return Some(Unverifiable::JdbcHostnameVerifier);
+    }
+    match factory {
+        None
+        | Some("org.postgresql.ssl.LibPQFactory")
+        | Some("org.postgresql.ssl.jdbc4.LibPQFactory")
+        | Some("org.postgresql.ssl.DefaultJavaSSLFactory") => None,
+        Some(_) => Some(Unverifiable::JdbcFactory),
+    }
+}
+
+/// The sslmode candidates of a URL (`sslmode`, case-insensitive, each distinct value; else
+/// `ssl`: true or empty means verify-full, anything else prefer), and whether `sslmode` is
+/// given more than once with different values.
+fn modes<'a>(url: &JdbcUrl<'_>, var: &Var<'a>) -> (Candidates<Mode<'a>>, bool) {
+    let mut stores: Candidates<&str> = url.values("sslmode").collect();
+    keep_last_distinct(&mut stores, |v| *v);
+    let conflicting = stores.len() > 1;
+    if stores.is_empty() {
+        let ssl = SetBy::Param { key: "ssl" };
+        let modes = match url.last("ssl") {
+            None => smallvec![Mode::Default],
+            Some(v) if has_hidden(v) => smallvec![Mode::Hidden(hidden_var(var))],
+            Some(v) if v.is_empty() || v.eq_ignore_ascii_case("true") => {
+                smallvec![Mode::Known(SslMode::VerifyFull, ssl)]
+            }
+            Some(_) => smallvec![Mode::Known(SslMode::Prefer, ssl)],
+        };
+        return (modes, conflicting);
+    }
+    let modes = stores
+        .into_iter()
+        .map(|v| {
+            if has_hidden(v) {
+                return Mode::Hidden(hidden_var(var));
+            }
+            let by = SetBy::Param { key: "sslmode" };
+            match SslMode::parse_ignore_case(v) {
+                Some(m) => Mode::Known(m, by),
+                None => Mode::Invalid {
+                    by,
+                    empty: v.is_empty(),
+                    close: None,
+                },
+            }
+        })
+        .collect();
+    (modes, conflicting)
 }
