@@ -555,6 +555,58 @@ impl Ctx {
     }
 }
 
+/// A deleted policy: workloads drop the injection first (the policy no longer selects
+/// them), then the copies go, so that a Pod never points at a CA copy that is gone; then
+/// the finalizer.
+///
+/// The finalizer is kept by hand, not with kube-runtime's `finalizer()`: its cleanup
+/// removes the finalizer as soon as the cleanup returns `Ok`, and this one must wait,
+/// without an error, until every workload has dropped the injection (requeued until then).
+async fn clean_up(
+    ctx: &Ctx,
+    api: &Api<PostgresTLSPolicy>,
+    p: &PostgresTLSPolicy,
+) -> Result<Action, Error> {
+    let name = p.name_any();
+    let left = ctx.counts(&name).still_injected;
+    if left > 0 {
+        ctx.trigger_workloads();
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    delete_copies(ctx, &name, |_| true).await?;
+    let rest: Vec<String> = p
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(ctx, api, p, rest).await?;
+    Ok(Action::await_change())
+}
+
+/// Writes a policy's finalizers, at the resourceVersion they were computed from.
+async fn set_finalizers(
+    ctx: &Ctx,
+    api: &Api<PostgresTLSPolicy>,
+    p: &PostgresTLSPolicy,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": p.resource_version()}});
+    ctx.metrics.write("PostgresTLSPolicy");
+    api.patch(
+        &p.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|source| Error::Finalizer {
+        policy: p.name_any(),
+        source,
+    })?;
+    Ok(())
+}
+
 /// The status while the CA source cannot be read: the last copies stay as they were.
 fn unavailable_status(
     old: &PostgresTlsPolicyStatus,
@@ -677,52 +729,17 @@ pub async fn policy(p: Arc<PostgresTLSPolicy>, ctx: Arc<Ctx>) -> Result<Action, 
     }
     let name = p.name_any();
     let api: Api<PostgresTLSPolicy> = Api::all(ctx.client.clone());
-    // The finalizer is kept by hand, not with kube-runtime's `finalizer()`: its cleanup
-    // removes the finalizer as soon as the cleanup returns `Ok`, and this one must wait,
-    // without an error, until every workload has dropped the injection (requeued until
-    // then). Both patches carry the resourceVersion they were computed from.
     let has_finalizer = p.finalizers().iter().any(|f| f == FINALIZER);
     if p.metadata.deletion_timestamp.is_some() {
         if !has_finalizer {
             return Ok(Action::await_change());
         }
-        // Workloads drop the injection first (the policy no longer selects them), then the
-        // copies go: a Pod never points at a CA copy that is gone.
-        let left = ctx.counts(&name).still_injected;
-        if left > 0 {
-            ctx.trigger_workloads();
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        }
-        delete_copies(&ctx, &name, |_| true).await?;
-        let rest: Vec<String> = p
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        let patch =
-            json!({"metadata": {"finalizers": rest, "resourceVersion": p.resource_version()}});
-        ctx.metrics.write("PostgresTLSPolicy");
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|source| Error::Finalizer {
-                policy: name.clone(),
-                source,
-            })?;
-        return Ok(Action::await_change());
+        return clean_up(&ctx, &api, &p).await;
     }
     if !has_finalizer {
         let mut all: Vec<String> = p.finalizers().to_vec();
         all.push(FINALIZER.into());
-        let patch =
-            json!({"metadata": {"finalizers": all, "resourceVersion": p.resource_version()}});
-        ctx.metrics.write("PostgresTLSPolicy");
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|source| Error::Finalizer {
-                policy: name.clone(),
-                source,
-            })?;
+        set_finalizers(&ctx, &api, &p, all).await?;
     }
     let generation = p.metadata.generation;
     let old = p.status.clone().unwrap_or_default();
