@@ -47,32 +47,44 @@ pub fn apply<'a>(view: PodView<'a>, ctx: &Context<'a>, report: &mut Report<'a>) 
                 path: view.kind.pod_annotations_path(),
             }));
     }
+    match read(view) {
+        Read::None => {}
+        Read::Invalid(cause) => report.findings.push(object_level(cause)),
+        Read::Exemption(e) if e.until.is_some_and(|u| ctx.now >= u) => {
+            report.notes.push(Note::ExemptionExpired);
+        }
+        Read::Exemption(e) => report.exemption = Some(e),
+    }
+}
+
+/// What a Pod's (or template's) exemption annotations say.
+enum Read<'a> {
+    None,
+    Invalid(Cause<'a>),
+    Exemption(Exemption<'a>),
+}
+
+fn read<'a>(view: PodView<'a>) -> Read<'a> {
     let Some(annotations) = view.pod.annotations.as_ref() else {
-        return;
+        return Read::None;
     };
     let Some(value) = annotations.get(EXEMPT).map(|v| v.trim()) else {
-        return;
+        return Read::None;
     };
     if value.is_empty() || value == "false" {
-        return;
+        return Read::None;
     }
     let reason = annotations
         .get(EXEMPT_REASON)
         .map(|r| r.trim())
         .filter(|r| !r.is_empty());
     let Some(reason) = reason else {
-        report.findings.push(object_level(Cause::ExemptionNoReason));
-        return;
+        return Read::Invalid(Cause::ExemptionNoReason);
     };
-    let until = match annotations.get(EXEMPT_UNTIL) {
+    let until = match annotations.get(EXEMPT_UNTIL).map(|v| parse_until(v.trim())) {
         None => None,
-        Some(v) => match parse_until(v.trim()) {
-            Some(t) => Some(t),
-            None => {
-                report.findings.push(object_level(Cause::ExemptionBadUntil));
-                return;
-            }
-        },
+        Some(Some(t)) => Some(t),
+        Some(None) => return Read::Invalid(Cause::ExemptionBadUntil),
     };
     let names = if value == "true" {
         None
@@ -86,24 +98,17 @@ pub fn apply<'a>(view: PodView<'a>, ctx: &Context<'a>, report: &mut Report<'a>) 
             .iter()
             .find(|n| !containers(view.spec).any(|c| c.name == **n))
         {
-            report
-                .findings
-                .push(object_level(Cause::ExemptionUnknownContainer {
-                    name: Cow::Borrowed(missing),
-                }));
-            return;
+            return Read::Invalid(Cause::ExemptionUnknownContainer {
+                name: Cow::Borrowed(missing),
+            });
         }
         Some(listed)
     };
-    if until.is_some_and(|u| ctx.now >= u) {
-        report.notes.push(Note::ExemptionExpired);
-        return;
-    }
-    report.exemption = Some(Exemption {
+    Read::Exemption(Exemption {
         containers: names,
         reason,
         until,
-    });
+    })
 }
 
 /// `exempt-until`: an RFC 3339 date-time with offset, or a date, which ends at the end of
