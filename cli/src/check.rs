@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use policy::env::Lookup;
+use policy::Lookup;
 use policy::verdict::{ContainerReport, Finding, Note};
 use policy::{
     Context, Object, Report, Settings, Severity, SourceData, SourceKind, ValueSource, Verdict,

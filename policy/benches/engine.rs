@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use policy::env::{Lookup, SourceData, SourceKind, ValueSource};
 use policy::{Context, Object, Settings, Workload};
+use policy::{Lookup, SourceData, SourceKind, ValueSource};
 
 #[allow(dead_code)] // the CLI benchmark uses the YAML emitter
 #[path = "support/mix.rs"]

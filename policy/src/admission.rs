@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::engine::{Context, evaluate};
+use crate::context::Context;
+use crate::engine::evaluate;
 use crate::exemptions::{EXEMPT, EXEMPT_REASON, EXEMPT_UNTIL};
 use crate::verdict::{Code, ContainerList, Finding, Report, Severity};
 use crate::workload::{Meta, Workload, WorkloadKind};

@@ -3,85 +3,21 @@
 
 use std::borrow::Cow;
 
-use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar};
-
 use smallvec::SmallVec;
 
 use crate::command;
+use crate::context::Context;
 use crate::drivers::{self, libpq::LibpqTargets};
-use crate::env::{Budget, Env, Get, OpenSource, Origin, PodInfo, ValueSource, Var, Visibility};
+use crate::env::{Budget, Env, Get, OpenSource, Origin, PodInfo, Var, Visibility};
 use crate::exemptions;
 use crate::fixes;
+use crate::fixes::NODE_TLS_UNSET;
 use crate::hosts::{self, Loopback, has_hidden};
 use crate::jdbc::{self, JdbcUrl};
 use crate::libpq::{self, Conninfo, KeyValueRecognition};
 use crate::profiles;
 use crate::verdict::*;
-use crate::workload::{Container, Meta, PodSpec, WorkloadKind};
-
-/// What the engine needs besides the Pod: policy, value sources and the clock.
-#[derive(Clone, Copy)]
-pub struct Context<'a> {
-    pub settings: &'a Settings,
-    pub sources: &'a dyn ValueSource,
-    /// Exemption expiry is judged against this instant; the engine never reads a clock.
-    pub now: jiff::Timestamp,
-}
-
-impl std::fmt::Debug for Context<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("settings", self.settings)
-            .field("now", &self.now)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A Pod spec and the metadata around it, as found in any Pod-carrying kind.
-#[derive(Debug, Clone, Copy)]
-pub struct PodView<'a> {
-    pub kind: WorkloadKind,
-    /// The object's own metadata.
-    pub object: &'a Meta,
-    /// The Pod's metadata: the object's for a Pod, the template's otherwise.
-    pub pod: &'a Meta,
-    pub spec: &'a PodSpec,
-}
-
-/// One container of any of the three lists.
-#[derive(Debug, Clone, Copy)]
-pub struct ContainerRef<'a> {
-    pub name: &'a str,
-    pub list: ContainerList,
-    pub env: &'a [EnvVar],
-    pub env_from: &'a [EnvFromSource],
-    pub command: &'a [String],
-    pub args: &'a [String],
-}
-
-/// Every container of a Pod spec: init containers (native sidecars included), containers,
-/// ephemeral containers.
-pub fn containers(spec: &PodSpec) -> impl Iterator<Item = ContainerRef<'_>> {
-    fn list(
-        containers: Option<&Vec<Container>>,
-        list: ContainerList,
-    ) -> impl Iterator<Item = ContainerRef<'_>> {
-        containers.into_iter().flatten().map(move |c| ContainerRef {
-            name: &c.name,
-            list,
-            env: c.env.as_deref().unwrap_or_default(),
-            env_from: c.env_from.as_deref().unwrap_or_default(),
-            command: c.command.as_deref().unwrap_or_default(),
-            args: c.args.as_deref().unwrap_or_default(),
-        })
-    }
-    list(spec.init_containers.as_ref(), ContainerList::Init)
-        .chain(list(Some(&spec.containers), ContainerList::Main))
-        .chain(list(
-            spec.ephemeral_containers.as_ref(),
-            ContainerList::Ephemeral,
-        ))
-}
+use crate::workload::{ContainerRef, PodView, WorkloadKind, containers};
 
 /// Judges a Pod spec.
 pub fn evaluate<'a>(view: PodView<'a>, ctx: &Context<'a>) -> Report<'a> {
@@ -951,10 +887,6 @@ pub(crate) fn hidden_var<'a>(v: &Var<'a>) -> Hidden<'a> {
         },
     }
 }
-
-pub(crate) const NODE_TLS_UNSET: Change = Change::Unset {
-    name: Cow::Borrowed("NODE_TLS_REJECT_UNAUTHORIZED"),
-};
 
 /// Every candidate sslmode is verify-full: a fix need not set it.
 pub(crate) fn modes_verify_full(modes: &[Mode<'_>]) -> bool {

@@ -3,9 +3,10 @@
 
 use std::borrow::Cow;
 
-use crate::engine::{Context, PodView, containers};
+use crate::context::Context;
 use crate::verdict::{Cause, Code, Exemption, Finding, Note, Report};
 use crate::workload::WorkloadKind;
+use crate::workload::{PodView, containers};
 
 pub const EXEMPT: &str = "verifyfull.dev/exempt";
 pub const EXEMPT_REASON: &str = "verifyfull.dev/exempt-reason";

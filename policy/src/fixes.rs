@@ -20,7 +20,7 @@ impl Finding<'_> {
                 let mut fixes = libpq(self.code, scope);
                 if *unset_node_tls {
                     for fix in &mut fixes {
-                        fix.changes.push(crate::engine::NODE_TLS_UNSET);
+                        fix.changes.push(NODE_TLS_UNSET);
                     }
                 }
                 fixes
@@ -200,3 +200,8 @@ pub fn render(fixes: &[Fix], variable: &str) -> String {
     }
     out
 }
+
+/// The fix that turns Node.js certificate checks back on.
+pub(crate) const NODE_TLS_UNSET: Change = Change::Unset {
+    name: std::borrow::Cow::Borrowed("NODE_TLS_REJECT_UNAUTHORIZED"),
+};

@@ -9,6 +9,7 @@ pub mod admission;
 #[cfg(feature = "clap")]
 pub mod args;
 mod command;
+mod context;
 pub mod crd;
 mod drivers;
 pub mod engine;
@@ -25,7 +26,10 @@ pub mod redact;
 pub mod verdict;
 pub mod workload;
 
-pub use engine::{Context, PodView, evaluate};
+pub use context::Context;
+pub use engine::evaluate;
 pub use env::{Lookup, NoSources, SourceData, SourceKind, ValueSource};
 pub use verdict::{Code, Finding, LoopbackPolicy, Report, Settings, Severity, Treatment, Verdict};
-pub use workload::{Container, Meta, Object, PodSpec, PodTemplate, Workload, WorkloadKind};
+pub use workload::{
+    Container, Meta, Object, PodSpec, PodTemplate, PodView, Workload, WorkloadKind,
+};

@@ -28,8 +28,6 @@ use serde::de::{
     Visitor,
 };
 
-use crate::engine::PodView;
-
 /// The kinds that carry a Pod spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WorkloadKind {
@@ -718,6 +716,53 @@ impl<'de> Deserialize<'de> for Object {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Object, D::Error> {
         d.deserialize_map(ObjectVisitor)
     }
+}
+
+/// A Pod spec and the metadata around it, as found in any Pod-carrying kind.
+#[derive(Debug, Clone, Copy)]
+pub struct PodView<'a> {
+    pub kind: WorkloadKind,
+    /// The object's own metadata.
+    pub object: &'a Meta,
+    /// The Pod's metadata: the object's for a Pod, the template's otherwise.
+    pub pod: &'a Meta,
+    pub spec: &'a PodSpec,
+}
+
+/// One container of any of the three lists.
+#[derive(Debug, Clone, Copy)]
+pub struct ContainerRef<'a> {
+    pub name: &'a str,
+    pub list: crate::verdict::ContainerList,
+    pub env: &'a [EnvVar],
+    pub env_from: &'a [EnvFromSource],
+    pub command: &'a [String],
+    pub args: &'a [String],
+}
+
+/// Every container of a Pod spec: init containers (native sidecars included), containers,
+/// ephemeral containers.
+pub fn containers(spec: &PodSpec) -> impl Iterator<Item = ContainerRef<'_>> {
+    fn list(
+        containers: Option<&Vec<Container>>,
+        list: crate::verdict::ContainerList,
+    ) -> impl Iterator<Item = ContainerRef<'_>> {
+        containers.into_iter().flatten().map(move |c| ContainerRef {
+            name: &c.name,
+            list,
+            env: c.env.as_deref().unwrap_or_default(),
+            env_from: c.env_from.as_deref().unwrap_or_default(),
+            command: c.command.as_deref().unwrap_or_default(),
+            args: c.args.as_deref().unwrap_or_default(),
+        })
+    }
+    use crate::verdict::ContainerList;
+    list(spec.init_containers.as_ref(), ContainerList::Init)
+        .chain(list(Some(&spec.containers), ContainerList::Main))
+        .chain(list(
+            spec.ephemeral_containers.as_ref(),
+            ContainerList::Ephemeral,
+        ))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use kube::runtime::watcher::Event;
-use policy::env::{Lookup, SourceData, SourceKind, ValueSource};
+use policy::{Lookup, SourceData, SourceKind, ValueSource};
 
 use crate::fold::Folded;
 

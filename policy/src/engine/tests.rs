@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::env::{Lookup, SourceData, SourceKind};
+use crate::env::{Lookup, SourceData, SourceKind, ValueSource};
 use crate::workload::{Object, Workload};
 
 /// ConfigMaps and Secrets by name; `synced` answers `Missing` instead of `Unknown`.
