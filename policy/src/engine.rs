@@ -10,7 +10,6 @@ use crate::context::Context;
 use crate::drivers::{self, libpq::LibpqTargets};
 use crate::env::{Budget, Env, Get, OpenSource, Origin, PodInfo, Var, Visibility};
 use crate::exemptions;
-use crate::fixes;
 use crate::fixes::NODE_TLS_UNSET;
 use crate::hosts::{self, Loopback, has_hidden};
 use crate::jdbc::{self, JdbcUrl};
@@ -242,7 +241,7 @@ pub(crate) struct Subject<'a> {
     pub(crate) origin: Origin<'a>,
     pub(crate) target: Target<'a>,
     /// What a fix may change.
-    pub(crate) scope: fixes::Scope,
+    pub(crate) scope: Scope,
 }
 
 impl<'e, 'a> Judge<'e, 'a> {
@@ -417,8 +416,8 @@ impl<'e, 'a> Judge<'e, 'a> {
         let s = Subject {
             variable: Cow::Borrowed(variable),
             origin,
-            scope: fixes::Scope {
-                form: fixes::Form::Environment,
+            scope: Scope {
+                form: Form::Environment,
                 ..Default::default()
             },
             target: Target::Driver {
@@ -607,7 +606,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                         name: o.name,
                         key: url,
                     },
-                    scope: fixes::Scope::default(),
+                    scope: Scope::default(),
                     target: Target::HiddenVariable,
                 };
                 (s, open_hidden(url, o))
@@ -628,11 +627,11 @@ impl<'e, 'a> Judge<'e, 'a> {
         Subject {
             variable: var.name.clone(),
             origin: var.origin,
-            scope: fixes::Scope {
+            scope: Scope {
                 form: if target == Target::Environment {
-                    fixes::Form::Environment
+                    Form::Environment
                 } else {
-                    fixes::Form::Libpq
+                    Form::Libpq
                 },
                 ..Default::default()
             },
@@ -686,7 +685,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         if_remote: Option<Code>,
         mut plan: FixPlan,
     ) {
-        if s.scope.form != fixes::Form::Jdbc && self.node_tls_off().is_some() {
+        if s.scope.form != Form::Jdbc && self.node_tls_off().is_some() {
             match &mut plan {
                 FixPlan::Libpq { unset_node_tls, .. } => *unset_node_tls = true,
                 FixPlan::Listed(fixes) => {

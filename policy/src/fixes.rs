@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::verdict::{Change, Code, Finding, Fix, FixPlan, FixValue};
+use crate::verdict::{Change, Code, Finding, Fix, FixPlan, FixValue, Form, Scope};
 
 impl Finding<'_> {
     /// The changes that make this target pass, one fix per alternative (each is enough on
@@ -27,34 +27,6 @@ impl Finding<'_> {
             }
         }
     }
-}
-
-/// What a fix may change for a libpq or JDBC target.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Scope {
-    pub form: Form,
-    /// The string sets sslmode (or requiressl, or ssl): the environment cannot override it.
-    pub string_sets_mode: bool,
-    /// The string sets requiressl or ssl, which a new sslmode must replace.
-    pub mode_alias: bool,
-    /// The string sets sslrootcert.
-    pub string_sets_root: bool,
-    /// Every candidate sslmode is verify-full.
-    pub mode_verify_full: bool,
-    /// Every candidate has a root certificate (a file, or system).
-    pub root_configured: bool,
-    /// A service file applies: `PGSSLMODE`/`PGSSLROOTCERT` never decide.
-    pub service: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Form {
-    /// A libpq URI or keyword/value string.
-    #[default]
-    Libpq,
-    Jdbc,
-    /// The libpq environment alone.
-    Environment,
 }
 
 const VERIFY_FULL: FixValue = FixValue::Literal("verify-full");

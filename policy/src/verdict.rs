@@ -409,7 +409,7 @@ pub enum FixPlan {
     None,
     /// libpq's or pgjdbc's settings, within what the target lets a fix change.
     Libpq {
-        scope: crate::fixes::Scope,
+        scope: Scope,
         /// `NODE_TLS_REJECT_UNAUTHORIZED=0` must go too.
         unset_node_tls: bool,
     },
@@ -602,6 +602,34 @@ impl Report<'_> {
             .iter()
             .flat_map(|c| c.findings.iter().map(move |f| (c, f)))
     }
+}
+
+/// What a fix may change for a libpq or JDBC target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub form: Form,
+    /// The string sets sslmode (or requiressl, or ssl): the environment cannot override it.
+    pub string_sets_mode: bool,
+    /// The string sets requiressl or ssl, which a new sslmode must replace.
+    pub mode_alias: bool,
+    /// The string sets sslrootcert.
+    pub string_sets_root: bool,
+    /// Every candidate sslmode is verify-full.
+    pub mode_verify_full: bool,
+    /// Every candidate has a root certificate (a file, or system).
+    pub root_configured: bool,
+    /// A service file applies: `PGSSLMODE`/`PGSSLROOTCERT` never decide.
+    pub service: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Form {
+    /// A libpq URI or keyword/value string.
+    #[default]
+    Libpq,
+    Jdbc,
+    /// The libpq environment alone.
+    Environment,
 }
 
 #[cfg(test)]

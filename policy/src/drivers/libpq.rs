@@ -15,7 +15,6 @@ use crate::engine::{
     modes_verify_full, open_hidden, roots_configured, weaker_net,
 };
 use crate::env::{Get, OpenSource, Var, Visibility};
-use crate::fixes;
 use crate::hosts::{self, HIDDEN_STR, Loopback, Slot, has_hidden};
 use crate::libpq::{self, Conninfo, KeyValueRecognition, Place};
 use crate::verdict::*;
@@ -162,7 +161,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         };
 
         let s = &Subject {
-            scope: fixes::Scope {
+            scope: Scope {
                 string_sets_mode: !scan.modes.is_empty(),
                 mode_alias: scan.mode_alias,
                 string_sets_root: !scan.roots.is_empty(),

@@ -10,7 +10,6 @@ use crate::engine::{
     modes_verify_full, roots_configured, weaker_net,
 };
 use crate::env::Var;
-use crate::fixes;
 use crate::hosts::{self, Loopback, has_hidden};
 use crate::jdbc::JdbcUrl;
 use crate::verdict::*;
@@ -56,8 +55,8 @@ impl<'e, 'a> Judge<'e, 'a> {
                 }
             };
         let s = &Subject {
-            scope: fixes::Scope {
-                form: fixes::Form::Jdbc,
+            scope: Scope {
+                form: Form::Jdbc,
                 string_sets_mode: true,
                 string_sets_root: true,
                 mode_verify_full: modes_verify_full(&modes),
