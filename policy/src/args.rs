@@ -1,7 +1,8 @@
 //! The policy settings as command-line flags (each also an environment variable), one arg
 //! group flattened into every binary so the CLI and the webhook spell them alike.
 
-use crate::verdict::{DEFAULT_CONNECTION_VARIABLE_PATTERNS, LoopbackPolicy, Settings, Treatment};
+use crate::context::{DEFAULT_CONNECTION_VARIABLE_PATTERNS, Settings};
+use crate::verdict::{LoopbackPolicy, Treatment};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SettingsArgs {

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use smallvec::SmallVec;
 
 use crate::command;
-use crate::context::Context;
+use crate::context::{Context, Settings};
 use crate::drivers::{self, libpq::LibpqTargets};
 use crate::env::{Budget, Env, Get, OpenSource, Origin, PodInfo, Var, Visibility};
 use crate::exemptions;

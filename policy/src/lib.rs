@@ -26,10 +26,10 @@ pub mod redact;
 pub mod verdict;
 pub mod workload;
 
-pub use context::Context;
+pub use context::{Context, Settings};
 pub use engine::evaluate;
 pub use env::{Lookup, NoSources, SourceData, SourceKind, ValueSource};
-pub use verdict::{Code, Finding, LoopbackPolicy, Report, Settings, Severity, Treatment, Verdict};
+pub use verdict::{Code, Finding, LoopbackPolicy, Report, Severity, Treatment, Verdict};
 pub use workload::{
     Container, Meta, Object, PodSpec, PodTemplate, PodView, Workload, WorkloadKind,
 };

@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::context::Settings;
 use crate::env::NoSources;
-use crate::verdict::Settings;
 use crate::workload::Object;
 
 fn workload(v: Value) -> Workload {
