@@ -7,7 +7,11 @@ use smallvec::SmallVec;
 
 use crate::command;
 use crate::context::{Context, Settings};
-use crate::drivers::{self, libpq::LibpqTargets};
+use crate::drivers;
+
+mod libpq_rules;
+mod pgjdbc_rules;
+
 use crate::env::{Budget, Env, Get, OpenSource, Origin, PodInfo, Var, Visibility};
 use crate::exemptions;
 use crate::fixes::NODE_TLS_UNSET;
@@ -17,6 +21,7 @@ use crate::libpq::{self, Conninfo, KeyValueRecognition};
 use crate::profiles;
 use crate::verdict::*;
 use crate::workload::{ContainerRef, PodView, WorkloadKind, containers};
+use libpq_rules::LibpqTargets;
 
 /// Judges a Pod spec.
 pub fn evaluate<'a>(view: PodView<'a>, ctx: &Context<'a>) -> Report<'a> {

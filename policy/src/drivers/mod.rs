@@ -8,9 +8,7 @@ use std::borrow::Cow;
 
 use crate::verdict::{Code, Fix, FixValue, SslMode};
 
-pub(crate) mod libpq;
 mod npgsql;
-mod pgjdbc;
 mod prisma;
 mod r2dbc;
 mod sqlalchemy;

@@ -4,8 +4,8 @@
 
 use smallvec::smallvec;
 
-use crate::drivers::libpq::root_of;
-use crate::engine::{
+use super::libpq_rules::root_of;
+use super::{
     Candidates, Destination, Judge, Mode, Root, Subject, hidden_var, keep_last_distinct,
     modes_verify_full, roots_configured, weaker_net,
 };

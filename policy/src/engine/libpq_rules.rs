@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use smallvec::smallvec;
 
-use crate::engine::{
+use super::{
     Candidates, Destination, Judge, Mode, Root, Subject, hidden_var, keep_last_distinct,
     modes_verify_full, open_hidden, roots_configured, weaker_net,
 };
