@@ -313,8 +313,17 @@ fn lead(
         let every = Duration::from_secs(30);
         tasks.push(tokio::spawn(webhooks::run(client.clone(), w, every, cache)));
     }
-    let (ns_store, namespaces) = watch_namespaces(client, &wc, &mut listed);
-    let (copy_store, copies) = watch_copies(client, &wc, &mut listed);
+    // Policies select by namespace labels: any change re-runs them.
+    let (ns_store, namespaces) = watch_metadata::<Namespace>(client, wc.clone(), &mut listed);
+    let namespaces = namespaces.map(|_| ());
+    // The CA copies the operator made: the namespace of each that changes.
+    let ours = wc.clone().labels(&format!(
+        "{}={}",
+        reconcile::MANAGED_BY.0,
+        reconcile::MANAGED_BY.1
+    ));
+    let (copy_store, copies) = watch_metadata::<ConfigMap>(client, ours, &mut listed);
+    let copies = copies.filter_map(|c| futures::future::ready(c.metadata.namespace));
     let (workload_ctrls, stores) = workload_controllers(client, &wc, config, &mut listed);
     let ctx = context(
         client,
@@ -402,54 +411,28 @@ impl PolicyWatch<()> {
     }
 }
 
-/// Namespace metadata (policies select by its labels): `()` at every change.
-fn watch_namespaces(
+/// A kind's metadata (without `managedFields`), watched with `wc`: the store, and each
+/// object that changes.
+fn watch_metadata<K>(
     client: &kube::Client,
-    wc: &watcher::Config,
+    wc: watcher::Config,
     listed: &mut Listed,
 ) -> (
-    reflector::Store<PartialObjectMeta<Namespace>>,
-    impl Stream<Item = ()> + Send + 'static,
-) {
+    reflector::Store<PartialObjectMeta<K>>,
+    impl Stream<Item = PartialObjectMeta<K>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    PartialObjectMeta<K>: serde::de::DeserializeOwned,
+{
     let (store, writer) = reflector::store();
-    let stream = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        wc.clone(),
-    )
-    .default_backoff()
-    .inspect(on_listed(listed.flag()))
-    .modify(|n| strip(&mut n.metadata))
-    .reflect(writer)
-    .touched_objects()
-    .filter_map(|r| futures::future::ready(r.ok().map(|_| ())));
-    (store, stream)
-}
-
-/// The CA copies the operator made (their metadata): the namespace of each that changes.
-fn watch_copies(
-    client: &kube::Client,
-    wc: &watcher::Config,
-    listed: &mut Listed,
-) -> (
-    reflector::Store<PartialObjectMeta<ConfigMap>>,
-    impl Stream<Item = String> + Send + 'static,
-) {
-    let (store, writer) = reflector::store();
-    let ours = wc.clone().labels(&format!(
-        "{}={}",
-        reconcile::MANAGED_BY.0,
-        reconcile::MANAGED_BY.1
-    ));
-    let stream = watcher(
-        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-        ours,
-    )
-    .default_backoff()
-    .inspect(on_listed(listed.flag()))
-    .modify(|c| strip(&mut c.metadata))
-    .reflect(writer)
-    .touched_objects()
-    .filter_map(|r| futures::future::ready(r.ok().and_then(|c| c.metadata.namespace)));
+    let stream = watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), wc)
+        .default_backoff()
+        .inspect(on_listed(listed.flag()))
+        .modify(|o| strip(&mut o.metadata))
+        .reflect(writer)
+        .touched_objects()
+        .filter_map(|r| futures::future::ready(r.ok()));
     (store, stream)
 }
 
