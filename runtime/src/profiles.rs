@@ -292,6 +292,31 @@ fn error(dir: &Path, message: String) -> Error {
     }
 }
 
+/// Lays `files` out at `dir` as the kubelet lays out a ConfigMap volume: each version in
+/// its own directory, the keys as links through `..data`, the switch to a version made
+/// whole by renaming `..data`, the old version removed after it. For tests of what reads
+/// such a volume (here, and the chart's end-to-end test).
+#[cfg(any(test, feature = "testing"))]
+pub fn mount_config_map(dir: &Path, version: &str, files: &[(&str, &str)]) -> std::io::Result<()> {
+    let v = dir.join(format!("..{version}"));
+    std::fs::create_dir_all(&v)?;
+    for (name, text) in files {
+        std::fs::write(v.join(name), text)?;
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), link)?;
+        }
+    }
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp)?;
+    std::fs::rename(tmp, dir.join("..data"))?;
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,27 +331,6 @@ mod tests {
             .any(|p| p.id == "billing")
     }
 
-    /// A directory laid out as the kubelet lays out a ConfigMap volume.
-    fn configmap(root: &Path, version: &str, files: &[(&str, &str)]) {
-        let v = root.join(format!("..{version}"));
-        std::fs::create_dir_all(&v).unwrap();
-        for (name, text) in files {
-            std::fs::write(v.join(name), text).unwrap();
-            let link = root.join(name);
-            if std::fs::symlink_metadata(&link).is_err() {
-                std::os::unix::fs::symlink(Path::new("..data").join(name), link).unwrap();
-            }
-        }
-        let old = std::fs::read_link(root.join("..data")).ok();
-        let tmp = root.join("..data_tmp");
-        std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
-        std::fs::rename(tmp, root.join("..data")).unwrap();
-        // As the kubelet does next: the old version goes.
-        if let Some(old) = old {
-            std::fs::remove_dir_all(root.join(old)).unwrap();
-        }
-    }
-
     fn tempdir(name: &str) -> PathBuf {
         let d =
             std::env::temp_dir().join(format!("verifyfull-profiles-{name}-{}", std::process::id()));
@@ -338,14 +342,15 @@ mod tests {
     #[test]
     fn a_bad_set_at_start_is_not_loaded_and_names_file_and_field() {
         let d = tempdir("start");
-        configmap(
+        mount_config_map(
             &d,
             "v1",
             &[(
                 "billing.yaml",
                 &GOOD.replace("driver: \"lib/pq (Go)\"\n", ""),
             )],
-        );
+        )
+        .unwrap();
         let r = Reloading::new(d.clone());
         let e = r.reload().unwrap_err();
         assert!(e.file.ends_with("billing.yaml"), "{e}");
@@ -359,7 +364,7 @@ mod tests {
     #[test]
     fn a_valid_change_is_used_a_bad_one_keeps_the_last_valid_set() {
         let d = tempdir("change");
-        configmap(&d, "v1", &[("billing.yaml", GOOD)]);
+        mount_config_map(&d, "v1", &[("billing.yaml", GOOD)]).unwrap();
         let r = Reloading::new(d.clone());
         let mut changes = r.subscribe();
         assert_eq!(r.reload(), Ok(true));
@@ -373,11 +378,12 @@ mod tests {
         let renamed = GOOD
             .replace("billing", "ledger")
             .replace("BILLING", "LEDGER");
-        configmap(
+        mount_config_map(
             &d,
             "v2",
             &[("billing.yaml", &renamed), ("broken.yaml", "id: [")],
-        );
+        )
+        .unwrap();
         let e = r.reload().unwrap_err();
         assert!(e.file.ends_with("broken.yaml"), "{e}");
         assert!(has_billing(&r), "the last valid set stays");
@@ -388,11 +394,12 @@ mod tests {
         assert!(r.failing.load(Ordering::SeqCst));
         assert_eq!(r.failures.load(Ordering::SeqCst), 1);
 
-        configmap(
+        mount_config_map(
             &d,
             "v3",
             &[("billing.yaml", &renamed), ("broken.yaml", GOOD)],
-        );
+        )
+        .unwrap();
         assert_eq!(r.reload(), Ok(true));
         assert!(!r.failing.load(Ordering::SeqCst));
         let ids: Vec<&str> = r
@@ -413,7 +420,7 @@ mod tests {
     #[test]
     fn two_files_with_one_id_and_too_many_files_are_refused() {
         let d = tempdir("ids");
-        configmap(&d, "v1", &[("a.yaml", GOOD), ("b.yaml", GOOD)]);
+        mount_config_map(&d, "v1", &[("a.yaml", GOOD), ("b.yaml", GOOD)]).unwrap();
         let r = Reloading::new(d.clone());
         let e = r.reload().unwrap_err();
         assert!(

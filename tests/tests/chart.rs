@@ -1460,25 +1460,13 @@ async fn a_secret_you_bring_is_the_ca_bundle() {
     );
 }
 
-/// Lays `data` out as the kubelet lays out a ConfigMap volume at `dir` (version `v`), the
-/// switch to it made whole by renaming `..data`, the old version removed after it.
+/// [`runtime::profiles::mount_config_map`] with a rendered ConfigMap's `data`.
 fn mount_config_map(dir: &Path, v: &str, data: &serde_json::Map<String, Value>) {
-    let version = dir.join(format!("..{v}"));
-    std::fs::create_dir_all(&version).unwrap();
-    for (key, text) in data {
-        std::fs::write(version.join(key), text.as_str().unwrap()).unwrap();
-        let link = dir.join(key);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(Path::new("..data").join(key), link).unwrap();
-        }
-    }
-    let old = std::fs::read_link(dir.join("..data")).ok();
-    let tmp = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(format!("..{v}"), &tmp).unwrap();
-    std::fs::rename(tmp, dir.join("..data")).unwrap();
-    if let Some(old) = old {
-        std::fs::remove_dir_all(dir.join(old)).unwrap();
-    }
+    let files: Vec<(&str, &str)> = data
+        .iter()
+        .map(|(k, text)| (k.as_str(), text.as_str().unwrap()))
+        .collect();
+    runtime::profiles::mount_config_map(dir, v, &files).unwrap();
 }
 
 #[tokio::test]
