@@ -143,39 +143,27 @@ impl Reloading {
     /// Re-reads every `every`, off the async workers; logs each change and each refusal
     /// (a refusal once per distinct problem, not at every read).
     pub async fn watch(self: Arc<Self>, every: Duration) {
-        let mut reported: Option<String> = None;
         loop {
+            // `reload` counts each distinct refusal once: that count says what is news.
+            let before = self.failures.load(Ordering::SeqCst);
             let this = self.clone();
-            let result = tokio::task::spawn_blocking(move || this.reload())
-                .await
-                .unwrap_or_else(|e| {
-                    Err(Error {
-                        file: self.dir.display().to_string(),
-                        message: format!("reading stopped: {e}"),
-                    })
-                });
-            match result {
-                Ok(changed) => {
-                    if changed {
-                        tracing::info!(
-                            dir = %self.dir.display(),
-                            profiles = self.user_profiles.load(Ordering::SeqCst),
-                            "application profiles loaded"
-                        );
-                    }
-                    reported = None;
-                }
-                Err(e) => {
-                    let text = e.to_string();
-                    if reported.as_ref() != Some(&text) {
-                        if self.is_loaded() {
-                            tracing::error!(error = %text, "application profiles not reloaded; keeping the set in use");
-                        } else {
-                            tracing::error!(error = %text, "application profiles cannot be loaded; not ready");
-                        }
-                        reported = Some(text);
+            match tokio::task::spawn_blocking(move || this.reload()).await {
+                Err(e) => tracing::error!(error = %e, "reading the application profiles stopped"),
+                Ok(Ok(true)) => tracing::info!(
+                    dir = %self.dir.display(),
+                    profiles = self.user_profiles.load(Ordering::SeqCst),
+                    "application profiles loaded"
+                ),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) if self.failures.load(Ordering::SeqCst) != before => {
+                    if self.is_loaded() {
+                        tracing::error!(error = %e, "application profiles not reloaded; keeping the set in use");
+                    } else {
+                        tracing::error!(error = %e, "application profiles cannot be loaded; not ready");
                     }
                 }
+                // The same refusal as last time.
+                Ok(Err(_)) => {}
             }
             tokio::time::sleep(every).await;
         }
