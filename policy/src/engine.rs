@@ -524,7 +524,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             .fix
             .iter()
             .filter(|(name, value)| {
-                !matches!(env.get(name), Get::Set(v) if v.visibility == Visibility::Visible && v.value == value.as_str())
+                !matches!(env.get(name), Get::Set(v) if v.is_readable() && v.value == value.as_str())
             })
             .map(|(name, value)| Change::Env {
                 name: Cow::Borrowed(name),
@@ -551,20 +551,14 @@ impl<'e, 'a> Judge<'e, 'a> {
                 .iter()
                 .filter(|s| s.query.is_some())
                 .find_map(|s| match env.get(&s.variable) {
-                    Get::Set(v) if v.visibility == Visibility::Visible && !has_hidden(&v.value) => {
-                        Some(v)
-                    }
+                    Get::Set(v) if v.is_readable() => Some(v),
                     _ => None,
                 })
         else {
             return false;
         };
         let host = match p.host.as_ref().map(|h| (env.get(&h.variable), h)) {
-            Some((Get::Set(v), _))
-                if v.visibility == Visibility::Visible && !has_hidden(&v.value) =>
-            {
-                v.value.to_string()
-            }
+            Some((Get::Set(v), _)) if v.is_readable() => v.value.to_string(),
             Some((Get::Unset, h)) => match &h.default {
                 Some(d) => d.clone(),
                 None => return false,
@@ -837,9 +831,7 @@ impl drivers::Environment for Judge<'_, '_> {
     fn get(&self, name: &str) -> Option<Option<&str>> {
         match self.env.get(name) {
             Get::Unset => None,
-            Get::Set(v) if v.visibility == Visibility::Visible && !has_hidden(&v.value) => {
-                Some(Some(&v.value))
-            }
+            Get::Set(v) if v.is_readable() => Some(Some(&v.value)),
             Get::Set(_) | Get::MaybeSet(_) => Some(None),
         }
     }

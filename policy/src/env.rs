@@ -161,6 +161,11 @@ pub struct Var<'a> {
 }
 
 impl Var<'_> {
+    /// Visible, with no hidden span: the engine reads the value as it is.
+    pub fn is_readable(&self) -> bool {
+        self.visibility == Visibility::Visible && !crate::hosts::has_hidden(&self.value)
+    }
+
     /// The whole value is hidden.
     pub fn is_hidden(&self) -> bool {
         self.visibility != Visibility::Visible
