@@ -14,12 +14,22 @@ fn offline_client() -> kube::Client {
     kube::Client::new(service, "default")
 }
 
+/// A store holding `objects`, as after a watch's first list.
 fn store<K>(objects: Vec<K>) -> Store<K>
 where
     K: kube::Resource + Clone + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (reader, mut writer) = kube::runtime::reflector::store();
+    listed(kube::runtime::reflector::store::Writer::default(), objects)
+}
+
+/// What `writer` holds after a first list of `objects`.
+fn listed<K>(mut writer: kube::runtime::reflector::store::Writer<K>, objects: Vec<K>) -> Store<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let reader = writer.as_reader();
     writer.apply_watcher_event(&watcher::Event::Init);
     for o in objects {
         writer.apply_watcher_event(&watcher::Event::InitApply(o));
@@ -96,14 +106,8 @@ fn ctx(
             } else {
                 Vec::new()
             };
-            let mut w = kube::runtime::reflector::store::Writer::new(k.resource());
-            let reader = w.as_reader();
-            w.apply_watcher_event(&watcher::Event::Init);
-            for o in objects {
-                w.apply_watcher_event(&watcher::Event::InitApply(o));
-            }
-            w.apply_watcher_event(&watcher::Event::InitDone);
-            (k, reader)
+            let writer = kube::runtime::reflector::store::Writer::new(k.resource());
+            (k, listed(writer, objects))
         })
         .collect();
     let recorder = Recorder::new(
