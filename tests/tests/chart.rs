@@ -96,9 +96,8 @@ fn render_args(version: u8, extra: &[&str]) -> Vec<Value> {
         "verifyfull",
     ];
     args.extend_from_slice(extra);
-    let sets = extra;
     let (ok, out, err) = run_helm(version, &args);
-    assert!(ok, "helm {version} template {sets:?}: {err}");
+    assert!(ok, "helm {version} template {extra:?}: {err}");
     serde_saphyr::from_multiple::<Value>(&out)
         .unwrap()
         .into_iter()
