@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use policy::Lookup;
-use policy::verdict::{ContainerReport, Finding, Note};
+use policy::{ContainerReport, Finding, Note};
 use policy::{
     Context, Object, Report, Settings, Severity, SourceData, SourceKind, ValueSource, Verdict,
 };
@@ -90,7 +90,7 @@ pub struct FindingOut {
 #[derive(Debug, Serialize)]
 pub struct ContainerOut {
     pub name: String,
-    pub list: policy::verdict::ContainerList,
+    pub list: policy::ContainerList,
     pub client: bool,
     pub verdict: Verdict,
     pub findings: Vec<FindingOut>,
@@ -216,7 +216,7 @@ pub fn judge(docs: &[Document], load_errors: &[InputError], opts: &Options) -> O
         })
         .collect();
     let objects: Vec<ObjectOut> = parallel(&workloads, opts.jobs, |(d, w)| {
-        let report = policy::evaluate(w.view(), &ctx);
+        let report = policy::judge(w.view(), &ctx);
         object_out(d, w, &report)
     });
     let denied = objects.iter().any(|o| o.verdict == Verdict::Violation);

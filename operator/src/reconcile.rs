@@ -260,7 +260,7 @@ impl Ctx {
             pod: &pod_meta,
             spec: &spec,
         };
-        let report = policy::evaluate(view, &ctx);
+        let report = policy::judge(view, &ctx);
         let denied = report.denied();
         let copy = p.copy_name();
         let Some(copy_hash) = self.copy_hash(ns, &copy) else {

@@ -3,7 +3,7 @@
 //! Run: `cargo bench -p verifyfull-policy --bench engine` (single thread; pin it with
 //! `taskset -c 1` for a quiet core). Instructions instead of time:
 //! `VERIFYFULL_COUNT=mix` (or `applications`) `valgrind --tool=callgrind
-//! --toggle-collect='*policy*evaluate*' <bench binary>` evaluates 400 Pods 4x each, only.
+//! --toggle-collect='*policy*judge*' <bench binary>` evaluates 400 Pods 4x each, only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
@@ -129,13 +129,13 @@ fn engine_table(ctx: &Context<'_>, title: &str, workloads: &[Workload]) {
         let start = Instant::now();
         allowed = 0;
         for w in workloads {
-            allowed += usize::from(!policy::evaluate(black_box(w.view()), ctx).denied());
+            allowed += usize::from(!policy::judge(black_box(w.view()), ctx).denied());
         }
         sweep.push(start.elapsed().as_nanos() as f64 / workloads.len() as f64);
         let start = Instant::now();
         for w in workloads {
             for _ in 0..HOT {
-                black_box(policy::evaluate(black_box(w.view()), ctx));
+                black_box(policy::judge(black_box(w.view()), ctx));
             }
         }
         hot.push(start.elapsed().as_nanos() as f64 / (workloads.len() * HOT) as f64);
@@ -194,7 +194,7 @@ fn main() {
         };
         for w in &pods {
             for _ in 0..4 {
-                black_box(policy::evaluate(black_box(w.view()), &ctx));
+                black_box(policy::judge(black_box(w.view()), &ctx));
             }
         }
         return;
@@ -207,7 +207,7 @@ fn main() {
         let start = Instant::now();
         let mut denied = 0usize;
         for w in &workloads {
-            let report = policy::evaluate(black_box(w.view()), &ctx);
+            let report = policy::judge(black_box(w.view()), &ctx);
             denied += usize::from(report.denied());
             black_box(&report);
         }
@@ -222,7 +222,7 @@ fn main() {
     for _ in 0..ROUNDS {
         let start = Instant::now();
         for w in &workloads {
-            let report = policy::evaluate(black_box(w.view()), &ctx);
+            let report = policy::judge(black_box(w.view()), &ctx);
             for c in &report.containers {
                 for f in &c.findings {
                     black_box(f.message(Some(c.name)));
@@ -262,7 +262,7 @@ fn main() {
         let start = Instant::now();
         for w in &workloads {
             for _ in 0..HOT {
-                black_box(policy::evaluate(black_box(w.view()), &ctx));
+                black_box(policy::judge(black_box(w.view()), &ctx));
             }
         }
         engine_hot.push(start.elapsed().as_nanos() as f64 / (PODS * HOT) as f64);

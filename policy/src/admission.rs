@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::context::Context;
-use crate::engine::evaluate;
+use crate::engine::judge;
 use crate::exemptions::{EXEMPT, EXEMPT_REASON, EXEMPT_UNTIL};
 use crate::verdict::{Code, ContainerList, Finding, Report, Severity};
 use crate::workload::{Meta, Workload, WorkloadKind};
@@ -238,8 +238,8 @@ fn keys(report: &Report<'_>) -> BTreeSet<Key> {
 
 /// Decides one request.
 pub fn decide(req: &Request<'_>, mode: Mode, policy: &Policy, ctx: &Context<'_>) -> Answer {
-    let report = evaluate(req.object.view(), ctx);
-    let old_report = req.old_object.map(|o| evaluate(o.view(), ctx));
+    let report = judge(req.object.view(), ctx);
+    let old_report = req.old_object.map(|o| judge(o.view(), ctx));
     let old_keys = old_report.as_ref().map(keys).unwrap_or_default();
 
     let controller = controller_made(

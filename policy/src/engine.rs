@@ -24,7 +24,7 @@ use crate::workload::{ContainerRef, PodView, WorkloadKind, containers};
 use libpq_rules::LibpqTargets;
 
 /// Judges a Pod spec.
-pub fn evaluate<'a>(view: PodView<'a>, ctx: &Context<'a>) -> Report<'a> {
+pub fn judge<'a>(view: PodView<'a>, ctx: &Context<'a>) -> Report<'a> {
     let spec = view.spec;
     let pod = PodInfo {
         namespace: view.object.namespace.as_deref(),
@@ -50,7 +50,7 @@ pub fn evaluate<'a>(view: PodView<'a>, ctx: &Context<'a>) -> Report<'a> {
     // One set of application profiles for the whole Pod, even while it is replaced.
     let profiles = ctx.settings.profiles.set();
     for c in containers(spec) {
-        let mut r = evaluate_container(c, &pod, host_network, ctx, profiles, &mut budget);
+        let mut r = judge_container(c, &pod, host_network, ctx, profiles, &mut budget);
         r.exempt = report.exemption.as_ref().is_some_and(|e| e.covers(c.name));
         report.containers.push(r);
     }
@@ -58,7 +58,7 @@ pub fn evaluate<'a>(view: PodView<'a>, ctx: &Context<'a>) -> Report<'a> {
 }
 
 /// Judges one container.
-pub fn evaluate_container<'a>(
+pub fn judge_container<'a>(
     c: ContainerRef<'a>,
     pod: &PodInfo<'a>,
     host_network: bool,
@@ -748,7 +748,7 @@ impl<'e, 'a> Judge<'e, 'a> {
     }
 
     /// Evaluates every candidate combination and reports the weakest.
-    pub(crate) fn decide(
+    pub(crate) fn weakest(
         &mut self,
         s: &Subject<'a>,
         modes: &[Mode<'a>],
@@ -760,7 +760,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         for net in nets {
             for mode in modes {
                 for root in roots {
-                    let o = judge(mode, root, net, self.loopback_allowed, jdbc);
+                    let o = outcome(mode, root, net, self.loopback_allowed, jdbc);
                     if worst.as_ref().is_none_or(|w| self.rank(&o) > self.rank(w)) {
                         worst = Some(o);
                     }
@@ -911,7 +911,7 @@ pub(crate) fn weaker_net<'a>(a: Destination<'a>, b: Destination<'a>) -> Destinat
 
 /// The outcome of one candidate combination: what its settings make the client do, then
 /// what that means at its destination.
-fn judge<'a>(
+fn outcome<'a>(
     mode: &Mode<'a>,
     root: &Root<'a>,
     net: &Destination<'a>,

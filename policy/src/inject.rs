@@ -8,7 +8,7 @@
 use crate::crd::{Containers, InjectMode, Injection, PostgresTLSPolicy};
 use crate::verdict::{ContainerList, Report};
 use crate::workload::{Container, NameRef, PodSpec, Volume, VolumeMount, Workload};
-use crate::{Context, evaluate};
+use crate::{Context, judge};
 use k8s_openapi::api::core::v1::EnvVar;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -369,7 +369,7 @@ pub fn selecting<'p>(
 /// The plan of `p` for `w`, judged with `ctx`.
 pub fn plan_for(p: &PostgresTLSPolicy, w: &Workload, ctx: &Context<'_>) -> (Plan, String) {
     let copy = p.copy_name();
-    let report = evaluate(w.view(), ctx);
+    let report = judge(w.view(), ctx);
     let want = Want {
         injection: &p.spec.injection,
         config_map: &copy,

@@ -3,7 +3,7 @@
 //! Given a Pod spec (from any Pod-carrying kind), it computes each container's effective
 //! environment as the kubelet would, recognises PostgreSQL connection strings by value,
 //! applies libpq's (or pgjdbc's) precedence rules, and reports what each client will do and
-//! how to fix it. The CLI, the webhook and the operator all call [`evaluate`].
+//! how to fix it. The CLI, the webhook and the operator all call [`judge`].
 
 pub mod admission;
 #[cfg(feature = "clap")]
@@ -12,24 +12,30 @@ mod command;
 mod context;
 pub mod crd;
 mod drivers;
-pub mod engine;
-pub mod env;
-pub mod exemptions;
-pub mod fixes;
-pub mod hosts;
+mod engine;
+mod env;
+mod exemptions;
+mod fixes;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+mod hosts;
 pub mod inject;
-pub mod jdbc;
-pub mod libpq;
+mod jdbc;
+mod libpq;
 pub mod message;
 pub mod profiles;
 pub mod redact;
-pub mod verdict;
-pub mod workload;
+mod verdict;
+mod workload;
 
 pub use context::{Context, Settings};
-pub use engine::evaluate;
+pub use engine::judge;
 pub use env::{Lookup, NoSources, SourceData, SourceKind, ValueSource};
-pub use verdict::{Code, Finding, LoopbackPolicy, Report, Severity, Treatment, Verdict};
+pub use verdict::{
+    Change, Code, ContainerList, ContainerReport, Finding, Fix, FixValue, LoopbackPolicy, Note,
+    Report, Severity, Treatment, Verdict,
+};
 pub use workload::{
-    Container, Meta, Object, PodSpec, PodTemplate, PodView, Workload, WorkloadKind,
+    Container, MAX_CONTAINERS, MAX_ENV_PER_POD, Meta, Object, PodSpec, PodTemplate, PodView,
+    Workload, WorkloadKind,
 };

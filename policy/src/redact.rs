@@ -3,6 +3,7 @@
 //! the other short switches libpq reads stay; everything else becomes a hidden span, so a
 //! reference to it is `Unresolved`, never guessed.
 
+use crate::env::{SourceData, SourceKind};
 use crate::hosts::HIDDEN_STR;
 use crate::jdbc;
 use crate::libpq::{self, SECRET_KEYWORDS};
@@ -84,6 +85,25 @@ pub fn secret_value(value: &str) -> String {
         return info.without_secrets().to_keyword_value();
     }
     HIDDEN_STR.to_string()
+}
+
+/// ConfigMap values longer than this are kept as hidden: no environment value is that
+/// long, and whole files kept from ConfigMaps would cost memory for nothing.
+pub const MAX_CONFIG_MAP_VALUE: usize = 4096;
+
+/// What a cache keeps of one ConfigMap's or Secret's data: ConfigMap values as they are
+/// (hidden beyond [`MAX_CONFIG_MAP_VALUE`]), Secret values through [`secret_value`].
+pub fn reduce(kind: SourceKind, data: impl IntoIterator<Item = (String, String)>) -> SourceData {
+    data.into_iter()
+        .map(|(k, v)| {
+            let v = match kind {
+                SourceKind::Secret => secret_value(&v),
+                SourceKind::ConfigMap if v.len() > MAX_CONFIG_MAP_VALUE => HIDDEN_STR.to_string(),
+                SourceKind::ConfigMap => v,
+            };
+            (k, v)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use peak_alloc::PeakAlloc;
-use policy::workload::{MAX_CONTAINERS, MAX_ENV_PER_POD};
-use policy::{Context, NoSources, Object, Settings, evaluate};
+use policy::{Context, NoSources, Object, Settings, judge};
+use policy::{MAX_CONTAINERS, MAX_ENV_PER_POD};
 use proptest::prelude::*;
 
 #[global_allocator]
@@ -78,7 +78,7 @@ fn cost(json: &str) -> (Duration, f32) {
         sources: &NoSources,
         now: jiff::Timestamp::UNIX_EPOCH,
     };
-    let report = evaluate(w.view(), &ctx);
+    let report = judge(w.view(), &ctx);
     std::hint::black_box(&report);
     let elapsed = start.elapsed();
     drop(report);

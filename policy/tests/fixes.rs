@@ -3,7 +3,7 @@
 //! of every form with the libpq environment; each has one target, so "pass" means no
 //! finding at all.
 
-use policy::verdict::{Change, Code, FixValue, Severity};
+use policy::{Change, Code, FixValue, Severity};
 use policy::{Context, Object, Settings, Workload};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -112,7 +112,7 @@ fn pod(env: &[(String, String)]) -> Workload {
 }
 
 /// `(code, variable, fixes)` of each finding of the Pod.
-fn judge(env: &[(String, String)]) -> Vec<(Code, Severity, String, Vec<policy::verdict::Fix>)> {
+fn judge(env: &[(String, String)]) -> Vec<(Code, Severity, String, Vec<policy::Fix>)> {
     let w = pod(env);
     let settings = Settings::default();
     let ctx = Context {
@@ -120,7 +120,7 @@ fn judge(env: &[(String, String)]) -> Vec<(Code, Severity, String, Vec<policy::v
         sources: &policy::NoSources,
         now: jiff::Timestamp::UNIX_EPOCH,
     };
-    policy::evaluate(w.view(), &ctx)
+    policy::judge(w.view(), &ctx)
         .container_findings()
         .map(|(_, f)| {
             (

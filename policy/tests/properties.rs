@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use policy::env::{Lookup, SourceData, SourceKind, ValueSource};
-use policy::{Context, Object, Report, Settings, Workload, hosts, jdbc, libpq};
+use policy::{Context, Object, Report, Settings, Workload};
+use policy::{Lookup, SourceData, SourceKind, ValueSource};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -51,14 +51,14 @@ fn workload(v: Value) -> Option<Workload> {
     }
 }
 
-fn evaluate_text(w: &Workload, sources: &Sources) -> String {
+fn judged_text(w: &Workload, sources: &Sources) -> String {
     let settings = Settings::default();
     let ctx = Context {
         settings: &settings,
         sources,
         now: jiff::Timestamp::UNIX_EPOCH,
     };
-    all_text(&policy::evaluate(w.view(), &ctx))
+    all_text(&policy::judge(w.view(), &ctx))
 }
 
 /// A password of at least 12 characters, with characters that need escaping in every syntax.
@@ -130,14 +130,11 @@ proptest! {
 
     #[test]
     fn parsers_never_panic(s in ".{0,200}", uri in "postgres(ql)?://[a-z@:/?&=%\\[\\],.0-9]{0,60}") {
-        let _ = libpq::parse(&s);
-        let _ = libpq::parse(&uri);
-        let _ = libpq::parse_keyword_value(&s);
-        let _ = libpq::recognise_keyword_value(&s);
-        let _ = jdbc::parse(&format!("jdbc:postgresql:{s}"));
-        let _ = jdbc::parse(&s);
-        let _ = hosts::slots(Some(&s), Some(&uri));
-        let _ = policy::exemptions::parse_until(&s);
+        policy::fuzzing::libpq(&s);
+        policy::fuzzing::libpq(&uri);
+        policy::fuzzing::jdbc(&s);
+        policy::fuzzing::hosts(&s, &uri);
+        policy::fuzzing::exemption_until(&s);
     }
 
     #[test]
@@ -163,7 +160,7 @@ proptest! {
         let mut data = BTreeMap::new();
         data.insert((SourceKind::ConfigMap, "a".to_string()), vars.iter().cloned().collect::<SourceData>());
         if let Some(w) = w {
-            let _ = evaluate_text(&w, &Sources(data));
+            let _ = judged_text(&w, &Sources(data));
         }
     }
 
@@ -182,7 +179,7 @@ proptest! {
             "spec": {"containers": [{"name": "c", "env": env}]}
         }))
         .expect("a workload");
-        let text = evaluate_text(&w, &Sources(BTreeMap::new()));
+        let text = judged_text(&w, &Sources(BTreeMap::new()));
         prop_assert!(!text.contains(&pw), "password leaked: {}", text);
         prop_assert!(!text.contains(&percent_encode(&pw)), "encoded password leaked");
     }
@@ -208,7 +205,7 @@ proptest! {
         let mut secret_data: SourceData = names.iter().map(|n| (n.to_string(), other.clone())).collect();
         secret_data.insert("v".to_string(), secret.clone());
         data.insert((SourceKind::Secret, "db".to_string()), secret_data);
-        let text = evaluate_text(&w, &Sources(data));
+        let text = judged_text(&w, &Sources(data));
         prop_assert!(!text.contains(&secret), "secret leaked: {}", text);
         prop_assert!(!text.contains(&other), "secret leaked: {}", text);
     }

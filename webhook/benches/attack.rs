@@ -108,7 +108,7 @@ fn pod_review_text(env: &str, out_of_order: bool) -> Bytes {
 fn bomb() -> Bytes {
     let mut env = vec![r#"{"name":"V0","value":"xxxxxxxxxxxxxxxx"}"#.to_string()];
     env.extend(
-        (1..policy::workload::MAX_ENV_PER_POD)
+        (1..policy::MAX_ENV_PER_POD)
             .map(|i| format!(r#"{{"name":"V{i}","value":"$(V{p})$(V{p})"}}"#, p = i - 1)),
     );
     pod_review_text(&env.join(","), false)
@@ -126,7 +126,7 @@ fn hundred_thousand() -> Bytes {
 fn out_of_order_8mib() -> Bytes {
     let value = "y".repeat(800);
     let n = (8 * 1024 * 1024 - 4096) / (value.len() + 24);
-    let env: Vec<String> = (0..n.min(policy::workload::MAX_ENV_PER_POD))
+    let env: Vec<String> = (0..n.min(policy::MAX_ENV_PER_POD))
         .map(|i| format!(r#"{{"name":"V{i}","value":"{value}"}}"#))
         .collect();
     pod_review_text(&env.join(","), true)
@@ -372,7 +372,7 @@ fn main() {
     println!(
         "payloads: bomb {} KB ({} variables, doubling), 100,000 variables {} KB, out-of-order {} KB",
         bomb.len() / 1024,
-        policy::workload::MAX_ENV_PER_POD,
+        policy::MAX_ENV_PER_POD,
         many.len() / 1024,
         big.len() / 1024
     );

@@ -1,6 +1,6 @@
 //! ConfigMaps (and, when allowed, Secrets) for resolving `valueFrom`/`envFrom`, kept as
 //! the engine needs them: ConfigMap values as they are (up to a size), Secret values
-//! reduced by `policy::redact::secret_value` (never a raw Secret value). Fed by watch
+//! reduced by `policy::redact::reduce` (never a raw Secret value). Fed by watch
 //! events; answers lookups from an immutable snapshot, so the request path takes no lock
 //! and makes no API call.
 
@@ -12,31 +12,12 @@ use policy::{Lookup, SourceData, SourceKind, ValueSource};
 
 use crate::fold::Folded;
 
-/// ConfigMap values longer than this are kept as hidden: no env value is that long, and
-/// whole files in ConfigMaps would cost memory for nothing.
-pub const MAX_VALUE: usize = 4096;
-
 type Key = (String, String);
 type Objects = HashMap<Key, Arc<SourceData>>;
 
 /// One kind's objects, reduced to what the engine needs.
 #[derive(Debug, Default)]
 pub struct Store(Folded<Key, Arc<SourceData>>);
-
-fn reduce(kind: SourceKind, data: BTreeMap<String, String>) -> SourceData {
-    data.into_iter()
-        .map(|(k, v)| {
-            let v = match kind {
-                SourceKind::Secret => policy::redact::secret_value(&v),
-                SourceKind::ConfigMap if v.len() > MAX_VALUE => {
-                    policy::hosts::HIDDEN_STR.to_string()
-                }
-                SourceKind::ConfigMap => v,
-            };
-            (k, v)
-        })
-        .collect()
-}
 
 /// What the cache needs of an object: its key and data.
 #[derive(Debug, Clone)]
@@ -79,7 +60,7 @@ impl Store {
         self.0.apply(
             event,
             |e| (e.namespace.clone(), e.name.clone()),
-            |e| Arc::new(reduce(kind, e.data)),
+            |e| Arc::new(policy::redact::reduce(kind, e.data)),
         );
     }
 

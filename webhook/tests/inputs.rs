@@ -44,7 +44,7 @@ fn invalid_message(v: &Value) -> String {
 
 #[test]
 fn absurd_objects_are_invalid_naming_the_cap() {
-    let many = vec![r#"{"name":"A","value":"x"}"#; policy::workload::MAX_ENV_PER_POD + 1].join(",");
+    let many = vec![r#"{"name":"A","value":"x"}"#; policy::MAX_ENV_PER_POD + 1].join(",");
     for kind_last in [false, true] {
         let (status, v) = answer(&review_of(&pod(&many, kind_last)));
         assert_eq!(status, 200);
@@ -55,7 +55,7 @@ fn absurd_objects_are_invalid_naming_the_cap() {
         );
         assert!(m.contains("spec.containers[0].env"), "{m}");
     }
-    let containers: Vec<String> = (0..=policy::workload::MAX_CONTAINERS)
+    let containers: Vec<String> = (0..=policy::MAX_CONTAINERS)
         .map(|i| format!(r#"{{"name":"c{i}"}}"#))
         .collect();
     let object = format!(

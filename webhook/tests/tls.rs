@@ -455,7 +455,7 @@ async fn corpus_pod_specs_spliced_into_reviews() {
                 sources: &policy::NoSources,
                 now: jiff::Timestamp::now(),
             };
-            let expect_denied = policy::evaluate(w.view(), &ctx).denied();
+            let expect_denied = policy::judge(w.view(), &ctx).denied();
             let r = conn.review("enforce", &review).await;
             assert_eq!(r["allowed"], json!(!expect_denied), "{file}: {r}");
             judged += 1;

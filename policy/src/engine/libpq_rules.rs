@@ -185,7 +185,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             }
             return;
         }
-        self.decide(s, &modes, &roots, &nets, false);
+        self.weakest(s, &modes, &roots, &nets, false);
     }
 
     /// Network candidates of a libpq target: the string's host/hostaddr, else

@@ -80,7 +80,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             self.push(s, Code::Unverifiable, Cause::Unverifiable(u), None);
             return;
         }
-        self.decide(s, &modes, &roots, &[net], true);
+        self.weakest(s, &modes, &roots, &[net], true);
     }
 }
 

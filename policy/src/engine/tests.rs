@@ -73,7 +73,7 @@ fn report_with<'a>(w: &'a Workload, sources: &'a Sources, settings: &'a Settings
         sources,
         now: now(),
     };
-    evaluate(w.view(), &ctx)
+    judge(w.view(), &ctx)
 }
 
 /// `(container, variable, code)` of every finding.

@@ -1,6 +1,6 @@
 use super::*;
 use crate::crd::{Containers, InjectMode, Injection};
-use crate::{Context, NoSources, Settings, evaluate};
+use crate::{Context, NoSources, Settings, judge};
 use serde_json::json;
 
 fn spec(v: Value) -> PodSpec {
@@ -25,7 +25,7 @@ fn planned(spec: &PodSpec, inj: &Injection) -> Plan {
         pod: &meta,
         spec,
     };
-    let report = evaluate(view, &ctx);
+    let report = judge(view, &ctx);
     plan(spec, &report, &want(inj))
 }
 
@@ -232,7 +232,7 @@ fn judged_as_it_will_run() {
             pod: &meta,
             spec: s,
         };
-        evaluate(view, &ctx).denied()
+        judge(view, &ctx).denied()
     };
     assert!(judge(&s), "no root certificate yet");
     let inj = Injection::default();

@@ -94,7 +94,7 @@ pub fn verdict_of(pod: serde_json::Value) -> Result<Verdict, String> {
         sources: &policy::NoSources,
         now: jiff::Timestamp::UNIX_EPOCH,
     };
-    let report = policy::evaluate(w.view(), &ctx);
+    let report = policy::judge(w.view(), &ctx);
     let mut codes: Vec<String> = report
         .container_findings()
         .map(|(_, f)| f.code.as_str().to_string())
