@@ -14,14 +14,20 @@ use crate::workload::{Meta, Workload, WorkloadKind};
 /// The enforcement mode, chosen by the API server through the webhook path (docs/admission.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
+    /// Findings that deny are refused.
     Enforce,
+    /// Findings are admission warnings; nothing is refused.
     Warn,
+    /// Findings are recorded in the audit annotation only.
     Audit,
 }
 
+/// The operations the webhook judges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
+    /// `CREATE`.
     Create,
+    /// `UPDATE`.
     Update,
 }
 
@@ -38,18 +44,23 @@ impl Operation {
 /// Who asks (the review's `userInfo`).
 #[derive(Debug, Clone, Copy)]
 pub struct User<'a> {
+    /// `userInfo.username`.
     pub username: &'a str,
+    /// `userInfo.groups`.
     pub groups: &'a [String],
 }
 
 /// Users and groups allowed to do something.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subjects {
+    /// User names, exactly.
     pub users: Vec<String>,
+    /// Group names, exactly.
     pub groups: Vec<String>,
 }
 
 impl Subjects {
+    /// The user is listed, or is in a listed group.
     pub fn allows(&self, user: &User<'_>) -> bool {
         self.users.iter().any(|u| u == user.username)
             || user.groups.iter().any(|g| self.groups.contains(g))
@@ -62,10 +73,13 @@ impl Subjects {
 /// violated would stall (docs/admission.md, "What `enforce` does").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ControllerMade {
+    /// The kind made.
     pub kind: WorkloadKind,
     /// The API group and resource, as admission requests name them.
     pub group: &'static str,
+    /// The resource, plural.
     pub resource: &'static str,
+    /// The operations the controller does.
     pub operations: &'static [Operation],
     /// The controllers' service account names in `kube-system`.
     pub controllers: &'static [&'static str],
@@ -167,11 +181,15 @@ impl Default for Policy {
 /// One admission request, decoded.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
+    /// `CREATE` or `UPDATE`.
     pub operation: Operation,
     /// `ephemeralcontainers` for `kubectl debug`; `None` for the main resource.
     pub subresource: Option<&'a str>,
+    /// Who asks.
     pub user: User<'a>,
+    /// The object as it will be stored.
     pub object: &'a Workload,
+    /// For `UPDATE`: the object as it was.
     pub old_object: Option<&'a Workload>,
 }
 
@@ -193,6 +211,7 @@ pub enum Relief {
 /// The answer: what the webhook returns, and what it records.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Answer {
+    /// The request is admitted.
     pub allowed: bool,
     /// The denial message: every denied finding in full.
     pub message: Option<String>,
@@ -202,6 +221,7 @@ pub struct Answer {
     pub audit: Vec<String>,
     /// Counts for metrics: findings that denied, and that were relieved.
     pub denied: usize,
+    /// Why each finding that did not deny did not.
     pub relieved: Vec<Relief>,
     /// The request used an exemption (counted in a metric).
     pub exempted: bool,

@@ -4,6 +4,7 @@
 use crate::context::{DEFAULT_CONNECTION_VARIABLE_PATTERNS, Settings};
 use crate::verdict::{LoopbackPolicy, Treatment};
 
+/// The engine's policy settings as flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SettingsArgs {
     /// What an Unresolved finding does (a deciding value is in a Secret/ConfigMap that cannot be read).
@@ -27,6 +28,7 @@ pub struct SettingsArgs {
 }
 
 impl SettingsArgs {
+    /// The settings these flags give.
     pub fn settings(&self) -> Settings {
         let patterns = if self.connection_variables.is_empty() {
             DEFAULT_CONNECTION_VARIABLE_PATTERNS

@@ -6,7 +6,9 @@ use crate::verdict::{Code, LoopbackPolicy, Severity, Treatment};
 /// What the engine needs besides the Pod: policy, value sources and the clock.
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
+    /// The policy settings.
     pub settings: &'a Settings,
+    /// Where referenced ConfigMaps and Secrets are read.
     pub sources: &'a dyn ValueSource,
     /// Exemption expiry is judged against this instant; the engine never reads a clock.
     pub now: jiff::Timestamp,
@@ -24,8 +26,11 @@ impl std::fmt::Debug for Context<'_> {
 /// Policy settings of the engine (webhook flags, CLI flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// What an `Unresolved` finding does.
     pub unresolved: Treatment,
+    /// What an `Unverifiable` finding does.
     pub unverifiable: Treatment,
+    /// Whether loopback targets are judged.
     pub loopback: LoopbackPolicy,
     /// Names of variables that hold connection strings, matched case-insensitively as
     /// substrings; `A+B` means both. A hidden variable with such a name makes a client.
@@ -34,7 +39,7 @@ pub struct Settings {
     pub profiles: crate::profiles::Profiles,
 }
 
-pub const DEFAULT_CONNECTION_VARIABLE_PATTERNS: &[&str] = &[
+pub(crate) const DEFAULT_CONNECTION_VARIABLE_PATTERNS: &[&str] = &[
     "DATABASE_URL",
     "DATABASE_URI",
     "DB_URL",
@@ -68,6 +73,7 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// What a finding with `code` does to an admission.
     pub fn severity(&self, code: Code) -> Severity {
         match code {
             Code::Unresolved => self.unresolved.severity(),

@@ -49,8 +49,10 @@ pub struct PostgresTlsPolicySpec {
     /// Inject only Pod templates annotated `verifyfull.dev/inject-ca: "true"`.
     #[serde(default)]
     pub opt_in: bool,
+    /// Where and how the CA lands in containers.
     #[serde(default)]
     pub injection: Injection,
+    /// What happens when the CA changes.
     #[serde(default)]
     pub rotation: Rotation,
 }
@@ -62,6 +64,7 @@ pub struct PostgresTlsPolicySpec {
     {"rule": "has(self.secret) != has(self.configMap)", "message": "set exactly one of secret or configMap"}
 ]))]
 pub struct CaSource {
+    /// A Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<KeyRef>,
     /// A ConfigMap, e.g. a cert-manager trust-manager Bundle target.
@@ -69,11 +72,14 @@ pub struct CaSource {
     pub config_map: Option<KeyRef>,
 }
 
+/// One key of a namespaced object.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyRef {
+    /// The object's namespace.
     #[schemars(length(min = 1, max = 63))]
     pub namespace: String,
+    /// The object's name.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// The key holding the PEM certificate(s).
@@ -159,20 +165,27 @@ fn default_env() -> String {
     "PGSSLROOTCERT".into()
 }
 
+/// Which containers get the CA.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum Containers {
+    /// Containers the engine finds to be PostgreSQL clients.
     #[default]
     Clients,
+    /// Every container.
     All,
 }
 
+/// What injection adds.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum InjectMode {
+    /// The CA's mount and its variable.
     #[default]
     Inject,
+    /// Also `PGSSLMODE=verify-full`, where that variable decides.
     Fix,
 }
 
+/// What happens when the CA changes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Rotation {
@@ -187,6 +200,7 @@ pub struct Rotation {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresTlsPolicyStatus {
+    /// The generation this status describes.
     #[serde(default)]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Degraded`.

@@ -58,7 +58,7 @@ pub fn judge<'a>(view: PodView<'a>, ctx: &Context<'a>) -> Report<'a> {
 }
 
 /// Judges one container.
-pub fn judge_container<'a>(
+pub(crate) fn judge_container<'a>(
     c: ContainerRef<'a>,
     pod: &PodInfo<'a>,
     host_network: bool,

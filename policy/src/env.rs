@@ -19,14 +19,14 @@ use crate::hosts::{HIDDEN, HIDDEN_STR, NON_LOOPBACK_IP, NON_LOOPBACK_IP_STR};
 /// that each reference the previous one twice doubles at every step: a 4 KB Pod spec can
 /// ask for gigabytes. Beyond the limit a reference becomes a hidden span, judged as a value
 /// that cannot be seen (docs/limits.md).
-pub const MAX_EXPANDED_VALUE: usize = 64 * 1024;
+pub(crate) const MAX_EXPANDED_VALUE: usize = 64 * 1024;
 
 /// At most this many bytes come from `$(VAR)` references in one whole Pod spec.
-pub const MAX_EXPANDED_POD: usize = 1024 * 1024;
+pub(crate) const MAX_EXPANDED_POD: usize = 1024 * 1024;
 
 /// What is left of a Pod's `$(VAR)` expansion allowance ([`MAX_EXPANDED_POD`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
+pub(crate) struct Budget {
     left: usize,
 }
 
@@ -41,11 +41,14 @@ impl Default for Budget {
 /// The kind of object a reference points to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SourceKind {
+    /// A ConfigMap.
     ConfigMap,
+    /// A Secret.
     Secret,
 }
 
 impl SourceKind {
+    /// The kind's name.
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::ConfigMap => "ConfigMap",
@@ -61,6 +64,7 @@ pub type SourceData = BTreeMap<String, String>;
 /// The answer of a [`ValueSource`].
 #[derive(Debug, Clone, Copy)]
 pub enum Lookup<'s> {
+    /// The object's data.
     Found(&'s SourceData),
     /// Known not to exist (a synced cache): an optional reference sets nothing, a required
     /// one keeps the container from starting.
@@ -72,6 +76,7 @@ pub enum Lookup<'s> {
 /// Where referenced ConfigMaps and Secrets come from: the CLI's input, the webhook's
 /// caches, the operator's. Implementations must not guess.
 pub trait ValueSource: Sync {
+    /// The data of `kind` `name` in `namespace` (`None`: the Pod's own).
     fn lookup(&self, kind: SourceKind, namespace: Option<&str>, name: &str) -> Lookup<'_>;
 }
 
@@ -138,7 +143,7 @@ impl std::fmt::Display for Origin<'_> {
 
 /// Whether a variable's value can be seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Visibility {
+pub(crate) enum Visibility {
     /// Known text (possibly with hidden spans from `$(VAR)` references).
     Visible,
     /// Its ConfigMap/Secret could not be read; `not_found` when it is known to be absent.
@@ -148,7 +153,7 @@ pub enum Visibility {
 }
 
 #[derive(Debug, Clone)]
-pub struct Var<'a> {
+pub(crate) struct Var<'a> {
     pub name: Cow<'a, str>,
     /// The value, with [`HIDDEN`]/[`NON_LOOPBACK_IP`] spans for what cannot be seen.
     pub value: Cow<'a, str>,
@@ -162,12 +167,12 @@ pub struct Var<'a> {
 
 impl Var<'_> {
     /// Visible, with no hidden span: the engine reads the value as it is.
-    pub fn is_readable(&self) -> bool {
+    pub(crate) fn is_readable(&self) -> bool {
         self.visibility == Visibility::Visible && !crate::hosts::has_hidden(&self.value)
     }
 
     /// The whole value is hidden.
-    pub fn is_hidden(&self) -> bool {
+    pub(crate) fn is_hidden(&self) -> bool {
         self.visibility != Visibility::Visible
             || (!self.value.is_empty() && self.value.chars().all(|c| c == HIDDEN))
     }
@@ -175,7 +180,7 @@ impl Var<'_> {
 
 /// An `envFrom` source that could not be read: it may define any name with its prefix.
 #[derive(Debug, Clone, Copy)]
-pub struct OpenSource<'a> {
+pub(crate) struct OpenSource<'a> {
     pub index: usize,
     pub prefix: &'a str,
     pub kind: SourceKind,
@@ -185,7 +190,7 @@ pub struct OpenSource<'a> {
 
 /// The answer to "what is `NAME` in this container?".
 #[derive(Debug, Clone, Copy)]
-pub enum Get<'e, 'a> {
+pub(crate) enum Get<'e, 'a> {
     Unset,
     Set(&'e Var<'a>),
     /// An unresolved `envFrom` source may define it (over any visible value).
@@ -194,7 +199,7 @@ pub enum Get<'e, 'a> {
 
 /// What the kubelet knows about the Pod when it resolves `fieldRef`s.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PodInfo<'a> {
+pub(crate) struct PodInfo<'a> {
     pub namespace: Option<&'a str>,
     /// Only set for Pods: a template's Pods get generated names.
     pub name: Option<&'a str>,
@@ -206,7 +211,7 @@ pub struct PodInfo<'a> {
 
 /// The effective environment of one container.
 #[derive(Debug, Clone, Default)]
-pub struct Env<'a> {
+pub(crate) struct Env<'a> {
     pub vars: Vec<Var<'a>>,
     pub open: Vec<OpenSource<'a>>,
     /// Variables whose `$(VAR)` expansion went over a limit (in part hidden).
@@ -243,7 +248,7 @@ fn scrub(v: &str) -> Cow<'_, str> {
 
 impl<'a> Env<'a> {
     /// Computes the effective environment of a container.
-    pub fn build(
+    pub(crate) fn build(
         env_from: &'a [EnvFromSource],
         env: &'a [EnvVar],
         pod: &PodInfo<'a>,
@@ -351,7 +356,7 @@ impl<'a> Env<'a> {
     }
 
     /// Looks a name up, taking unresolved `envFrom` sources into account.
-    pub fn get(&self, name: &str) -> Get<'_, 'a> {
+    pub(crate) fn get(&self, name: &str) -> Get<'_, 'a> {
         let var = self.position(name).map(|i| &self.vars[i]);
         let after = match var {
             Some(v) => match v.env_from {

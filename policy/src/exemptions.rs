@@ -8,18 +8,18 @@ use crate::verdict::{Cause, Code, Exemption, Finding, Note, Report};
 use crate::workload::WorkloadKind;
 use crate::workload::{PodView, containers};
 
-pub const EXEMPT: &str = "verifyfull.dev/exempt";
-pub const EXEMPT_REASON: &str = "verifyfull.dev/exempt-reason";
-pub const EXEMPT_UNTIL: &str = "verifyfull.dev/exempt-until";
+pub(crate) const EXEMPT: &str = "verifyfull.dev/exempt";
+pub(crate) const EXEMPT_REASON: &str = "verifyfull.dev/exempt-reason";
+pub(crate) const EXEMPT_UNTIL: &str = "verifyfull.dev/exempt-until";
 
 /// Whether an annotation key is one of the exemption annotations.
-pub fn is_exemption_key(key: &str) -> bool {
+pub(crate) fn is_exemption_key(key: &str) -> bool {
     matches!(key, EXEMPT | EXEMPT_REASON | EXEMPT_UNTIL)
 }
 
 /// Reads the exemption of a Pod (or template) into `report`: the exemption in force, or
 /// the findings and notes that explain why it is not applied.
-pub fn apply<'a>(view: PodView<'a>, ctx: &Context<'a>, report: &mut Report<'a>) {
+pub(crate) fn apply<'a>(view: PodView<'a>, ctx: &Context<'a>, report: &mut Report<'a>) {
     let object_level = |f: Cause<'a>| Finding {
         code: match f {
             Cause::ExemptionNoReason => Code::ExemptionReasonMissing,
@@ -114,7 +114,7 @@ fn read<'a>(view: PodView<'a>) -> Read<'a> {
 
 /// `exempt-until`: an RFC 3339 date-time with offset, or a date, which ends at the end of
 /// that day UTC. Returns the first instant at which the exemption no longer applies.
-pub fn parse_until(s: &str) -> Option<jiff::Timestamp> {
+pub(crate) fn parse_until(s: &str) -> Option<jiff::Timestamp> {
     let is_date = s.len() == 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-';
     if is_date {
         let start: jiff::Timestamp = format!("{s}T00:00:00Z").parse().ok()?;

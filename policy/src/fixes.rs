@@ -118,7 +118,7 @@ fn value(v: FixValue) -> &'static str {
 }
 
 /// `set sslmode=verify-full and sslrootcert=<CA file> in DATABASE_URL, or set PGSSLMODE=…`.
-pub fn render(fixes: &[Fix], variable: &str) -> String {
+pub(crate) fn render(fixes: &[Fix], variable: &str) -> String {
     let mut out = String::new();
     for (i, fix) in fixes.iter().enumerate() {
         if i > 0 {

@@ -8,21 +8,21 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Stands for a span whose text is hidden (an unresolved Secret or ConfigMap value).
-pub const HIDDEN: char = '\u{E000}';
+pub(crate) const HIDDEN: char = '\u{E000}';
 /// Stands for an IP address of unknown value that is known not to be loopback.
-pub const NON_LOOPBACK_IP: char = '\u{E001}';
+pub(crate) const NON_LOOPBACK_IP: char = '\u{E001}';
 /// A whole value that is hidden.
-pub const HIDDEN_STR: &str = "\u{E000}";
+pub(crate) const HIDDEN_STR: &str = "\u{E000}";
 /// A whole value that is a non-loopback IP of unknown value.
-pub const NON_LOOPBACK_IP_STR: &str = "\u{E001}";
+pub(crate) const NON_LOOPBACK_IP_STR: &str = "\u{E001}";
 
 /// Whether `s` contains a span the engine cannot see.
-pub fn has_hidden(s: &str) -> bool {
+pub(crate) fn has_hidden(s: &str) -> bool {
     s.contains(HIDDEN)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Loopback {
+pub(crate) enum Loopback {
     Yes,
     No,
     /// A hidden span decides.
@@ -30,7 +30,7 @@ pub enum Loopback {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
+pub(crate) enum Slot {
     /// A Unix-domain socket: no TLS applies.
     Socket,
     Tcp {
@@ -43,13 +43,13 @@ pub enum Slot {
 /// libpq refuses a `hostaddr` list whose length differs from a non-empty `host` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{hosts} host names cannot be matched to {addrs} hostaddr values")]
-pub struct SlotMismatch {
+pub(crate) struct SlotMismatch {
     pub hosts: usize,
     pub addrs: usize,
 }
 
 /// The connection slots libpq would try, from the effective `host` and `hostaddr`.
-pub fn slots<'s>(
+pub(crate) fn slots<'s>(
     host: Option<&'s str>,
     hostaddr: Option<&'s str>,
 ) -> Result<Slots<'s>, SlotMismatch> {
@@ -76,7 +76,7 @@ pub fn slots<'s>(
 
 /// The slots of [`slots`], in order, without allocating.
 #[derive(Debug, Clone)]
-pub struct Slots<'s> {
+pub(crate) struct Slots<'s> {
     hosts: Option<std::str::Split<'s, char>>,
     addrs: Option<std::str::Split<'s, char>>,
     remaining: usize,
@@ -103,7 +103,7 @@ impl Iterator for Slots<'_> {
 }
 
 /// One `host` element: empty is the default socket directory, `/…` or `@…` a socket.
-pub fn classify_host(h: &str) -> Slot {
+pub(crate) fn classify_host(h: &str) -> Slot {
     match h.chars().next() {
         None | Some('/') | Some('@') => Slot::Socket,
         Some(HIDDEN) => Slot::Unknown,
@@ -115,7 +115,7 @@ pub fn classify_host(h: &str) -> Slot {
 
 /// Whether a TCP host or address is loopback: `localhost` exactly, or an IP literal in
 /// `127.0.0.0/8`, `::1` or `::ffff:127.0.0.0/104`.
-pub fn loopback(h: &str) -> Loopback {
+pub(crate) fn loopback(h: &str) -> Loopback {
     if h == NON_LOOPBACK_IP_STR {
         return Loopback::No;
     }
@@ -129,7 +129,7 @@ pub fn loopback(h: &str) -> Loopback {
     }
 }
 
-pub fn is_loopback_literal(h: &str) -> bool {
+pub(crate) fn is_loopback_literal(h: &str) -> bool {
     if h == "localhost" {
         return true;
     }

@@ -17,11 +17,13 @@ use std::collections::BTreeMap;
 pub const VOLUME: &str = "verifyfull-ca";
 /// On a Pod template when the policy rolls workloads on CA change: the bundle's hash.
 pub const HASH_ANNOTATION: &str = "verifyfull.dev/ca-hash";
+/// The sslmode variable the `Fix` mode sets.
 pub const SSLMODE: &str = "PGSSLMODE";
 
 /// What one policy wants for one Pod spec.
 #[derive(Debug, Clone, Copy)]
 pub struct Want<'a> {
+    /// The policy's injection settings.
     pub injection: &'a Injection,
     /// The CA copy's ConfigMap in the workload's namespace.
     pub config_map: &'a str,
@@ -32,7 +34,9 @@ pub struct Want<'a> {
 /// One container's share of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerPlan {
+    /// The container's name.
     pub name: String,
+    /// In `initContainers`.
     pub init: bool,
     /// Variables to set: `(name, value)`.
     pub env: Vec<(String, String)>,
@@ -44,9 +48,17 @@ pub enum Conflict {
     /// The Pod already has a volume named `verifyfull-ca` that is not the CA copy.
     Volume,
     /// Something else is mounted where the CA goes.
-    MountPath { container: String },
+    MountPath {
+        /// The container.
+        container: String,
+    },
     /// The container sets the variable to another value.
-    Variable { container: String, variable: String },
+    Variable {
+        /// The container.
+        container: String,
+        /// The variable.
+        variable: String,
+    },
 }
 
 impl std::fmt::Display for Conflict {
@@ -74,9 +86,12 @@ impl std::fmt::Display for Conflict {
 pub enum Skip {
     /// Server-side apply rejects lists with duplicate keys.
     DuplicateEnv {
+        /// The container.
         container: String,
+        /// The variable given twice.
         variable: String,
     },
+    /// Something the user set that verifyfull will not override.
     Conflict(Conflict),
 }
 
@@ -87,7 +102,9 @@ pub struct Plan {
     pub containers: Vec<ContainerPlan>,
     /// Conflicts in single containers (the rest is still injected).
     pub conflicts: Vec<Conflict>,
+    /// Why the workload is left alone, if it is.
     pub skip: Option<Skip>,
+    /// The CA bundle's hash for the Pod template's annotation (restart on change).
     pub restart_hash: Option<String>,
 }
 

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JdbcUrl<'a> {
+pub(crate) struct JdbcUrl<'a> {
     /// The wrapper driver named between `jdbc:` and `postgresql:`, if any.
     pub wrapper: Option<&'a str>,
     /// Hosts in order (`localhost` where the URL names none).
@@ -17,7 +17,7 @@ pub struct JdbcUrl<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JdbcError {
+pub(crate) enum JdbcError {
     #[error("more than one \"/\" after the host list")]
     TooManySlashes,
     #[error("no \"/\" after the host list")]
@@ -30,7 +30,7 @@ pub enum JdbcError {
 
 /// Recognises `jdbc:postgresql:` and `jdbc:<wrapper>:postgresql:`; returns the wrapper and
 /// where the part after `postgresql:` starts.
-pub fn recognise(s: &str) -> Option<(Option<&str>, usize)> {
+pub(crate) fn recognise(s: &str) -> Option<(Option<&str>, usize)> {
     let rest = s.strip_prefix("jdbc:")?;
     if rest.starts_with("postgresql:") {
         return Some((None, "jdbc:postgresql:".len()));
@@ -52,7 +52,7 @@ pub fn recognise(s: &str) -> Option<(Option<&str>, usize)> {
 }
 
 /// Parses a URL that [`recognise`] accepted.
-pub fn parse(s: &str) -> Result<JdbcUrl<'_>, JdbcError> {
+pub(crate) fn parse(s: &str) -> Result<JdbcUrl<'_>, JdbcError> {
     let Some((wrapper, start)) = recognise(s) else {
         return Err(JdbcError::MissingSlash);
     };
@@ -146,7 +146,7 @@ fn form_decode(s: &str, offset: usize) -> Result<Cow<'_, str>, JdbcError> {
 
 impl JdbcUrl<'_> {
     /// The value pgjdbc ends up with for `key` (the last).
-    pub fn last(&self, key: &str) -> Option<&str> {
+    pub(crate) fn last(&self, key: &str) -> Option<&str> {
         self.params
             .iter()
             .rev()
@@ -154,7 +154,7 @@ impl JdbcUrl<'_> {
             .map(|(_, v)| v.as_ref())
     }
 
-    pub fn values<'s>(&'s self, key: &'s str) -> impl Iterator<Item = &'s str> + 's {
+    pub(crate) fn values<'s>(&'s self, key: &'s str) -> impl Iterator<Item = &'s str> + 's {
         self.params
             .iter()
             .filter(move |(k, _)| k == key)

@@ -4,6 +4,7 @@
 //! environment as the kubelet would, recognises PostgreSQL connection strings by value,
 //! applies libpq's (or pgjdbc's) precedence rules, and reports what each client will do and
 //! how to fix it. The CLI, the webhook and the operator all call [`judge`].
+#![warn(unreachable_pub, missing_docs)]
 
 pub mod admission;
 #[cfg(feature = "clap")]

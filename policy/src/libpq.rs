@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 /// Where a stored parameter came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Place {
+pub(crate) enum Place {
     /// The authority or path of a URI (`user:password@host:port/dbname`).
     Authority,
     /// A URI query parameter.
@@ -21,7 +21,7 @@ pub enum Place {
 
 /// One keyword/value store, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Param<'a> {
+pub(crate) struct Param<'a> {
     pub key: Cow<'a, str>,
     pub value: Cow<'a, str>,
     pub place: Place,
@@ -29,13 +29,13 @@ pub struct Param<'a> {
 
 /// A parsed libpq connection string: its stores in the order libpq makes them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Conninfo<'a> {
+pub(crate) struct Conninfo<'a> {
     pub params: Vec<Param<'a>>,
 }
 
 /// Why libpq would refuse a connection string. Positions are 0-based byte offsets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     #[error("invalid percent-encoded token at byte {0}")]
     BadPercent(usize),
     #[error("forbidden value %00 in a percent-encoded token at byte {0}")]
@@ -117,7 +117,7 @@ const KEYWORDS: &[&str] = &[
 ];
 
 /// Keywords whose values are secrets: never shown, and dropped by [`Conninfo::without_secrets`].
-pub const SECRET_KEYWORDS: &[&str] = &[
+pub(crate) const SECRET_KEYWORDS: &[&str] = &[
     "password",
     "sslpassword",
     "oauth_client_secret",
@@ -136,7 +136,7 @@ const TRIGGER_KEYWORDS: &[&str] = &[
     "sslrootcert",
 ];
 
-pub fn is_keyword(key: &str) -> bool {
+pub(crate) fn is_keyword(key: &str) -> bool {
     // Checked against the table by a unit test; a match compiles to length-then-bytes tests.
     matches!(
         key,
@@ -196,21 +196,21 @@ pub fn is_keyword(key: &str) -> bool {
 }
 
 /// A key libpq does not know (`ssl` excepted: libpq reads a URI's `ssl=true`).
-pub fn is_unknown_keyword(key: &str) -> bool {
+pub(crate) fn is_unknown_keyword(key: &str) -> bool {
     !is_keyword(key) && key != "ssl"
 }
 
 /// A PostgreSQL URI scheme: libpq's own, or SQLAlchemy's driver-qualified
 /// `postgresql+<driver>://`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UriScheme<'a> {
+pub(crate) struct UriScheme<'a> {
     /// Where the text after `://` starts.
     pub start: usize,
     pub driver: Option<&'a str>,
 }
 
 /// Recognises a URI scheme by its prefix.
-pub fn uri_scheme(s: &str) -> Option<UriScheme<'_>> {
+pub(crate) fn uri_scheme(s: &str) -> Option<UriScheme<'_>> {
     let prefix = uri_prefix_length(s);
     if prefix > 0 {
         return Some(UriScheme {
@@ -235,7 +235,7 @@ pub fn uri_scheme(s: &str) -> Option<UriScheme<'_>> {
 }
 
 /// Length of the URI prefix libpq recognises (`uri_prefix_length`), or 0.
-pub fn uri_prefix_length(s: &str) -> usize {
+pub(crate) fn uri_prefix_length(s: &str) -> usize {
     if s.starts_with("postgresql://") {
         "postgresql://".len()
     } else if s.starts_with("postgres://") {
@@ -247,7 +247,8 @@ pub fn uri_prefix_length(s: &str) -> usize {
 
 impl<'a> Conninfo<'a> {
     /// The value libpq ends up with for `key` (the last store).
-    pub fn last(&self, key: &str) -> Option<&str> {
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn last(&self, key: &str) -> Option<&str> {
         self.params
             .iter()
             .rev()
@@ -256,7 +257,7 @@ impl<'a> Conninfo<'a> {
     }
 
     /// The same stores with every secret value dropped: what caches may keep.
-    pub fn without_secrets(&self) -> Conninfo<'a> {
+    pub(crate) fn without_secrets(&self) -> Conninfo<'a> {
         Conninfo {
             params: self
                 .params
@@ -269,7 +270,7 @@ impl<'a> Conninfo<'a> {
 
     /// Renders the stores of libpq keywords as a keyword/value string that libpq parses back
     /// to the same stores (other keys cannot always be expressed in that syntax).
-    pub fn to_keyword_value(&self) -> String {
+    pub(crate) fn to_keyword_value(&self) -> String {
         let mut out = String::new();
         for p in self.params.iter().filter(|p| is_keyword(&p.key)) {
             if !out.is_empty() {
@@ -290,8 +291,9 @@ impl<'a> Conninfo<'a> {
 }
 
 /// Parses `s` as libpq's `PQconninfoParse` would: a URI when it has a URI prefix, else a
-/// keyword/value string.
-pub fn parse(s: &str) -> Result<Conninfo<'_>, ParseError> {
+/// keyword/value string. (The engine recognises the form first and calls the parser for it.)
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parse(s: &str) -> Result<Conninfo<'_>, ParseError> {
     let prefix = uri_prefix_length(s);
     if prefix > 0 {
         parse_uri_after_prefix(s, prefix)
@@ -302,7 +304,7 @@ pub fn parse(s: &str) -> Result<Conninfo<'_>, ParseError> {
 
 /// Parses a URI whose scheme (`postgresql://`, `postgres://` or a driver-qualified form)
 /// ends at byte `start`.
-pub fn parse_uri_after_prefix(s: &str, start: usize) -> Result<Conninfo<'_>, ParseError> {
+pub(crate) fn parse_uri_after_prefix(s: &str, start: usize) -> Result<Conninfo<'_>, ParseError> {
     let b = s.as_bytes();
     let mut out = Conninfo {
         params: Vec::with_capacity(8),
@@ -469,7 +471,7 @@ fn parse_query<'a>(s: &'a str, mut p: usize, out: &mut Conninfo<'a>) -> Result<(
 
 /// `conninfo_uri_decode`: `%XX` only (`+` stays `+`), `%00` forbidden.
 /// `offset` is where `s` starts in the whole string, for error positions.
-pub fn decode(s: &str, offset: usize) -> Result<Cow<'_, str>, ParseError> {
+pub(crate) fn decode(s: &str, offset: usize) -> Result<Cow<'_, str>, ParseError> {
     if !s.contains('%') {
         return Ok(Cow::Borrowed(s));
     }
@@ -530,7 +532,7 @@ fn is_c_space(c: u8) -> bool {
 /// `conninfo_parse`: `keyword = value` pairs separated by white space; values may be single
 /// quoted; a backslash escapes the next character in both forms. Unknown keywords are kept
 /// (see [`is_unknown_keyword`]).
-pub fn parse_keyword_value(s: &str) -> Result<Conninfo<'_>, ParseError> {
+pub(crate) fn parse_keyword_value(s: &str) -> Result<Conninfo<'_>, ParseError> {
     let b = s.as_bytes();
     let mut out = Conninfo {
         params: Vec::with_capacity(8),
@@ -633,7 +635,7 @@ pub fn parse_keyword_value(s: &str) -> Result<Conninfo<'_>, ParseError> {
 
 /// How a value reads as a keyword/value string, for recognition (docs/rules.md).
 #[derive(Debug, PartialEq, Eq)]
-pub enum KeyValueRecognition<'a> {
+pub(crate) enum KeyValueRecognition<'a> {
     /// A libpq connection string.
     Yes(Conninfo<'a>),
     /// It starts like one (libpq keywords, one of the trigger keywords) but libpq refuses it.
@@ -644,7 +646,7 @@ pub enum KeyValueRecognition<'a> {
 
 /// Decides whether a value is a libpq keyword/value connection string: it parses, all its
 /// keywords are libpq keywords, and it names a host, a service or a TLS setting.
-pub fn recognise_keyword_value(s: &str) -> KeyValueRecognition<'_> {
+pub(crate) fn recognise_keyword_value(s: &str) -> KeyValueRecognition<'_> {
     if !s.contains('=') {
         return KeyValueRecognition::No;
     }

@@ -23,7 +23,6 @@ fn by_text(by: &SetBy<'_>, mode: Option<SslMode>) -> String {
         }
         (SetBy::Env { var, origin }, Some(m)) => format!("{var}={} ({origin})", m.as_str()),
         (SetBy::Env { var, origin }, None) => format!("{var} ({origin})"),
-        (SetBy::Default, _) => "libpq's default".to_string(),
     }
 }
 
@@ -345,6 +344,7 @@ pub fn truncate(s: String, max: usize) -> String {
 }
 
 impl Note<'_> {
+    /// The note as users read it.
     pub fn message(&self) -> String {
         match self {
             Note::LoopbackAllowed { variable, if_remote } => format!(

@@ -237,6 +237,7 @@ impl ProfileSet {
         Box::leak(Box::new(ProfileSet::new(all)))
     }
 
+    /// Every profile in the set.
     pub fn profiles(&self) -> &[&'static Profile] {
         &self.profiles
     }
@@ -306,6 +307,7 @@ impl Live {
         Box::leak(Box::new(Live(std::sync::RwLock::new(&BUNDLED_SET))))
     }
 
+    /// Replaces the set; Pods judged from now on use `set`.
     pub fn replace(&self, set: &'static ProfileSet) {
         *self
             .0
@@ -313,6 +315,7 @@ impl Live {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = set;
     }
 
+    /// The set in use.
     pub fn current(&self) -> &'static ProfileSet {
         *self
             .0
@@ -334,14 +337,17 @@ enum Chosen {
 }
 
 impl Profiles {
+    /// A fixed set.
     pub fn new(set: &'static ProfileSet) -> Profiles {
         Profiles(Chosen::Fixed(set))
     }
 
+    /// The set `live` holds when a Pod is judged.
     pub fn live(live: &'static Live) -> Profiles {
         Profiles(Chosen::Live(live))
     }
 
+    /// The set in use now.
     pub fn set(self) -> &'static ProfileSet {
         match self.0 {
             Chosen::Bundled => &BUNDLED_SET,

@@ -13,20 +13,32 @@ use crate::libpq::ParseError;
 /// The finding codes (docs/rules.md, "Verdicts").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Code {
+    /// No sslmode is set: libpq's default, `prefer`, never verifies the server.
     SslModeUnset,
+    /// The sslmode is set, weaker than `verify-full`.
     SslModeTooWeak,
+    /// The sslmode is not a value the client knows: it refuses to connect.
     SslModeInvalid,
+    /// The connection string does not parse.
     ConnectionStringInvalid,
+    /// `verify-full` without a root certificate to verify against.
     RootCertMissing,
+    /// `sslrootcert=system` with an sslmode weaker than `verify-full`.
     RootCertSystemNeedsVerifyFull,
+    /// Something switches verification off (`NODE_TLS_REJECT_UNAUTHORIZED=0`, a non-validating factory).
     VerificationDisabled,
+    /// A deciding value is in a ConfigMap or Secret that cannot be read.
     Unresolved,
+    /// Something verifyfull cannot see decides (a service file, a custom factory, GSSAPI, an unknown driver).
     Unverifiable,
+    /// An exemption without `verifyfull.dev/exempt-reason`.
     ExemptionReasonMissing,
+    /// An exemption annotation that cannot be applied.
     ExemptionInvalid,
 }
 
 impl Code {
+    /// The code's name, as in reports and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Code::SslModeUnset => "SslModeUnset",
@@ -58,6 +70,7 @@ pub enum Severity {
     Allow,
     /// Allowed with an admission warning.
     Warn,
+    /// Denies the admission.
     Deny,
 }
 
@@ -65,8 +78,11 @@ pub enum Severity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Treatment {
+    /// The finding denies.
     Deny,
+    /// The finding warns.
     Warn,
+    /// The finding is recorded only.
     Allow,
 }
 
@@ -84,13 +100,15 @@ impl Treatment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LoopbackPolicy {
+    /// A target that stays inside the Pod is not judged (an in-Pod proxy does the TLS).
     Allow,
+    /// Loopback targets are judged like any other.
     Check,
 }
 
 /// libpq's sslmode values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum SslMode {
+pub(crate) enum SslMode {
     Disable,
     Allow,
     Prefer,
@@ -100,7 +118,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    pub const ALL: [SslMode; 6] = [
+    pub(crate) const ALL: [SslMode; 6] = [
         SslMode::Disable,
         SslMode::Allow,
         SslMode::Prefer,
@@ -109,7 +127,7 @@ impl SslMode {
         SslMode::VerifyFull,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Allow => "allow",
@@ -121,12 +139,12 @@ impl SslMode {
     }
 
     /// libpq compares case-sensitively.
-    pub fn parse(s: &str) -> Option<SslMode> {
+    pub(crate) fn parse(s: &str) -> Option<SslMode> {
         SslMode::ALL.into_iter().find(|m| m.as_str() == s)
     }
 
     /// pgjdbc compares case-insensitively.
-    pub fn parse_ignore_case(s: &str) -> Option<SslMode> {
+    pub(crate) fn parse_ignore_case(s: &str) -> Option<SslMode> {
         SslMode::ALL
             .into_iter()
             .find(|m| m.as_str().eq_ignore_ascii_case(s))
@@ -135,7 +153,7 @@ impl SslMode {
 
 /// The kind of target a finding is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target<'a> {
+pub(crate) enum Target<'a> {
     /// A libpq URI (`postgres://`, `postgresql://`, `postgresql+psycopg://`).
     Uri,
     /// A string for a driver whose rules are not libpq's (docs/drivers.md).
@@ -152,7 +170,7 @@ pub enum Target<'a> {
 
 /// Where a deciding value was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SetBy<'a> {
+pub(crate) enum SetBy<'a> {
     /// A parameter of the target's own string (`sslmode`, `requiressl`, `ssl`, …).
     Param { key: &'static str },
     /// A libpq environment variable.
@@ -160,13 +178,11 @@ pub enum SetBy<'a> {
         var: &'static str,
         origin: Origin<'a>,
     },
-    /// libpq's compiled-in default.
-    Default,
 }
 
 /// A value the engine cannot see.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hidden<'a> {
+pub(crate) enum Hidden<'a> {
     /// A variable whose ConfigMap/Secret could not be read (`not_found`: known to be absent).
     Var {
         var: Cow<'a, str>,
@@ -186,7 +202,7 @@ pub enum Hidden<'a> {
 
 /// The setting a hidden or unverifiable value decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Setting {
+pub(crate) enum Setting {
     SslMode,
     RootCert,
     Host,
@@ -196,7 +212,7 @@ pub enum Setting {
 }
 
 impl Setting {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Setting::SslMode => "sslmode",
             Setting::RootCert => "the root certificate",
@@ -209,7 +225,7 @@ impl Setting {
 
 /// What makes a target's settings unverifiable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unverifiable<'a> {
+pub(crate) enum Unverifiable<'a> {
     /// A libpq service file (`service=`/`PGSERVICE`) supplies the setting.
     ServiceFile {
         by: SetBy<'a>,
@@ -229,7 +245,7 @@ pub enum Unverifiable<'a> {
 
 /// Why a string would be refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Syntax {
+pub(crate) enum Syntax {
     Libpq(ParseError),
     Jdbc(JdbcError),
     Slots(SlotMismatch),
@@ -237,7 +253,7 @@ pub enum Syntax {
 
 /// What the engine saw: enough to explain a finding without repeating any value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cause<'a> {
+pub(crate) enum Cause<'a> {
     /// `SslModeTooWeak`. `root_configured`: a root certificate is set (libpq's `require`
     /// then behaves as `verify-ca`).
     WeakMode {
@@ -290,30 +306,33 @@ pub enum Cause<'a> {
     ExemptionMisplaced { path: &'static str },
 }
 
+/// One thing wrong (or that cannot be checked) with a container's or an object's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding<'a> {
+    /// What is wrong.
     pub code: Code,
+    /// What it does to an admission, under the settings in use.
     pub severity: Severity,
     /// The variable to look at (`None` for findings about the object).
     pub variable: Option<Cow<'a, str>>,
     /// Where that variable's value came from.
     pub origin: Option<Origin<'a>>,
-    pub target: Option<Target<'a>>,
-    pub cause: Cause<'a>,
+    pub(crate) target: Option<Target<'a>>,
+    pub(crate) cause: Cause<'a>,
     /// For `Unresolved`/`Unverifiable` that hide the host: the finding it would be if the
     /// host is not loopback.
-    pub if_remote: Option<Code>,
+    pub(crate) if_remote: Option<Code>,
     /// The application whose settings these are, when a profile recognised it
     /// (docs/applications.md).
     pub application: Option<&'static str>,
     /// How this finding's fixes are made: [`Finding::fixes`] makes them when asked, since
     /// most findings are counted, not read.
-    pub fix_plan: FixPlan,
+    pub(crate) fix_plan: FixPlan,
 }
 
 /// What a finding's fixes are made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FixPlan {
+pub(crate) enum FixPlan {
     /// No mechanical change helps (a hidden value, a syntax error): advice only.
     None,
     /// libpq's or pgjdbc's settings, within what the target lets a fix change.
@@ -331,6 +350,7 @@ pub enum FixPlan {
 pub struct Fix {
     /// The driver this fix is for, where drivers need different ones.
     pub driver: Option<&'static str>,
+    /// Made together.
     pub changes: Vec<Change>,
 }
 
@@ -340,22 +360,31 @@ pub enum Change {
     /// Set `key=value` in the finding's connection string (every occurrence of `key`
     /// replaced by one), and remove the keys of `drop`.
     Param {
+        /// The keyword.
         key: &'static str,
+        /// Its new value.
         value: FixValue,
+        /// Aliases to remove (`requiressl`, `ssl`).
         drop: &'static [&'static str],
     },
     /// Set an environment variable of the container.
     Env {
+        /// The variable.
         name: Cow<'static, str>,
+        /// Its new value.
         value: FixValue,
     },
     /// Remove an environment variable from the container.
-    Unset { name: Cow<'static, str> },
+    Unset {
+        /// The variable.
+        name: Cow<'static, str>,
+    },
 }
 
 /// The value a change sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FixValue {
+    /// This text.
     Literal(&'static str),
     /// The path of the CA bundle the client should trust.
     CaFile,
@@ -367,33 +396,57 @@ pub enum Note<'a> {
     /// Every TCP host is loopback: an in-Pod proxy does the TLS. `if_remote` is the finding
     /// it would otherwise be.
     LoopbackAllowed {
+        /// The connection string's variable.
         variable: Cow<'a, str>,
+        /// The finding were the host remote.
         if_remote: Code,
     },
     /// `sslrootcert=system`: the TLS library's trust store.
-    SystemTrustStore { variable: Cow<'a, str> },
+    SystemTrustStore {
+        /// The connection string's variable.
+        variable: Cow<'a, str>,
+    },
     /// pgjdbc's `DefaultJavaSSLFactory`: the JVM trust store.
-    JvmTrustStore { variable: Cow<'a, str> },
+    JvmTrustStore {
+        /// The connection string's variable.
+        variable: Cow<'a, str>,
+    },
     /// A driver's rule worth telling (docs/drivers.md).
     Driver {
+        /// The connection string's variable.
         variable: Cow<'a, str>,
+        /// The driver.
         driver: &'static str,
+        /// What to know.
         text: Cow<'static, str>,
     },
     /// `SSL_CERT_FILE`/`SSL_CERT_DIR` change what `system` trusts.
-    SslCertEnv { variable: &'static str },
+    SslCertEnv {
+        /// `SSL_CERT_FILE` or `SSL_CERT_DIR`.
+        variable: &'static str,
+    },
     /// A `PG*` or connection-string variable is defined twice in `env`; the last wins.
-    Redefined { variable: Cow<'a, str> },
+    Redefined {
+        /// The variable.
+        variable: Cow<'a, str>,
+    },
     /// `PGSERVICE=""`: libpq will fail to connect.
-    EmptyService { variable: Cow<'a, str> },
+    EmptyService {
+        /// `PGSERVICE`.
+        variable: Cow<'a, str>,
+    },
     /// A TLS setting is given more than once with different values; the weakest counts.
     Conflicting {
+        /// The connection string's variable.
         variable: Cow<'a, str>,
+        /// The setting given twice.
         key: &'static str,
     },
     /// Keywords libpq does not know: libpq refuses the string, other drivers may not.
     UnknownKeywords {
+        /// The connection string's variable.
         variable: Cow<'a, str>,
+        /// How many.
         count: usize,
     },
     /// The exemption ended.
@@ -402,21 +455,28 @@ pub enum Note<'a> {
     CommandLineLimit,
     /// A `$(VAR)` reference in this variable was not expanded: it would have gone over
     /// the expansion limit. It is judged as a value that cannot be seen.
-    ExpansionLimit { variable: Cow<'a, str> },
+    ExpansionLimit {
+        /// The variable.
+        variable: Cow<'a, str>,
+    },
 }
 
 /// Which list of the Pod spec a container is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum ContainerList {
+    /// `initContainers`.
     #[serde(rename = "initContainers")]
     Init,
+    /// `containers`.
     #[serde(rename = "containers")]
     Main,
+    /// `ephemeralContainers`.
     #[serde(rename = "ephemeralContainers")]
     Ephemeral,
 }
 
 impl ContainerList {
+    /// The list's field name in a Pod spec.
     pub fn as_str(self) -> &'static str {
         match self {
             ContainerList::Init => "initContainers",
@@ -426,31 +486,42 @@ impl ContainerList {
     }
 }
 
+/// A container's verdict: its worst finding, unless exempted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    /// No finding warns or denies.
     Pass,
+    /// A finding denies.
     Violation,
+    /// A finding warns, none denies.
     Warning,
+    /// A finding would warn or deny, and an exemption covers the container.
     Exempt,
 }
 
+/// The engine's verdict on one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerReport<'a> {
+    /// The container's name.
     pub name: &'a str,
+    /// Which list it is in.
     pub list: ContainerList,
     /// A PostgreSQL client: at least one network target (or one that may be).
     pub client: bool,
     /// It has libpq targets, all of them non-loopback TCP, and no connection string sets
     /// its own sslmode: setting `PGSSLMODE` decides for all of them (the operator's fix).
-    pub fixable: bool,
+    pub(crate) fixable: bool,
     /// An exemption covers this container.
-    pub exempt: bool,
+    pub(crate) exempt: bool,
+    /// What is wrong, weakest-first per variable.
     pub findings: Vec<Finding<'a>>,
+    /// What is worth telling besides.
     pub notes: Vec<Note<'a>>,
 }
 
 impl ContainerReport<'_> {
+    /// Its worst finding's verdict, or `Exempt`.
     pub fn verdict(&self) -> Verdict {
         let worst = self.findings.iter().map(|f| f.severity).max();
         match worst {
@@ -484,8 +555,11 @@ impl Exemption<'_> {
 pub struct Report<'a> {
     /// Findings about the object itself (exemption annotations).
     pub findings: Vec<Finding<'a>>,
+    /// What is worth telling about the object.
     pub notes: Vec<Note<'a>>,
+    /// One report per container, in the Pod spec's order.
     pub containers: Vec<ContainerReport<'a>>,
+    /// The exemption in force, if any.
     pub exemption: Option<Exemption<'a>>,
 }
 
@@ -501,6 +575,7 @@ impl Report<'_> {
         object.chain(containers).max()
     }
 
+    /// A finding that is not exempted denies.
     pub fn denied(&self) -> bool {
         self.worst() == Some(Severity::Deny)
     }
@@ -515,7 +590,7 @@ impl Report<'_> {
 
 /// What a fix may change for a libpq or JDBC target.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Scope {
+pub(crate) struct Scope {
     pub form: Form,
     /// The string sets sslmode (or requiressl, or ssl): the environment cannot override it.
     pub string_sets_mode: bool,
@@ -532,7 +607,7 @@ pub struct Scope {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Form {
+pub(crate) enum Form {
     /// A libpq URI or keyword/value string.
     #[default]
     Libpq,

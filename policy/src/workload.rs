@@ -31,18 +31,28 @@ use serde::de::{
 /// The kinds that carry a Pod spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WorkloadKind {
+    /// `v1` Pod.
     Pod,
+    /// `v1` PodTemplate.
     PodTemplate,
+    /// `apps/v1` Deployment.
     Deployment,
+    /// `apps/v1` StatefulSet.
     StatefulSet,
+    /// `apps/v1` DaemonSet.
     DaemonSet,
+    /// `apps/v1` ReplicaSet.
     ReplicaSet,
+    /// `v1` ReplicationController.
     ReplicationController,
+    /// `batch/v1` Job.
     Job,
+    /// `batch/v1` CronJob.
     CronJob,
 }
 
 impl WorkloadKind {
+    /// Every kind.
     pub const ALL: [WorkloadKind; 9] = [
         WorkloadKind::Pod,
         WorkloadKind::PodTemplate,
@@ -55,6 +65,7 @@ impl WorkloadKind {
         WorkloadKind::CronJob,
     ];
 
+    /// The kind's name.
     pub fn as_str(self) -> &'static str {
         match self {
             WorkloadKind::Pod => "Pod",
@@ -121,14 +132,18 @@ impl fmt::Display for WorkloadKind {
 /// A Pod-carrying object reduced to what the engine reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
+    /// Its kind.
     pub kind: WorkloadKind,
+    /// The object's metadata.
     pub metadata: Meta,
     /// The Pod template's metadata (unused for a Pod, whose metadata is its own).
     pub template_metadata: Meta,
+    /// The Pod spec (the template's, for all but a Pod).
     pub spec: PodSpec,
 }
 
 impl Workload {
+    /// The Pod spec with its metadata, as the engine reads it.
     pub fn view(&self) -> PodView<'_> {
         PodView {
             kind: self.kind,
@@ -146,17 +161,22 @@ impl Workload {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Meta {
+    /// `metadata.name`.
     pub name: Option<String>,
+    /// `metadata.generateName`.
     pub generate_name: Option<String>,
+    /// `metadata.namespace`.
     pub namespace: Option<String>,
+    /// `metadata.labels`.
     pub labels: Option<BTreeMap<String, String>>,
+    /// `metadata.annotations`.
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// At most this many containers in each of a Pod spec's three lists.
 pub const MAX_CONTAINERS: usize = 100;
 /// At most this many `envFrom` sources in one container.
-pub const MAX_ENV_FROM: usize = 100;
+pub(crate) const MAX_ENV_FROM: usize = 100;
 /// At most this many `env` entries in one object's Pod spec, all containers together.
 pub const MAX_ENV_PER_POD: usize = 10_000;
 
@@ -290,16 +310,22 @@ fn capped_required<'de, D: Deserializer<'de>, T: Deserialize<'de>, C: Cap>(
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
+    /// `containers`.
     #[serde(default, deserialize_with = "capped_required::<_, _, ContainersCap>")]
     pub containers: Vec<Container>,
+    /// `initContainers`.
     #[serde(default, deserialize_with = "capped::<_, _, ContainersCap>")]
     pub init_containers: Option<Vec<Container>>,
+    /// `ephemeralContainers`.
     #[serde(default, deserialize_with = "capped::<_, _, ContainersCap>")]
     pub ephemeral_containers: Option<Vec<Container>>,
+    /// `hostNetwork`.
     pub host_network: Option<bool>,
+    /// `serviceAccountName`.
     pub service_account_name: Option<String>,
     /// The deprecated alias of `serviceAccountName`.
     pub service_account: Option<String>,
+    /// `enableServiceLinks` (default on): the service variables the kubelet adds.
     pub enable_service_links: Option<bool>,
     /// Volume names (and a ConfigMap volume's source), for the injection plan.
     pub volumes: Option<Vec<Volume>>,
@@ -331,15 +357,20 @@ pub struct VolumeMount {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
+    /// The container's name.
     pub name: String,
+    /// `env`, at most [`MAX_ENV_PER_POD`] in the Pod.
     #[serde(default, deserialize_with = "capped::<_, _, EnvCap>")]
     pub env: Option<Vec<EnvVar>>,
+    /// `envFrom`.
     #[serde(default, deserialize_with = "capped::<_, _, EnvFromCap>")]
     pub env_from: Option<Vec<EnvFromSource>>,
+    /// `volumeMounts`.
     pub volume_mounts: Option<Vec<VolumeMount>>,
     /// Connection strings may be passed here too (docs/drivers.md, "Commands").
     #[serde(default)]
     pub command: Option<Vec<String>>,
+    /// `args`.
     #[serde(default)]
     pub args: Option<Vec<String>>,
 }
@@ -410,34 +441,47 @@ impl From<&k8s_openapi::api::core::v1::PodSpec> for PodSpec {
 /// A Pod template: its metadata and spec.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct PodTemplate {
+    /// The template's metadata.
     pub metadata: Option<Meta>,
+    /// The template's Pod spec.
     pub spec: Option<PodSpec>,
 }
 
 /// A Kubernetes object as verifyfull sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
+    /// A Pod-carrying object.
     Workload(Box<Workload>),
+    /// A ConfigMap.
     ConfigMap {
+        /// Its metadata.
         metadata: Meta,
+        /// `data`.
         data: BTreeMap<String, String>,
     },
     /// `data` decoded, `stringData` merged over it (as the API server does).
     Secret {
+        /// Its metadata.
         metadata: Meta,
+        /// `data` decoded, with `stringData` over it.
         data: BTreeMap<String, String>,
     },
     /// A `List` (or `<Kind>List`); each item deserialized on its own so that one bad item
     /// does not hide the others.
     List(Vec<Result<Object, String>>),
+    /// Any other kind: never judged.
     Other {
+        /// `apiVersion`.
         api_version: String,
+        /// `kind`.
         kind: String,
+        /// Its metadata.
         metadata: Meta,
     },
 }
 
 impl Object {
+    /// The object's kind.
     pub fn kind(&self) -> &str {
         match self {
             Object::Workload(w) => w.kind.as_str(),
@@ -448,6 +492,7 @@ impl Object {
         }
     }
 
+    /// The object's metadata (`None` for a list).
     pub fn metadata(&self) -> Option<&Meta> {
         match self {
             Object::Workload(w) => Some(&w.metadata),
@@ -721,17 +766,19 @@ impl<'de> Deserialize<'de> for Object {
 /// A Pod spec and the metadata around it, as found in any Pod-carrying kind.
 #[derive(Debug, Clone, Copy)]
 pub struct PodView<'a> {
+    /// The object's kind.
     pub kind: WorkloadKind,
     /// The object's own metadata.
     pub object: &'a Meta,
     /// The Pod's metadata: the object's for a Pod, the template's otherwise.
     pub pod: &'a Meta,
+    /// The Pod spec.
     pub spec: &'a PodSpec,
 }
 
 /// One container of any of the three lists.
 #[derive(Debug, Clone, Copy)]
-pub struct ContainerRef<'a> {
+pub(crate) struct ContainerRef<'a> {
     pub name: &'a str,
     pub list: crate::verdict::ContainerList,
     pub env: &'a [EnvVar],
@@ -742,7 +789,7 @@ pub struct ContainerRef<'a> {
 
 /// Every container of a Pod spec: init containers (native sidecars included), containers,
 /// ephemeral containers.
-pub fn containers(spec: &PodSpec) -> impl Iterator<Item = ContainerRef<'_>> {
+pub(crate) fn containers(spec: &PodSpec) -> impl Iterator<Item = ContainerRef<'_>> {
     fn list(
         containers: Option<&Vec<Container>>,
         list: crate::verdict::ContainerList,

@@ -116,7 +116,7 @@ pub(crate) struct Parsed {
 
 impl Parsed {
     /// The last value of a key (exact match).
-    pub fn last(&self, key: &str) -> Option<&str> {
+    pub(crate) fn last(&self, key: &str) -> Option<&str> {
         self.params
             .iter()
             .rev()
@@ -124,7 +124,7 @@ impl Parsed {
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn has(&self, key: &str) -> bool {
+    pub(crate) fn has(&self, key: &str) -> bool {
         self.params.iter().any(|(k, _)| k == key)
     }
 }
@@ -146,14 +146,18 @@ pub(crate) struct Found {
 }
 
 impl Judgement {
-    pub fn pass() -> Judgement {
+    pub(crate) fn pass() -> Judgement {
         Judgement {
             outcome: Ok(()),
             notes: Vec::new(),
         }
     }
 
-    pub fn found(code: Code, what: impl Into<Cow<'static, str>>, fixes: Vec<Fix>) -> Judgement {
+    pub(crate) fn found(
+        code: Code,
+        what: impl Into<Cow<'static, str>>,
+        fixes: Vec<Fix>,
+    ) -> Judgement {
         Judgement {
             outcome: Err(Found {
                 code,
@@ -164,7 +168,7 @@ impl Judgement {
         }
     }
 
-    pub fn note(mut self, text: impl Into<Cow<'static, str>>) -> Judgement {
+    pub(crate) fn note(mut self, text: impl Into<Cow<'static, str>>) -> Judgement {
         self.notes.push(text.into());
         self
     }

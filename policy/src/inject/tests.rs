@@ -246,8 +246,8 @@ fn judged_as_it_will_run() {
 /// has no JSON-patch dependency; the stand-in applies real patches end to end).
 mod json_patch_ops {
     use serde_json::Value;
-    pub type Ops = Vec<Value>;
-    pub fn apply(doc: &mut Value, ops: &Ops) {
+    pub(super) type Ops = Vec<Value>;
+    pub(super) fn apply(doc: &mut Value, ops: &Ops) {
         for op in ops {
             assert_eq!(op["op"], "add");
             let path = op["path"].as_str().unwrap();

@@ -31,6 +31,7 @@ pub struct Profile {
     /// Switches deciding TLS; the driver does the weakest of their outcomes.
     #[serde(default)]
     pub tls: Vec<Switch>,
+    /// The variable naming the root certificate file.
     #[serde(default)]
     pub root_cert: Option<RootCert>,
     /// What to set, variable by variable, for full verification.
@@ -40,40 +41,53 @@ pub struct Profile {
     /// What could not be confirmed from the application's documentation or source.
     #[serde(default)]
     pub unconfirmed: Vec<String>,
+    /// What users should know, shown in docs/applications.md.
     #[serde(default)]
     pub notes: Option<String>,
 }
 
+/// One sign that the application is this one.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
+    /// The variable.
     pub variable: String,
     /// Values (compared case-insensitively) the variable must have; none: set at all.
     #[serde(default)]
     pub equals: Option<Vec<String>>,
 }
 
+/// A variable holding a whole connection URL.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UrlVariable {
+    /// The variable.
     pub variable: String,
     /// How the URL's TLS parameters are read.
     pub format: UrlFormat,
 }
 
+/// Whose rules a URL's parameters follow.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum UrlFormat {
+    /// libpq's.
     Libpq,
+    /// pgjdbc's.
     Pgjdbc,
+    /// node-postgres's.
     NodePostgres,
+    /// SQLAlchemy's (its dialect's driver decides).
     Sqlalchemy,
+    /// A driver without rules in verifyfull: judged `Unverifiable`.
     Other,
 }
 
+/// The variable naming the server.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HostVariable {
+    /// The variable.
     pub variable: String,
     /// What the application connects to when the variable is unset.
     #[serde(default)]
@@ -84,10 +98,12 @@ pub struct HostVariable {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Switch {
+    /// The variable.
     pub variable: String,
     /// The application's value when the variable is unset.
     #[serde(default)]
     pub default: Option<String>,
+    /// What each value makes the driver do.
     pub values: BTreeMap<String, Outcome>,
     /// Values match exactly as written (node-postgres's `PGSSLMODE`); by default, in any
     /// case.
@@ -118,33 +134,44 @@ fn unknown() -> Outcome {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
+    /// No TLS.
     Plaintext,
+    /// TLS without checking the server's certificate.
     Unverified,
+    /// The certificate's chain is checked, not the host name.
     ChainOnly,
+    /// Chain and host name checked.
     Verified,
     /// verifyfull cannot tell.
     Unknown,
 }
 
+/// The variable naming the root certificate file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RootCert {
+    /// The variable.
     pub variable: String,
     /// Full verification needs it set (else: the driver falls back to other roots).
     pub required: bool,
 }
 
+/// Where a rule comes from.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
+    /// The rule.
     pub about: String,
+    /// The document or source file (with its function) that says so.
     pub cite: String,
 }
 
 /// A profile that cannot be used: the file, and what is wrong (with its field).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Error {
+    /// The file.
     pub file: String,
+    /// What is wrong, with the field.
     pub message: String,
 }
 
