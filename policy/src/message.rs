@@ -133,17 +133,7 @@ impl Finding<'_> {
                 let who = if jdbc { "pgjdbc" } else { "libpq" };
                 format!("no sslmode is set anywhere, so {who} uses prefer: it falls back to plaintext and never checks the server's certificate")
             }
-            Cause::BadMode { by, empty, close } => {
-                let mut s = format!("{} is not a valid sslmode", by_text(by, None));
-                if *empty {
-                    s.push_str(" (it is empty)");
-                }
-                if let Some(c) = close {
-                    let _ = write!(s, " (libpq compares case-sensitively; {} is meant)", c.as_str());
-                }
-                s.push_str(": libpq refuses to connect, and several drivers silently fall back to prefer");
-                s
-            }
+            Cause::BadMode { by, empty, close } => bad_mode_text(by, *empty, *close),
             Cause::NoRoot { by } => format!(
                 "{} but no root certificate is configured: the connection fails, or trusts whatever the image has at ~/.postgresql/root.crt",
                 by_text(by, Some(SslMode::VerifyFull))
@@ -170,23 +160,7 @@ impl Finding<'_> {
                 };
                 format!("the connection string is invalid ({what}): {who} refuses it")
             }
-            Cause::Hidden { setting, hidden } => {
-                let mut s = match setting {
-                    Setting::Target if self.application.is_some() => format!(
-                        "{}; the application takes its connection string from it",
-                        hidden_text(hidden)
-                    ),
-                    Setting::Target => format!(
-                        "{}; its name says it holds a connection string",
-                        hidden_text(hidden)
-                    ),
-                    _ => format!("{} depends on {}", setting.as_str(), hidden_text(hidden)),
-                };
-                if let Some(b) = self.if_remote {
-                    let _ = write!(s, "; unless that host is loopback this is {b}");
-                }
-                s
-            }
+            Cause::Hidden { setting, hidden } => self.hidden_cause_text(*setting, hidden),
             Cause::Unverifiable(u) => {
                 let mut s = unverifiable_text(u);
                 if let Some(b) = self.if_remote {
@@ -211,6 +185,25 @@ impl Finding<'_> {
                 "exemption annotations on the workload's own metadata are not copied to its Pods: not applied".to_string()
             }
         }
+    }
+
+    /// A hidden value decides `setting`.
+    fn hidden_cause_text(&self, setting: Setting, hidden: &Hidden<'_>) -> String {
+        let mut s = match setting {
+            Setting::Target if self.application.is_some() => format!(
+                "{}; the application takes its connection string from it",
+                hidden_text(hidden)
+            ),
+            Setting::Target => format!(
+                "{}; its name says it holds a connection string",
+                hidden_text(hidden)
+            ),
+            _ => format!("{} depends on {}", setting.as_str(), hidden_text(hidden)),
+        };
+        if let Some(b) = self.if_remote {
+            let _ = write!(s, "; unless that host is loopback this is {b}");
+        }
+        s
     }
 
     /// What to change: the finding's fixes, or advice where no mechanical change can help.
@@ -389,6 +382,23 @@ impl Note<'_> {
             ),
         }
     }
+}
+
+/// Why an sslmode value is refused.
+fn bad_mode_text(by: &SetBy<'_>, empty: bool, close: Option<SslMode>) -> String {
+    let mut s = format!("{} is not a valid sslmode", by_text(by, None));
+    if empty {
+        s.push_str(" (it is empty)");
+    }
+    if let Some(c) = close {
+        let _ = write!(
+            s,
+            " (libpq compares case-sensitively; {} is meant)",
+            c.as_str()
+        );
+    }
+    s.push_str(": libpq refuses to connect, and several drivers silently fall back to prefer");
+    s
 }
 
 #[cfg(test)]

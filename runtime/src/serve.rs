@@ -285,23 +285,7 @@ pub async fn serve<H: Handshake>(
     on_stop: impl FnOnce(),
 ) {
     let closing = Arc::new(AtomicBool::new(false));
-    let flag = closing.clone();
-    // During the delay every response asks the client to close the connection, so that a
-    // busy keep-alive connection does not lose a request when accepting stops.
-    let router = router.layer(axum::middleware::map_response(
-        move |mut response: axum::response::Response| {
-            let closing = flag.load(Ordering::Relaxed);
-            async move {
-                if closing {
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                response
-            }
-        },
-    ));
-    let service = TowerToHyperService::new(router);
+    let service = TowerToHyperService::new(close_when(router, closing.clone()));
     let table = Arc::new(Table::default());
     let mut connections = JoinSet::new();
     let mut on_stop = Some(on_stop);
@@ -358,8 +342,30 @@ pub async fn serve<H: Handshake>(
         }
     }
     drop(listener);
-    // Idle connections close now, busy ones after their request; the drain bounds it, and
-    // whatever is left (handshakes, half-sent requests) is dropped.
+    drain(&table, connections, shutdown).await;
+}
+
+/// During the shutdown delay every response asks the client to close the connection, so
+/// that a busy keep-alive connection does not lose a request when accepting stops.
+fn close_when(router: Router, closing: Arc<AtomicBool>) -> Router {
+    router.layer(axum::middleware::map_response(
+        move |mut response: axum::response::Response| {
+            let closing = closing.load(Ordering::Relaxed);
+            async move {
+                if closing {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
+        },
+    ))
+}
+
+/// Idle connections close now, busy ones after their request; the drain bounds it, and
+/// whatever is left (handshakes, half-sent requests) is dropped.
+async fn drain(table: &Table, mut connections: JoinSet<()>, shutdown: Shutdown) {
     table.close_all();
     let drained = async { while connections.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(shutdown.drain, drained).await;

@@ -125,9 +125,38 @@ async fn main() -> ExitCode {
         };
         watch_cluster(client, args.read_secrets, args.watch_policies)
     };
+    let log_dropped = Some(logging.dropped());
+    let config = config(args, caches, policies, log_dropped);
+    let running = match webhook::start(config, provider).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(addr = %running.addr, admin = %running.admin_addr, "serving");
+    signals.shutdown().await;
+    tracing::info!("shutting down: not ready, draining");
+    running.begin_shutdown();
+    // A second signal exits at once.
+    let code = tokio::select! {
+        _ = running.wait() => ExitCode::SUCCESS,
+        _ = signals.shutdown() => ExitCode::from(1),
+    };
+    drop(logging);
+    code
+}
+
+/// The webhook's configuration from its flags and the cluster watches.
+fn config(
+    args: Args,
+    caches: Option<Arc<webhook::cache::Caches>>,
+    policies: Option<Arc<webhook::policies::Policies>>,
+    log_dropped: Option<runtime::logging::Dropped>,
+) -> webhook::Config {
     let mut settings = args.settings.settings();
     let profiles = args.profiles.start(&mut settings);
-    let config = webhook::Config {
+    webhook::Config {
         listen: args.listen,
         admin_listen: args.admin_listen,
         tls_cert_file: args.tls_cert_file,
@@ -157,26 +186,8 @@ async fn main() -> ExitCode {
             body_budget: args.body_budget_mib.saturating_mul(1024 * 1024),
             ..webhook::ServerLimits::default()
         },
-        log_dropped: Some(logging.dropped()),
-    };
-    let running = match webhook::start(config, provider).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            return ExitCode::from(1);
-        }
-    };
-    tracing::info!(addr = %running.addr, admin = %running.admin_addr, "serving");
-    signals.shutdown().await;
-    tracing::info!("shutting down: not ready, draining");
-    running.begin_shutdown();
-    // A second signal exits at once.
-    let code = tokio::select! {
-        _ = running.wait() => ExitCode::SUCCESS,
-        _ = signals.shutdown() => ExitCode::from(1),
-    };
-    drop(logging);
-    code
+        log_dropped,
+    }
 }
 
 /// Starts the watches the cluster feeds: ConfigMaps (and Secrets when allowed) for

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use runtime::metrics::register;
 
 use crate::review::Reviewed;
 use policy::admission::Mode;
@@ -70,89 +71,78 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("verifyfull_webhook");
-        let reviews = Family::<ReviewLabels, Counter>::default();
-        registry.register(
-            "reviews",
-            "Admission reviews by kind, operation, result and mode",
-            reviews.clone(),
-        );
-        let latency = Family::<ModeLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_05, 2.0, 14))
-        });
-        registry.register(
-            "review_duration_seconds",
-            "Time to decide a review (decoding included)",
-            latency.clone(),
-        );
-        let exemptions = Counter::default();
-        registry.register(
-            "exemptions",
-            "Admissions allowed through an exemption",
-            exemptions.clone(),
-        );
-        let ready = Gauge::default();
-        registry.register(
-            "ready",
-            "1 when the webhook is ready to serve",
-            ready.clone(),
-        );
-        let certificate_not_after = Gauge::default();
-        registry.register(
-            "certificate_not_after_seconds",
-            "notAfter of the serving certificate, seconds since the epoch",
-            certificate_not_after.clone(),
-        );
-        let cache_synced = Family::<KindLabel, Gauge>::default();
-        registry.register(
-            "cache_synced",
-            "1 when the cache of a kind has listed everything",
-            cache_synced.clone(),
-        );
-        let cache_objects = Family::<KindLabel, Gauge>::default();
-        registry.register(
-            "cache_objects",
-            "Objects in the cache of a kind",
-            cache_objects.clone(),
-        );
-        let refused = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "refused",
-            "Requests refused by a limit (in_flight, body_budget, body_too_large), answered 503 or 413 at once",
-            refused.clone(),
-        );
-        let log_lines_dropped = Counter::default();
-        registry.register(
-            "log_lines_dropped",
-            "Log lines dropped because stdout could not take them",
-            log_lines_dropped.clone(),
-        );
-        let certificate_reload_failures = Counter::default();
-        registry.register(
-            "certificate_reload_failures",
-            "Re-reads of the serving certificate that found a pair not whole or not valid now (the current one stays)",
-            certificate_reload_failures.clone(),
-        );
-        let certificate_reload_failing = Gauge::default();
-        registry.register(
-            "certificate_reload_failing",
-            "1 when the last re-read of the serving certificate was refused",
-            certificate_reload_failing.clone(),
-        );
-        let profiles = runtime::profiles::Metrics::register(&mut registry);
+        let r = &mut registry;
         Metrics {
+            reviews: register(
+                r,
+                "reviews",
+                "Admission reviews by kind, operation, result and mode",
+                Family::<ReviewLabels, Counter>::default(),
+            ),
+            latency: register(
+                r,
+                "review_duration_seconds",
+                "Time to decide a review (decoding included)",
+                Family::<ModeLabel, Histogram>::new_with_constructor(|| {
+                    Histogram::new(exponential_buckets(0.000_05, 2.0, 14))
+                }),
+            ),
+            exemptions: register(
+                r,
+                "exemptions",
+                "Admissions allowed through an exemption",
+                Counter::default(),
+            ),
+            ready: register(
+                r,
+                "ready",
+                "1 when the webhook is ready to serve",
+                Gauge::default(),
+            ),
+            certificate_not_after: register(
+                r,
+                "certificate_not_after_seconds",
+                "notAfter of the serving certificate, seconds since the epoch",
+                Gauge::default(),
+            ),
+            cache_synced: register(
+                r,
+                "cache_synced",
+                "1 when the cache of a kind has listed everything",
+                Family::<KindLabel, Gauge>::default(),
+            ),
+            cache_objects: register(
+                r,
+                "cache_objects",
+                "Objects in the cache of a kind",
+                Family::<KindLabel, Gauge>::default(),
+            ),
+            refused: register(
+                r,
+                "refused",
+                "Requests refused by a limit (in_flight, body_budget, body_too_large), answered 503 or 413 at once",
+                Family::<ReasonLabel, Counter>::default(),
+            ),
+            log_lines_dropped: register(
+                r,
+                "log_lines_dropped",
+                "Log lines dropped because stdout could not take them",
+                Counter::default(),
+            ),
+            certificate_reload_failures: register(
+                r,
+                "certificate_reload_failures",
+                "Re-reads of the serving certificate that found a pair not whole or not valid now (the current one stays)",
+                Counter::default(),
+            ),
+            certificate_reload_failing: register(
+                r,
+                "certificate_reload_failing",
+                "1 when the last re-read of the serving certificate was refused",
+                Gauge::default(),
+            ),
+            profiles: runtime::profiles::Metrics::register(r),
             registry,
-            reviews,
-            latency,
-            exemptions,
-            ready,
-            certificate_not_after,
-            cache_synced,
-            cache_objects,
-            refused,
-            log_lines_dropped,
-            certificate_reload_failures,
-            certificate_reload_failing,
-            profiles,
         }
     }
 

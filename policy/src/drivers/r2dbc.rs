@@ -55,20 +55,9 @@ impl Driver for R2dbc {
     }
 
     fn judge(&self, variable: &str, t: &Parsed, env: &dyn Environment) -> Judgement {
-        // Spring Boot's properties override the URL's options, under lower-case keys.
-        let spring = |name: &str| match env.get(name) {
-            _ if variable != "SPRING_R2DBC_URL" => Ok(None),
-            Some(None) => Err(hidden(name)),
-            Some(v) => Ok(v),
-            None => Ok(None),
-        };
-        let spring_mode = if t.has("sslMode") {
-            None
-        } else {
-            match spring("SPRING_R2DBC_PROPERTIES_SSLMODE") {
-                Ok(v) => v,
-                Err(unreadable) => return unreadable,
-            }
+        let (setting, ssl) = match options(variable, t, env) {
+            Ok(o) => o,
+            Err(unreadable) => return unreadable,
         };
         let has_root = t.last("sslRootCert").is_some_and(|r| !r.is_empty());
         let fix = || {
@@ -78,21 +67,6 @@ impl Driver for R2dbc {
             }
             vec![params(None, &changes)]
         };
-        // `ssl=true` (or `r2dbcs:`) is applied first, then sslMode, else its alias.
-        // The query's `ssl` replaces the scheme's (the same option, set later).
-        // Spring's properties replace both.
-        let spring_ssl = match spring("SPRING_R2DBC_PROPERTIES_SSL") {
-            Ok(v) => v,
-            Err(unreadable) => return unreadable,
-        };
-        let ssl = match spring_ssl.or(t.last("ssl")) {
-            Some(v) => v.eq_ignore_ascii_case("true"),
-            None => t.secure_scheme,
-        };
-        let setting = t
-            .last("sslMode")
-            .or(spring_mode)
-            .or_else(|| t.last("sslmode"));
         let mode = match setting {
             Some(v) => match mode(v) {
                 Some(m) => Some(m),
@@ -107,32 +81,7 @@ impl Driver for R2dbc {
             None if ssl => Some(SslMode::VerifyFull),
             None => None,
         };
-        let mut judged = match mode {
-            None => Judgement::found(
-                weak(None),
-                "no sslMode: R2DBC defaults to DISABLE, plaintext",
-                fix(),
-            ),
-            Some(SslMode::VerifyFull) if t.has("sslHostnameVerifier") => Judgement::found(
-                Code::Unverifiable,
-                "sslHostnameVerifier replaces R2DBC's host-name check with a class verifyfull cannot judge",
-                Vec::new(),
-            ),
-            Some(SslMode::VerifyFull) if has_root => Judgement::pass(),
-            Some(SslMode::VerifyFull) => Judgement::pass().note(
-                "R2DBC's VERIFY_FULL without sslRootCert verifies against the JVM trust store: a private CA is not trusted there",
-            ),
-            Some(SslMode::Require) => Judgement::found(
-                Code::SslModeTooWeak,
-                "sslMode REQUIRE: encrypted, but R2DBC accepts any server certificate, sslRootCert or not",
-                fix(),
-            ),
-            Some(m) => Judgement::found(
-                Code::SslModeTooWeak,
-                format!("sslMode {}: {}", m.as_str(), weak_mode_text(m)),
-                fix(),
-            ),
-        };
+        let mut judged = verdict(mode, t, has_root, fix);
         if t.has("sslrootcert") {
             judged = judged
                 .note("R2DBC ignores sslrootcert (its option is sslRootCert, case-sensitive)");
@@ -145,5 +94,74 @@ impl Driver for R2dbc {
             );
         }
         judged
+    }
+}
+
+/// The sslMode setting in force and whether `ssl` is on, from the URL and, for
+/// `SPRING_R2DBC_URL`, Spring Boot's properties (which override the URL's options, under
+/// lower-case keys). `Err`: a property that decides is hidden.
+fn options<'t>(
+    variable: &str,
+    t: &'t Parsed,
+    env: &'t dyn Environment,
+) -> Result<(Option<&'t str>, bool), Judgement> {
+    let spring = |name: &str| match env.get(name) {
+        _ if variable != "SPRING_R2DBC_URL" => Ok(None),
+        Some(None) => Err(hidden(name)),
+        Some(v) => Ok(v),
+        None => Ok(None),
+    };
+    let spring_mode = if t.has("sslMode") {
+        None
+    } else {
+        spring("SPRING_R2DBC_PROPERTIES_SSLMODE")?
+    };
+    // `ssl=true` (or `r2dbcs:`) is applied first, then sslMode, else its alias.
+    // The query's `ssl` replaces the scheme's (the same option, set later).
+    // Spring's properties replace both.
+    let spring_ssl = spring("SPRING_R2DBC_PROPERTIES_SSL")?;
+    let ssl = match spring_ssl.or(t.last("ssl")) {
+        Some(v) => v.eq_ignore_ascii_case("true"),
+        None => t.secure_scheme,
+    };
+    let setting = t
+        .last("sslMode")
+        .or(spring_mode)
+        .or_else(|| t.last("sslmode"));
+    Ok((setting, ssl))
+}
+
+/// What R2DBC does with the SSL mode in force (`None`: unset).
+fn verdict(
+    mode: Option<SslMode>,
+    t: &Parsed,
+    has_root: bool,
+    fix: impl Fn() -> Vec<crate::verdict::Fix>,
+) -> Judgement {
+    match mode {
+        None => Judgement::found(
+            weak(None),
+            "no sslMode: R2DBC defaults to DISABLE, plaintext",
+            fix(),
+        ),
+        Some(SslMode::VerifyFull) if t.has("sslHostnameVerifier") => Judgement::found(
+            Code::Unverifiable,
+            "sslHostnameVerifier replaces R2DBC's host-name check with a class verifyfull cannot judge",
+            Vec::new(),
+        ),
+        Some(SslMode::VerifyFull) if has_root => Judgement::pass(),
+        Some(SslMode::VerifyFull) => Judgement::pass().note(
+            "R2DBC's VERIFY_FULL without sslRootCert verifies against the JVM trust store: a private CA is not trusted there",
+        ),
+        Some(SslMode::Require) => Judgement::found(
+            Code::SslModeTooWeak,
+            "sslMode REQUIRE: encrypted, but R2DBC accepts any server certificate, sslRootCert or not",
+            fix(),
+        ),
+        Some(m) => Judgement::found(
+            Code::SslModeTooWeak,
+            format!("sslMode {}: {}", m.as_str(), weak_mode_text(m)),
+            fix(),
+        ),
     }
 }

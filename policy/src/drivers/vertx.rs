@@ -15,6 +15,17 @@ use crate::verdict::{Change, Code, Fix, FixValue, SslMode};
 #[derive(Debug)]
 pub(crate) struct QuarkusReactive;
 
+/// The datasource's TLS settings, after its prefix; the trust settings from the fourth on.
+const SETTINGS: [&str; 7] = [
+    "POSTGRESQL_SSL_MODE",
+    "TRUST_ALL",
+    "HOSTNAME_VERIFICATION_ALGORITHM",
+    "TRUST_CERTIFICATE_PEM_CERTS",
+    "TRUST_CERTIFICATE_JKS_PATH",
+    "TRUST_CERTIFICATE_PFX_PATH",
+    "TLS_CONFIGURATION_NAME",
+];
+
 /// The settings' common prefix: `QUARKUS_DATASOURCE_REACTIVE_` or a named datasource's.
 fn prefix(variable: &str) -> Option<&str> {
     let p = variable.strip_suffix("URL")?;
@@ -43,15 +54,6 @@ impl Driver for QuarkusReactive {
 
     fn judge(&self, variable: &str, t: &Parsed, env: &dyn Environment) -> Judgement {
         let p = prefix(variable).unwrap_or("QUARKUS_DATASOURCE_REACTIVE_");
-        const SETTINGS: [&str; 7] = [
-            "POSTGRESQL_SSL_MODE",
-            "TRUST_ALL",
-            "HOSTNAME_VERIFICATION_ALGORITHM",
-            "TRUST_CERTIFICATE_PEM_CERTS",
-            "TRUST_CERTIFICATE_JKS_PATH",
-            "TRUST_CERTIFICATE_PFX_PATH",
-            "TLS_CONFIGURATION_NAME",
-        ];
         if let Some(s) = SETTINGS
             .iter()
             .find(|s| env.get(&format!("{p}{s}")) == Some(None))
@@ -59,15 +61,6 @@ impl Driver for QuarkusReactive {
             return hidden(&format!("{p}{s}"));
         }
         let setting = |s: &str| env.get(&format!("{p}{s}")).flatten();
-        let name = |s: &str| -> Cow<'static, str> { Cow::Owned(format!("{p}{s}")) };
-        // SmallRye Config's booleans: true, 1, yes, y, on, ja, j, si, sim, oui.
-        let trust_all = setting("TRUST_ALL").is_some_and(|v| {
-            ["true", "1", "yes", "y", "on", "ja", "j", "si", "sim", "oui"]
-                .iter()
-                .any(|t| v.trim().eq_ignore_ascii_case(t))
-        });
-        let algorithm = setting("HOSTNAME_VERIFICATION_ALGORITHM")
-            .is_some_and(|v| !v.is_empty() && !v.eq_ignore_ascii_case("NONE"));
         // A named TLS configuration lives outside the Pod (and may trust all).
         if setting("TLS_CONFIGURATION_NAME").is_some_and(|v| !v.is_empty()) {
             return Judgement::found(
@@ -84,34 +77,8 @@ impl Driver for QuarkusReactive {
                 Vec::new(),
             );
         }
-        let trust = SETTINGS[3..]
-            .iter()
-            .any(|s| setting(s).is_some_and(|v| !v.is_empty()));
-        let mut changes = vec![Change::Env {
-            name: name("POSTGRESQL_SSL_MODE"),
-            value: FixValue::Literal("verify-full"),
-        }];
-        if !algorithm {
-            changes.push(Change::Env {
-                name: name("HOSTNAME_VERIFICATION_ALGORITHM"),
-                value: FixValue::Literal("HTTPS"),
-            });
-        }
-        if !trust {
-            changes.push(Change::Env {
-                name: name("TRUST_CERTIFICATE_PEM_CERTS"),
-                value: CA,
-            });
-        }
-        if trust_all {
-            changes.push(Change::Unset {
-                name: name("TRUST_ALL"),
-            });
-        }
-        let fixes = vec![Fix {
-            driver: None,
-            changes,
-        }];
+        let tls = Tls::read(&setting);
+        let fixes = tls.fixes(p);
         // The SSL-mode setting overrides the URL's sslmode only when set.
         let mode = setting("POSTGRESQL_SSL_MODE")
             .or_else(|| {
@@ -122,7 +89,79 @@ impl Driver for QuarkusReactive {
                     .map(|(_, v)| v.as_str())
             })
             .map(SslMode::parse_ignore_case);
-        let mut judged = match mode {
+        let mut judged = tls.judge(mode, fixes);
+        if t.has("sslrootcert") {
+            judged = judged.note(
+                "the Vert.x client sends sslrootcert to the server as a setting: it is not a trust setting",
+            );
+        }
+        judged
+    }
+}
+
+/// What a datasource's TLS settings say, besides its SSL mode.
+struct Tls {
+    /// Trust-all is on.
+    trust_all: bool,
+    /// A host-name verification algorithm other than NONE.
+    algorithm: bool,
+    /// Trust settings (PEM, JKS or PFX).
+    trust: bool,
+}
+
+impl Tls {
+    fn read<'v>(setting: &impl Fn(&str) -> Option<&'v str>) -> Tls {
+        // SmallRye Config's booleans: true, 1, yes, y, on, ja, j, si, sim, oui.
+        let trust_all = setting("TRUST_ALL").is_some_and(|v| {
+            ["true", "1", "yes", "y", "on", "ja", "j", "si", "sim", "oui"]
+                .iter()
+                .any(|t| v.trim().eq_ignore_ascii_case(t))
+        });
+        let algorithm = setting("HOSTNAME_VERIFICATION_ALGORITHM")
+            .is_some_and(|v| !v.is_empty() && !v.eq_ignore_ascii_case("NONE"));
+        let trust = SETTINGS[3..]
+            .iter()
+            .any(|s| setting(s).is_some_and(|v| !v.is_empty()));
+        Tls {
+            trust_all,
+            algorithm,
+            trust,
+        }
+    }
+
+    /// What to set (and unset) under the settings' prefix `p` for full verification.
+    fn fixes(&self, p: &str) -> Vec<Fix> {
+        let name = |s: &str| -> Cow<'static, str> { Cow::Owned(format!("{p}{s}")) };
+        let mut changes = vec![Change::Env {
+            name: name("POSTGRESQL_SSL_MODE"),
+            value: FixValue::Literal("verify-full"),
+        }];
+        if !self.algorithm {
+            changes.push(Change::Env {
+                name: name("HOSTNAME_VERIFICATION_ALGORITHM"),
+                value: FixValue::Literal("HTTPS"),
+            });
+        }
+        if !self.trust {
+            changes.push(Change::Env {
+                name: name("TRUST_CERTIFICATE_PEM_CERTS"),
+                value: CA,
+            });
+        }
+        if self.trust_all {
+            changes.push(Change::Unset {
+                name: name("TRUST_ALL"),
+            });
+        }
+        vec![Fix {
+            driver: None,
+            changes,
+        }]
+    }
+
+    /// The SSL mode in force (`Some(None)`: one the client refuses), with these settings.
+    fn judge(&self, mode: Option<Option<SslMode>>, fixes: Vec<Fix>) -> Judgement {
+        match mode {
             None => Judgement::found(
                 weak(None),
                 "no SSL mode: the Vert.x client defaults to DISABLE, plaintext",
@@ -133,17 +172,17 @@ impl Driver for QuarkusReactive {
                 "the Vert.x client refuses this SSL mode: the application fails to start",
                 fixes,
             ),
-            Some(Some(SslMode::VerifyFull)) if trust_all => Judgement::found(
+            Some(Some(SslMode::VerifyFull)) if self.trust_all => Judgement::found(
                 Code::VerificationDisabled,
                 "trust-all accepts any server certificate, verify-full or not",
                 fixes,
             ),
-            Some(Some(SslMode::VerifyFull)) if !algorithm => Judgement::found(
+            Some(Some(SslMode::VerifyFull)) if !self.algorithm => Judgement::found(
                 Code::ConnectionStringInvalid,
                 "verify-full without a host-name verification algorithm: Quarkus (default NONE) refuses to start",
                 fixes,
             ),
-            Some(Some(SslMode::VerifyFull)) if !trust => Judgement::found(
+            Some(Some(SslMode::VerifyFull)) if !self.trust => Judgement::found(
                 Code::RootCertMissing,
                 "verify-full without trust settings: the Vert.x client refuses to connect",
                 fixes,
@@ -158,12 +197,6 @@ impl Driver for QuarkusReactive {
                 ),
                 fixes,
             ),
-        };
-        if t.has("sslrootcert") {
-            judged = judged.note(
-                "the Vert.x client sends sslrootcert to the server as a setting: it is not a trust setting",
-            );
         }
-        judged
     }
 }

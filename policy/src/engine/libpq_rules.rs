@@ -64,7 +64,80 @@ impl<'e, 'a> Judge<'e, 'a> {
             self.push(s, Code::Unverifiable, Cause::Unverifiable(cause), None);
             return;
         }
-        if scan.unknown > 0 && driver.is_none() && uri {
+        self.note_stores(s, &scan, uri && driver.is_none());
+        let service = self.service(&scan, var);
+        // What a setting the string leaves open is while a service applies: hidden (`Ok`)
+        // or up to the service file (`Err`).
+        let service_applies = !matches!(service, Ok(None));
+        let from_service: Option<Result<Hidden<'a>, Unverifiable<'a>>> = match service {
+            Ok(Some(by)) => Some(Err(Unverifiable::ServiceFile { by })),
+            Err(h) => Some(Ok(h)),
+            Ok(None) => None,
+        };
+
+        let gss = self.gss(&scan);
+        // The string's settings, else the service's (hidden or up to its file), else the
+        // environment's.
+        let modes: Candidates<Mode<'a>> = match &from_service {
+            _ if !scan.modes.is_empty() => (scan.modes.iter())
+                .map(|&(v, key)| libpq_mode(v, SetBy::Param { key }, var))
+                .collect(),
+            Some(Ok(h)) => smallvec![Mode::Hidden(h.clone())],
+            Some(Err(u)) => smallvec![Mode::Unverifiable(u.clone())],
+            None => smallvec![self.env_mode()],
+        };
+        let roots: Candidates<Root<'a>> = match &from_service {
+            _ if !scan.roots.is_empty() => (scan.roots.iter())
+                .map(|v| root_of(v, SetBy::Param { key: "sslrootcert" }, var))
+                .collect(),
+            Some(Ok(h)) => smallvec![Root::Hidden(h.clone())],
+            Some(Err(u)) => smallvec![Root::Unverifiable(u.clone())],
+            None => smallvec![self.env_root()],
+        };
+        let nets = match from_service {
+            // Where the service file points is unknown.
+            Some(why) if scan.hosts.is_empty() && scan.addrs.is_empty() => {
+                smallvec![Destination::Unknown(why)]
+            }
+            _ => self.libpq_nets(&scan, var),
+        };
+        let s = &Subject {
+            scope: Scope {
+                string_sets_mode: !scan.modes.is_empty(),
+                mode_alias: scan.mode_alias,
+                string_sets_root: !scan.roots.is_empty(),
+                mode_verify_full: modes_verify_full(&modes),
+                root_configured: roots_configured(&roots),
+                service: service_applies,
+                ..s.scope
+            },
+            ..s.clone()
+        };
+        if driver.is_none() {
+            self.libpq.count += 1;
+            self.libpq.not_remote |= !nets.iter().all(|n| matches!(n, Destination::Remote));
+            self.libpq.sets_mode |= !scan.modes.is_empty();
+        }
+        match gss {
+            Some(by) => self.gss_instead(s, by, &nets),
+            None => self.weakest(s, &modes, &roots, &nets, false),
+        }
+    }
+
+    /// GSSAPI encryption instead of TLS: verifyfull cannot judge it, except over a Unix
+    /// socket, which never leaves the Pod.
+    fn gss_instead(&mut self, s: &Subject<'a>, by: SetBy<'a>, nets: &[Destination<'a>]) {
+        if !nets.iter().all(|n| matches!(n, Destination::Socket)) {
+            self.client = true;
+            let cause = Cause::Unverifiable(Unverifiable::Gss { by });
+            self.push(s, Code::Unverifiable, cause, None);
+        }
+    }
+
+    /// Notes on the string's stores: keywords libpq does not know (`unknown`: a plain libpq
+    /// URI), and TLS settings given twice with different values.
+    fn note_stores(&mut self, s: &Subject<'a>, scan: &TlsStores<'_>, unknown: bool) {
+        if scan.unknown > 0 && unknown {
             self.notes.push(Note::UnknownKeywords {
                 variable: s.variable.clone(),
                 count: scan.unknown,
@@ -83,9 +156,15 @@ impl<'e, 'a> Judge<'e, 'a> {
                 });
             }
         }
+    }
 
-        // The service in force: the string's, else PGSERVICE.
-        let service: Result<Option<SetBy<'a>>, Hidden<'a>> = match scan.service {
+    /// The service in force: the string's, else `PGSERVICE` (`Err`: hidden).
+    fn service(
+        &mut self,
+        scan: &TlsStores<'_>,
+        var: &Var<'a>,
+    ) -> Result<Option<SetBy<'a>>, Hidden<'a>> {
+        match scan.service {
             Some(v) if has_hidden(v) => Err(hidden_var(var)),
             Some("") => Ok(None),
             Some(_) => Ok(Some(SetBy::Param { key: "service" })),
@@ -105,18 +184,12 @@ impl<'e, 'a> Judge<'e, 'a> {
                 EnvValue::Hidden(Hidden::Open { .. }) | EnvValue::Unset => Ok(None),
                 EnvValue::Hidden(h) => Err(h),
             },
-        };
-        // What a setting the string leaves open is while a service applies: hidden (`Ok`)
-        // or up to the service file (`Err`).
-        let service_applies = !matches!(service, Ok(None));
-        let from_service: Option<Result<Hidden<'a>, Unverifiable<'a>>> = match service {
-            Ok(Some(by)) => Some(Err(Unverifiable::ServiceFile { by })),
-            Err(h) => Some(Ok(h)),
-            Ok(None) => None,
-        };
+        }
+    }
 
-        // GSSAPI encryption instead of TLS.
-        let gss = match scan.gss {
+    /// GSSAPI encryption required instead of TLS, and where.
+    fn gss(&self, scan: &TlsStores<'_>) -> Option<SetBy<'a>> {
+        match scan.gss {
             Some("require") => Some(SetBy::Param { key: "gssencmode" }),
             Some(_) => None,
             None => match self.env_lookup("PGGSSENCMODE") {
@@ -126,66 +199,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                 }),
                 _ => None,
             },
-        };
-
-        let modes: Candidates<Mode<'a>> = if !scan.modes.is_empty() {
-            scan.modes
-                .iter()
-                .map(|&(v, key)| libpq_mode(v, SetBy::Param { key }, var))
-                .collect()
-        } else {
-            smallvec![match &from_service {
-                Some(Ok(h)) => Mode::Hidden(h.clone()),
-                Some(Err(u)) => Mode::Unverifiable(u.clone()),
-                None => self.env_mode(),
-            }]
-        };
-        let roots: Candidates<Root<'a>> = if !scan.roots.is_empty() {
-            scan.roots
-                .iter()
-                .map(|v| root_of(v, SetBy::Param { key: "sslrootcert" }, var))
-                .collect()
-        } else {
-            smallvec![match &from_service {
-                Some(Ok(h)) => Root::Hidden(h.clone()),
-                Some(Err(u)) => Root::Unverifiable(u.clone()),
-                None => self.env_root(),
-            }]
-        };
-        let nets = match from_service {
-            // Where the service file points is unknown.
-            Some(why) if scan.hosts.is_empty() && scan.addrs.is_empty() => {
-                smallvec![Destination::Unknown(why)]
-            }
-            _ => self.libpq_nets(&scan, var),
-        };
-
-        let s = &Subject {
-            scope: Scope {
-                string_sets_mode: !scan.modes.is_empty(),
-                mode_alias: scan.mode_alias,
-                string_sets_root: !scan.roots.is_empty(),
-                mode_verify_full: modes_verify_full(&modes),
-                root_configured: roots_configured(&roots),
-                service: service_applies,
-                ..s.scope
-            },
-            ..s.clone()
-        };
-        if driver.is_none() {
-            self.libpq.count += 1;
-            self.libpq.not_remote |= !nets.iter().all(|n| matches!(n, Destination::Remote));
-            self.libpq.sets_mode |= !scan.modes.is_empty();
         }
-        if let Some(by) = gss {
-            if !nets.iter().all(|n| matches!(n, Destination::Socket)) {
-                self.client = true;
-                let cause = Cause::Unverifiable(Unverifiable::Gss { by });
-                self.push(s, Code::Unverifiable, cause, None);
-            }
-            return;
-        }
-        self.weakest(s, &modes, &roots, &nets, false);
     }
 
     /// Network candidates of a libpq target: the string's host/hostaddr, else
