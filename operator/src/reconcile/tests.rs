@@ -1,6 +1,7 @@
 //! Selection, the apply configuration and the status counts, over in-memory stores: no API
 //! server (the client refuses every call, and none is made).
 
+use super::status::Counts;
 use super::*;
 use kube::runtime::watcher;
 use serde_json::json;
