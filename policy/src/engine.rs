@@ -326,10 +326,10 @@ impl<'e, 'a> Judge<'e, 'a> {
                 driver: Cow::Borrowed(name),
             },
         );
-        let mut net = Destination::Socket;
+        let mut dest = Destination::Socket;
         for h in &target.hosts {
-            net = weaker_net(
-                net,
+            dest = weaker_destination(
+                dest,
                 match hosts::loopback(h) {
                     Loopback::Yes => Destination::Loopback,
                     Loopback::No => Destination::Remote,
@@ -337,7 +337,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                 },
             );
         }
-        if matches!(net, Destination::Socket) {
+        if matches!(dest, Destination::Socket) {
             return;
         }
         self.client = true;
@@ -362,7 +362,7 @@ impl<'e, 'a> Judge<'e, 'a> {
         }
         let found = match judged.outcome {
             Err(found) => found,
-            Ok(()) if driver.runs_on_node() && !matches!(net, Destination::Loopback) => {
+            Ok(()) if driver.runs_on_node() && !matches!(dest, Destination::Loopback) => {
                 match self.node_tls_off() {
                     Some(origin) => {
                         let cause = Cause::NodeTlsOff { origin };
@@ -374,7 +374,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             }
             Ok(()) => return,
         };
-        if matches!(net, Destination::Loopback) && self.loopback_allowed {
+        if matches!(dest, Destination::Loopback) && self.loopback_allowed {
             self.notes.push(Note::LoopbackAllowed {
                 variable: var.name.clone(),
                 if_remote: found.code,
@@ -409,7 +409,7 @@ impl<'e, 'a> Judge<'e, 'a> {
     }
 
     fn application(&mut self, p: &'static profiles::Profile, sign: &'e Var<'a>) {
-        let Some((code, variable, what, net)) = self.application_outcome(p) else {
+        let Some((code, variable, what, dest)) = self.application_outcome(p) else {
             return;
         };
         self.client = true;
@@ -429,7 +429,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                 driver: Cow::Borrowed(&p.application),
             },
         };
-        if net == Some(Loopback::Yes) && self.loopback_allowed {
+        if dest == Some(Loopback::Yes) && self.loopback_allowed {
             self.notes.push(Note::LoopbackAllowed {
                 variable: Cow::Borrowed(variable),
                 if_remote: code,
@@ -447,7 +447,7 @@ impl<'e, 'a> Judge<'e, 'a> {
             ),
         };
         let decided = matches!(code, Code::Unresolved | Code::Unverifiable);
-        let (code, if_remote, what) = match net {
+        let (code, if_remote, what) = match dest {
             Some(Loopback::No | Loopback::Yes) => (code, None, what),
             _ if decided => (code, None, what),
             Some(Loopback::Unknown) | None => (
@@ -504,11 +504,11 @@ impl<'e, 'a> Judge<'e, 'a> {
                 what,
                 server,
             } => {
-                let net = match server {
+                let dest = match server {
                     Server::Host(h) => Some(hosts::loopback(drivers::host_of(h))),
                     Server::Hidden(_) | Server::NotVisible => None,
                 };
-                Some((code, variable, what, net))
+                Some((code, variable, what, dest))
             }
         }
     }
@@ -753,14 +753,14 @@ impl<'e, 'a> Judge<'e, 'a> {
         s: &Subject<'a>,
         modes: &[Mode<'a>],
         roots: &[Root<'a>],
-        nets: &[Destination<'a>],
+        destinations: &[Destination<'a>],
         jdbc: bool,
     ) {
         let mut worst: Option<Outcome<'a>> = None;
-        for net in nets {
+        for dest in destinations {
             for mode in modes {
                 for root in roots {
-                    let o = outcome(mode, root, net, self.loopback_allowed, jdbc);
+                    let o = outcome(mode, root, dest, self.loopback_allowed, jdbc);
                     if worst.as_ref().is_none_or(|w| self.rank(&o) > self.rank(w)) {
                         worst = Some(o);
                     }
@@ -898,7 +898,7 @@ pub(crate) fn roots_configured(roots: &[Root<'_>]) -> bool {
         .all(|r| matches!(r, Root::Path | Root::System(_)))
 }
 
-pub(crate) fn weaker_net<'a>(a: Destination<'a>, b: Destination<'a>) -> Destination<'a> {
+pub(crate) fn weaker_destination<'a>(a: Destination<'a>, b: Destination<'a>) -> Destination<'a> {
     let rank = |n: &Destination<'_>| match n {
         Destination::Socket => 0,
         Destination::Loopback => 1,
@@ -914,11 +914,11 @@ pub(crate) fn weaker_net<'a>(a: Destination<'a>, b: Destination<'a>) -> Destinat
 fn outcome<'a>(
     mode: &Mode<'a>,
     root: &Root<'a>,
-    net: &Destination<'a>,
+    dest: &Destination<'a>,
     loopback_allowed: bool,
     jdbc: bool,
 ) -> Outcome<'a> {
-    at_destination(net, settings_outcome(mode, root, jdbc), loopback_allowed)
+    at_destination(dest, settings_outcome(mode, root, jdbc), loopback_allowed)
 }
 
 fn finding<'a>(code: Code, cause: Cause<'a>) -> Outcome<'a> {
@@ -997,11 +997,11 @@ fn settings_outcome<'a>(mode: &Mode<'a>, root: &Root<'a>, jdbc: bool) -> Outcome
 /// A settings outcome at its destination: no network, an invalid string, loopback (allowed
 /// or not), or a host the engine cannot see (then the outcome is what it is behind).
 fn at_destination<'a>(
-    net: &Destination<'a>,
+    dest: &Destination<'a>,
     raw: Outcome<'a>,
     loopback_allowed: bool,
 ) -> Outcome<'a> {
-    match (net, raw) {
+    match (dest, raw) {
         (Destination::Socket, _) => Outcome::NotNetwork,
         (Destination::Invalid(e), _) => finding(
             Code::ConnectionStringInvalid,

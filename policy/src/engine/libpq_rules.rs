@@ -12,7 +12,7 @@ use smallvec::smallvec;
 
 use super::{
     Candidates, Destination, Judge, Mode, Root, Subject, hidden_var, keep_last_distinct,
-    modes_verify_full, open_hidden, roots_configured, weaker_net,
+    modes_verify_full, open_hidden, roots_configured, weaker_destination,
 };
 use crate::env::{Get, OpenSource, Var, Visibility};
 use crate::hosts::{self, HIDDEN_STR, Loopback, Slot, has_hidden};
@@ -52,10 +52,10 @@ impl<'e, 'a> Judge<'e, 'a> {
         driver: Option<&str>,
         var: &Var<'a>,
     ) {
-        let scan = info
+        let stores = info
             .map(|i| TlsStores::of(i, uri, driver.is_some()))
             .unwrap_or_default();
-        if let (Some(driver), Some(key)) = (driver, scan.driver_tls) {
+        if let (Some(driver), Some(key)) = (driver, stores.driver_tls) {
             self.client = true;
             let cause = Unverifiable::DriverParameter {
                 driver: Cow::Owned(driver.to_owned()),
@@ -64,8 +64,8 @@ impl<'e, 'a> Judge<'e, 'a> {
             self.push(s, Code::Unverifiable, Cause::Unverifiable(cause), None);
             return;
         }
-        self.note_stores(s, &scan, uri && driver.is_none());
-        let service = self.service(&scan, var);
+        self.note_stores(s, &stores, uri && driver.is_none());
+        let service = self.service(&stores, var);
         // What a setting the string leaves open is while a service applies: hidden (`Ok`)
         // or up to the service file (`Err`).
         let service_applies = !matches!(service, Ok(None));
@@ -75,11 +75,11 @@ impl<'e, 'a> Judge<'e, 'a> {
             Ok(None) => None,
         };
 
-        let gss = self.gss(&scan);
+        let gss = self.gss(&stores);
         // The string's settings, else the service's (hidden or up to its file), else the
         // environment's.
         let modes: Candidates<Mode<'a>> = match &from_service {
-            _ if !scan.modes.is_empty() => (scan.modes.iter())
+            _ if !stores.modes.is_empty() => (stores.modes.iter())
                 .map(|&(v, key)| libpq_mode(v, SetBy::Param { key }, var))
                 .collect(),
             Some(Ok(h)) => smallvec![Mode::Hidden(h.clone())],
@@ -87,25 +87,25 @@ impl<'e, 'a> Judge<'e, 'a> {
             None => smallvec![self.env_mode()],
         };
         let roots: Candidates<Root<'a>> = match &from_service {
-            _ if !scan.roots.is_empty() => (scan.roots.iter())
+            _ if !stores.roots.is_empty() => (stores.roots.iter())
                 .map(|v| root_of(v, SetBy::Param { key: "sslrootcert" }, var))
                 .collect(),
             Some(Ok(h)) => smallvec![Root::Hidden(h.clone())],
             Some(Err(u)) => smallvec![Root::Unverifiable(u.clone())],
             None => smallvec![self.env_root()],
         };
-        let nets = match from_service {
+        let destinations = match from_service {
             // Where the service file points is unknown.
-            Some(why) if scan.hosts.is_empty() && scan.addrs.is_empty() => {
+            Some(why) if stores.hosts.is_empty() && stores.addrs.is_empty() => {
                 smallvec![Destination::Unknown(why)]
             }
-            _ => self.libpq_nets(&scan, var),
+            _ => self.libpq_destinations(&stores, var),
         };
         let s = &Subject {
             scope: Scope {
-                string_sets_mode: !scan.modes.is_empty(),
-                mode_alias: scan.mode_alias,
-                string_sets_root: !scan.roots.is_empty(),
+                string_sets_mode: !stores.modes.is_empty(),
+                mode_alias: stores.mode_alias,
+                string_sets_root: !stores.roots.is_empty(),
                 mode_verify_full: modes_verify_full(&modes),
                 root_configured: roots_configured(&roots),
                 service: service_applies,
@@ -115,19 +115,24 @@ impl<'e, 'a> Judge<'e, 'a> {
         };
         if driver.is_none() {
             self.libpq.count += 1;
-            self.libpq.not_remote |= !nets.iter().all(|n| matches!(n, Destination::Remote));
-            self.libpq.sets_mode |= !scan.modes.is_empty();
+            self.libpq.not_remote |= !destinations
+                .iter()
+                .all(|n| matches!(n, Destination::Remote));
+            self.libpq.sets_mode |= !stores.modes.is_empty();
         }
         match gss {
-            Some(by) => self.gss_instead(s, by, &nets),
-            None => self.weakest(s, &modes, &roots, &nets, false),
+            Some(by) => self.gss_instead(s, by, &destinations),
+            None => self.weakest(s, &modes, &roots, &destinations, false),
         }
     }
 
     /// GSSAPI encryption instead of TLS: verifyfull cannot judge it, except over a Unix
     /// socket, which never leaves the Pod.
-    fn gss_instead(&mut self, s: &Subject<'a>, by: SetBy<'a>, nets: &[Destination<'a>]) {
-        if !nets.iter().all(|n| matches!(n, Destination::Socket)) {
+    fn gss_instead(&mut self, s: &Subject<'a>, by: SetBy<'a>, destinations: &[Destination<'a>]) {
+        if !destinations
+            .iter()
+            .all(|n| matches!(n, Destination::Socket))
+        {
             self.client = true;
             let cause = Cause::Unverifiable(Unverifiable::Gss { by });
             self.push(s, Code::Unverifiable, cause, None);
@@ -136,18 +141,18 @@ impl<'e, 'a> Judge<'e, 'a> {
 
     /// Notes on the string's stores: keywords libpq does not know (`unknown`: a plain libpq
     /// URI), and TLS settings given twice with different values.
-    fn note_stores(&mut self, s: &Subject<'a>, scan: &TlsStores<'_>, unknown: bool) {
-        if scan.unknown > 0 && unknown {
+    fn note_stores(&mut self, s: &Subject<'a>, stores: &TlsStores<'_>, unknown: bool) {
+        if stores.unknown > 0 && unknown {
             self.notes.push(Note::UnknownKeywords {
                 variable: s.variable.clone(),
-                count: scan.unknown,
+                count: stores.unknown,
             });
         }
         for (key, conflicting) in [
-            ("sslmode", scan.modes.len() > 1),
-            ("sslrootcert", scan.roots.len() > 1),
-            ("host", scan.hosts.len() > 1),
-            ("hostaddr", scan.addrs.len() > 1),
+            ("sslmode", stores.modes.len() > 1),
+            ("sslrootcert", stores.roots.len() > 1),
+            ("host", stores.hosts.len() > 1),
+            ("hostaddr", stores.addrs.len() > 1),
         ] {
             if conflicting {
                 self.notes.push(Note::Conflicting {
@@ -161,10 +166,10 @@ impl<'e, 'a> Judge<'e, 'a> {
     /// The service in force: the string's, else `PGSERVICE` (`Err`: hidden).
     fn service(
         &mut self,
-        scan: &TlsStores<'_>,
+        stores: &TlsStores<'_>,
         var: &Var<'a>,
     ) -> Result<Option<SetBy<'a>>, Hidden<'a>> {
-        match scan.service {
+        match stores.service {
             Some(v) if has_hidden(v) => Err(hidden_var(var)),
             Some("") => Ok(None),
             Some(_) => Ok(Some(SetBy::Param { key: "service" })),
@@ -188,8 +193,8 @@ impl<'e, 'a> Judge<'e, 'a> {
     }
 
     /// GSSAPI encryption required instead of TLS, and where.
-    fn gss(&self, scan: &TlsStores<'_>) -> Option<SetBy<'a>> {
-        match scan.gss {
+    fn gss(&self, stores: &TlsStores<'_>) -> Option<SetBy<'a>> {
+        match stores.gss {
             Some("require") => Some(SetBy::Param { key: "gssencmode" }),
             Some(_) => None,
             None => match self.env_lookup("PGGSSENCMODE") {
@@ -204,9 +209,9 @@ impl<'e, 'a> Judge<'e, 'a> {
 
     /// Network candidates of a libpq target: the string's host/hostaddr, else
     /// `PGHOST`/`PGHOSTADDR`.
-    pub(crate) fn libpq_nets<'t>(
+    pub(crate) fn libpq_destinations<'t>(
         &self,
-        scan: &TlsStores<'t>,
+        stores: &TlsStores<'t>,
         var: &'t Var<'a>,
     ) -> Candidates<Destination<'a>>
     where
@@ -216,12 +221,12 @@ impl<'e, 'a> Judge<'e, 'a> {
             text: Some(*v),
             who: HostSource::Var(var),
         };
-        let host_texts: Candidates<HostText<'t, 'a>> = if scan.hosts.is_empty() {
+        let host_texts: Candidates<HostText<'t, 'a>> = if stores.hosts.is_empty() {
             smallvec![self.env_host("PGHOST")]
         } else {
-            scan.hosts.iter().map(in_string).collect()
+            stores.hosts.iter().map(in_string).collect()
         };
-        let addr_texts: Candidates<HostText<'t, 'a>> = if scan.addrs.is_empty() {
+        let addr_texts: Candidates<HostText<'t, 'a>> = if stores.addrs.is_empty() {
             // With a visible host, an unresolved envFrom source that might hold PGHOSTADDR
             // does not decide (docs/rules.md, "Hidden values": the visible setting is reported).
             let host_visible = host_texts
@@ -235,12 +240,12 @@ impl<'e, 'a> Judge<'e, 'a> {
                 addr => smallvec![addr],
             }
         } else {
-            scan.addrs.iter().map(in_string).collect()
+            stores.addrs.iter().map(in_string).collect()
         };
-        let mut nets = Candidates::new();
+        let mut destinations = Candidates::new();
         for h in &host_texts {
             for a in &addr_texts {
-                nets.push(match hosts::slots(h.text, a.text) {
+                destinations.push(match hosts::slots(h.text, a.text) {
                     Err(e) => Destination::Invalid(e),
                     Ok(slots) => reduce_slots(slots, || {
                         // The hidden span is in hostaddr if it has one, else in host.
@@ -253,7 +258,7 @@ impl<'e, 'a> Judge<'e, 'a> {
                 });
             }
         }
-        nets
+        destinations
     }
 
     pub(crate) fn env_lookup(&self, name: &'static str) -> EnvValue<'e, 'a> {
@@ -367,38 +372,38 @@ pub(crate) struct TlsStores<'s> {
 
 impl<'s> TlsStores<'s> {
     fn of(info: &'s Conninfo<'_>, uri: bool, driver: bool) -> TlsStores<'s> {
-        let mut scan = TlsStores::default();
+        let mut stores = TlsStores::default();
         let mut authority_host = None;
         for p in &info.params {
             let (key, value) = (p.key.as_ref(), p.value.as_ref());
-            scan.mode_alias |= key == "requiressl" || (uri && key == "ssl");
+            stores.mode_alias |= key == "requiressl" || (uri && key == "ssl");
             match key {
-                "sslmode" => scan.modes.push((value, "sslmode")),
+                "sslmode" => stores.modes.push((value, "sslmode")),
                 "requiressl" if value.starts_with('1') => {
-                    scan.modes.push(("require", "requiressl"))
+                    stores.modes.push(("require", "requiressl"))
                 }
-                "requiressl" => scan.modes.push(("prefer", "requiressl")),
-                "ssl" if uri && value == "true" && !driver => scan.modes.push(("require", "ssl")),
-                "sslrootcert" => scan.roots.push(value),
+                "requiressl" => stores.modes.push(("prefer", "requiressl")),
+                "ssl" if uri && value == "true" && !driver => stores.modes.push(("require", "ssl")),
+                "sslrootcert" => stores.roots.push(value),
                 // A query `host=` replaces the authority's host: only repeats conflict.
                 "host" if p.place == Place::Authority => authority_host = Some(value),
-                "host" => scan.hosts.push(value),
-                "hostaddr" => scan.addrs.push(value),
-                "service" => scan.service = Some(value),
-                "gssencmode" => scan.gss = Some(value),
-                _ if driver && is_driver_tls_param(key) => scan.driver_tls = Some(key),
-                _ if libpq::is_unknown_keyword(key) => scan.unknown += 1,
+                "host" => stores.hosts.push(value),
+                "hostaddr" => stores.addrs.push(value),
+                "service" => stores.service = Some(value),
+                "gssencmode" => stores.gss = Some(value),
+                _ if driver && is_driver_tls_param(key) => stores.driver_tls = Some(key),
+                _ if libpq::is_unknown_keyword(key) => stores.unknown += 1,
                 _ => {}
             }
         }
-        if scan.hosts.is_empty() {
-            scan.hosts.extend(authority_host);
+        if stores.hosts.is_empty() {
+            stores.hosts.extend(authority_host);
         }
-        keep_last_distinct(&mut scan.modes, |(v, _)| *v);
-        keep_last_distinct(&mut scan.roots, |v| *v);
-        keep_last_distinct(&mut scan.hosts, |v| *v);
-        keep_last_distinct(&mut scan.addrs, |v| *v);
-        scan
+        keep_last_distinct(&mut stores.modes, |(v, _)| *v);
+        keep_last_distinct(&mut stores.roots, |v| *v);
+        keep_last_distinct(&mut stores.hosts, |v| *v);
+        keep_last_distinct(&mut stores.addrs, |v| *v);
+        stores
     }
 }
 
@@ -478,7 +483,7 @@ pub(crate) fn reduce_slots<'a>(
     slots: impl Iterator<Item = Slot>,
     hidden: impl Fn() -> Hidden<'a>,
 ) -> Destination<'a> {
-    let mut net = Destination::Socket;
+    let mut dest = Destination::Socket;
     for slot in slots {
         let n = match slot {
             Slot::Socket => Destination::Socket,
@@ -493,7 +498,7 @@ pub(crate) fn reduce_slots<'a>(
             }
             | Slot::Unknown => Destination::Unknown(Ok(hidden())),
         };
-        net = weaker_net(net, n);
+        dest = weaker_destination(dest, n);
     }
-    net
+    dest
 }

@@ -7,7 +7,7 @@ use smallvec::smallvec;
 use super::libpq_rules::root_of;
 use super::{
     Candidates, Destination, Judge, Mode, Root, Subject, hidden_var, keep_last_distinct,
-    modes_verify_full, roots_configured, weaker_net,
+    modes_verify_full, roots_configured, weaker_destination,
 };
 use crate::env::Var;
 use crate::hosts::{self, Loopback, has_hidden};
@@ -65,22 +65,22 @@ impl<'e, 'a> Judge<'e, 'a> {
             },
             ..s.clone()
         };
-        let mut net = Destination::Socket;
+        let mut dest = Destination::Socket;
         for h in &url.hosts {
             let n = match hosts::loopback(h) {
                 Loopback::Yes => Destination::Loopback,
                 Loopback::No => Destination::Remote,
                 Loopback::Unknown => Destination::Unknown(Ok(hidden_var(var))),
             };
-            net = weaker_net(net, n);
+            dest = weaker_destination(dest, n);
         }
         if let Some(u) = unverifiable
-            && !(matches!(net, Destination::Loopback) && self.loopback_allowed)
+            && !(matches!(dest, Destination::Loopback) && self.loopback_allowed)
         {
             self.push(s, Code::Unverifiable, Cause::Unverifiable(u), None);
             return;
         }
-        self.weakest(s, &modes, &roots, &[net], true);
+        self.weakest(s, &modes, &roots, &[dest], true);
     }
 }
 
