@@ -137,6 +137,7 @@ fn in_process(dir: &Path, jobs: usize) -> f64 {
         settings: policy::Settings::default(),
         now: jiff::Timestamp::UNIX_EPOCH,
         jobs,
+        locate: false,
     };
     time(|| {
         let outcome = check::check(&[dir.to_path_buf()], &opts);

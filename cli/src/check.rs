@@ -20,6 +20,9 @@ pub struct Options {
     pub now: jiff::Timestamp,
     /// Worker threads for parsing and judging.
     pub jobs: usize,
+    /// Find where each finding's variable is in its file (for SARIF): a second read of
+    /// every document, so only when asked.
+    pub locate: bool,
 }
 
 /// ConfigMaps and Secrets of the input, by kind and name. A reference matches an object
@@ -123,6 +126,9 @@ pub struct ObjectOut {
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exemption: Option<ExemptionOut>,
+    /// Where things are in the source, when asked for (`Options::locate`).
+    #[serde(skip)]
+    pub spans: Option<crate::locate::Spans>,
 }
 
 #[derive(Debug, Serialize)]
@@ -173,7 +179,7 @@ pub fn parallel<T: Sync, R: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> R 
 }
 
 /// Parses every input (stdin at most once).
-pub fn load(paths: &[PathBuf], jobs: usize) -> (Vec<Document>, Vec<InputError>) {
+pub fn load(paths: &[PathBuf], jobs: usize, locate: bool) -> (Vec<Document>, Vec<InputError>) {
     let (sources, mut errors) = input::collect(paths);
     let mut stdin_text: Option<Result<String, InputError>> = None;
     if sources.contains(&Source::Stdin) {
@@ -185,7 +191,13 @@ pub fn load(paths: &[PathBuf], jobs: usize) -> (Vec<Document>, Vec<InputError>) 
             Source::File(_) => input::read(source),
         };
         match text {
-            Ok(text) => input::parse(source, &text),
+            Ok(text) => {
+                let (mut docs, errors) = input::parse(source, &text);
+                if locate {
+                    input::locate(source, &text, &mut docs);
+                }
+                (docs, errors)
+            }
             Err(e) => (Vec::new(), vec![e]),
         }
     });
@@ -228,7 +240,7 @@ pub fn judge(docs: &[Document], load_errors: &[InputError], opts: &Options) -> O
 }
 
 pub fn check(paths: &[PathBuf], opts: &Options) -> Outcome {
-    let (docs, errors) = load(paths, opts.jobs);
+    let (docs, errors) = load(paths, opts.jobs, opts.locate);
     judge(&docs, &errors, opts)
 }
 
@@ -298,6 +310,7 @@ fn object_out(d: &Document, w: &policy::Workload, report: &Report<'_>) -> Object
                 .map(|c| c.iter().map(|s| s.to_string()).collect()),
             until: e.until.map(|u| u.to_string()),
         }),
+        spans: d.spans.clone(),
     }
 }
 

@@ -70,6 +70,8 @@ pub struct Document {
     pub document: usize,
     pub item: Option<usize>,
     pub object: Object,
+    /// Where things are in the source (only when asked: [`locate`]).
+    pub spans: Option<crate::locate::Spans>,
 }
 
 /// Expands paths: files as given, directories recursively (`.yaml`, `.yml`, `.json`, in
@@ -335,6 +337,24 @@ pub fn parse(source: &Source, text: &str) -> (Vec<Document>, Vec<InputError>) {
     (docs, errors)
 }
 
+/// Adds to `docs` (parsed from `text`) where their containers, variables and annotations
+/// are in `text`.
+pub fn locate(source: &Source, text: &str, docs: &mut [Document]) {
+    let documents: Vec<(usize, usize, &str)> = if is_json(source, text) {
+        vec![(1, 0, text)]
+    } else {
+        (split_yaml(text).into_iter())
+            .map(|r| (r.number, r.first_line, r.text))
+            .collect()
+    };
+    for (number, first_line, text) in documents {
+        let spans = crate::locate::document(text, first_line, yaml_options());
+        for d in docs.iter_mut().filter(|d| d.document == number) {
+            d.spans = spans.get(d.item.map_or(0, |i| i - 1)).cloned();
+        }
+    }
+}
+
 /// The parser's message without its own location suffix (we add ours), and without the
 /// offending scalar: it says what type was found, never the value.
 fn plain_yaml_message(e: &serde_saphyr::Error) -> String {
@@ -398,6 +418,7 @@ fn add_object(
             document,
             item,
             object,
+            spans: None,
         });
     };
     match object {

@@ -3,3 +3,5 @@
 
 pub mod check;
 pub mod input;
+pub mod locate;
+pub mod sarif;

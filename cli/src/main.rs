@@ -76,6 +76,8 @@ fn load_profiles(paths: &[PathBuf]) -> Result<Vec<policy::profiles::Profile>, St
 enum Output {
     Human,
     Json,
+    /// SARIF 2.1.0, for code scanning (GitHub and others).
+    Sarif,
 }
 
 fn parse_now(s: &str) -> Result<jiff::Timestamp, String> {
@@ -106,11 +108,17 @@ fn main() -> ExitCode {
         jobs: args
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        locate: matches!(args.output, Output::Sarif),
     };
     let outcome = check::check(&args.paths, &opts);
-    let text = match args.output {
-        Output::Human => check::render_human(&outcome),
-        Output::Json => match serde_json::to_string_pretty(&outcome) {
+    let json = match args.output {
+        Output::Human => None,
+        Output::Json => Some(serde_json::to_value(&outcome)),
+        Output::Sarif => Some(Ok(verifyfull_cli::sarif::render(&outcome))),
+    };
+    let text = match json {
+        None => check::render_human(&outcome),
+        Some(value) => match value.and_then(|v| serde_json::to_string_pretty(&v)) {
             Ok(mut s) => {
                 s.push('\n');
                 s

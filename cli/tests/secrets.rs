@@ -7,21 +7,25 @@ use std::process::{Command, Stdio};
 use proptest::prelude::*;
 use verifyfull_cli::check::{self, Options};
 use verifyfull_cli::input::{self, Source};
+use verifyfull_cli::sarif;
 
 fn options() -> Options {
     Options {
         settings: policy::Settings::default(),
         now: jiff::Timestamp::UNIX_EPOCH,
         jobs: 1,
+        locate: true,
     }
 }
 
 /// Everything the CLI would print for `text` read from stdin.
 fn outputs(text: &str) -> String {
-    let (docs, errors) = input::parse(&Source::Stdin, text);
+    let (mut docs, errors) = input::parse(&Source::Stdin, text);
+    input::locate(&Source::Stdin, text, &mut docs);
     let outcome = check::judge(&docs, &errors, &options());
     let mut out = check::render_human(&outcome);
     out.push_str(&serde_json::to_string(&outcome).expect("JSON"));
+    out.push_str(&sarif::render(&outcome).to_string());
     out
 }
 

@@ -38,6 +38,47 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in the order of docs/rules.md's table.
+    pub const ALL: [Code; 11] = [
+        Code::SslModeUnset,
+        Code::SslModeTooWeak,
+        Code::SslModeInvalid,
+        Code::ConnectionStringInvalid,
+        Code::RootCertMissing,
+        Code::RootCertSystemNeedsVerifyFull,
+        Code::VerificationDisabled,
+        Code::Unresolved,
+        Code::Unverifiable,
+        Code::ExemptionReasonMissing,
+        Code::ExemptionInvalid,
+    ];
+
+    /// What the code means, in one line: docs/rules.md's table says the same (a test
+    /// keeps them equal), and SARIF's rules carry it.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Code::SslModeUnset => "no sslmode anywhere: the default falls back to plaintext",
+            Code::SslModeTooWeak => {
+                "disable, allow, prefer, require, verify-ca (a host-name check is missing)"
+            }
+            Code::SslModeInvalid => "a value the client does not know (including empty)",
+            Code::ConnectionStringInvalid => "a string the driver would refuse",
+            Code::RootCertMissing => "verify-full with no root certificate",
+            Code::RootCertSystemNeedsVerifyFull => "`system` without an explicit verify-full",
+            Code::VerificationDisabled => {
+                "verification switched off (`NonValidatingFactory`, `NODE_TLS_REJECT_UNAUTHORIZED=0`, trust-all)"
+            }
+            Code::Unresolved => "a deciding value could not be read",
+            Code::Unverifiable => {
+                "a service file, a custom factory or verifier, GSSAPI, or a driver's setting verifyfull cannot judge"
+            }
+            Code::ExemptionReasonMissing => "an exemption without a reason (not applied)",
+            Code::ExemptionInvalid => {
+                "a malformed `exempt-until`, an unknown container, or an exemption on the workload's own metadata (not applied)"
+            }
+        }
+    }
+
     /// The code's name, as in reports and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -614,4 +655,27 @@ pub(crate) enum Form {
     Jdbc,
     /// The libpq environment alone.
     Environment,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    #[test]
+    fn the_rules_table_says_what_each_code_means() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/rules.md");
+        let rules = std::fs::read_to_string(path).expect("docs/rules.md");
+        let rows: Vec<(&str, &str)> = rules
+            .lines()
+            .filter_map(|l| {
+                let (code, rest) = l.strip_prefix("| `")?.split_once("` | ")?;
+                Some((code, rest.strip_suffix(" |")?))
+            })
+            .collect();
+        let codes: Vec<(&str, &str)> = Code::ALL
+            .iter()
+            .map(|c| (c.as_str(), c.meaning()))
+            .collect();
+        assert_eq!(rows, codes, "docs/rules.md's table of codes");
+    }
 }
