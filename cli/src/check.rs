@@ -209,15 +209,25 @@ pub fn load(paths: &[PathBuf], jobs: usize, locate: bool) -> (Vec<Document>, Vec
     (docs, errors)
 }
 
-/// Judges loaded documents.
+/// Judges loaded documents, references resolved among them.
 pub fn judge(docs: &[Document], load_errors: &[InputError], opts: &Options) -> Outcome {
     let mut index = Index::default();
     for d in docs {
         index.add(&d.object);
     }
+    judge_with(docs, &index, load_errors.to_vec(), opts)
+}
+
+/// Judges the workloads of `docs`, references resolved from `sources`.
+pub fn judge_with(
+    docs: &[Document],
+    sources: &dyn ValueSource,
+    errors: Vec<InputError>,
+    opts: &Options,
+) -> Outcome {
     let ctx = Context {
         settings: &opts.settings,
-        sources: &index,
+        sources,
         now: opts.now,
     };
     let workloads: Vec<(&Document, &policy::Workload)> = docs
@@ -234,7 +244,7 @@ pub fn judge(docs: &[Document], load_errors: &[InputError], opts: &Options) -> O
     let denied = objects.iter().any(|o| o.verdict == Verdict::Violation);
     Outcome {
         objects,
-        errors: load_errors.to_vec(),
+        errors,
         denied,
     }
 }
@@ -323,72 +333,115 @@ fn mark(v: Verdict) -> &'static str {
     }
 }
 
+/// Verdicts counted over containers, for the summary line.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub objects: usize,
+    /// Containers by verdict (`Verdict as usize`).
+    pub containers: [usize; 4],
+    pub clients: usize,
+}
+
+impl Tally {
+    /// Containers with this verdict.
+    pub fn count(&self, v: Verdict) -> usize {
+        self.containers[v as usize]
+    }
+
+    /// `N objects, N containers (N PostgreSQL clients): N denied, …`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} objects, {} containers ({} PostgreSQL clients): {} denied, {} warned, {} exempt, {} passed",
+            self.objects,
+            self.containers.iter().sum::<usize>(),
+            self.clients,
+            self.count(Verdict::Violation),
+            self.count(Verdict::Warning),
+            self.count(Verdict::Exempt),
+            self.count(Verdict::Pass),
+        )
+    }
+}
+
+/// `namespace/name`, or the name alone, or `(unnamed)`.
+pub fn object_id(o: &ObjectOut) -> String {
+    match (&o.namespace, &o.name) {
+        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        (None, Some(n)) => n.clone(),
+        _ => "(unnamed)".to_string(),
+    }
+}
+
+/// One object's lines under `heading`, each indented by `indent` more than the details
+/// of a top-level object, counted into `tally`.
+pub fn render_object(
+    s: &mut String,
+    o: &ObjectOut,
+    heading: &str,
+    indent: &str,
+    tally: &mut Tally,
+) {
+    use std::fmt::Write;
+    tally.objects += 1;
+    let _ = writeln!(s, "{indent}{heading}: {}", mark(o.verdict));
+    for f in &o.findings {
+        let _ = writeln!(s, "{indent}  {} {}", mark_severity(f.severity), f.message);
+    }
+    for n in &o.notes {
+        let _ = writeln!(s, "{indent}  note: {n}");
+    }
+    if let Some(e) = &o.exemption {
+        let _ = writeln!(s, "{indent}  exemption: {}", e.reason);
+    }
+    for c in &o.containers {
+        tally.clients += usize::from(c.client);
+        tally.containers[c.verdict as usize] += 1;
+        if !c.client && c.findings.is_empty() {
+            continue;
+        }
+        if c.findings.is_empty() {
+            let why = if c.notes.is_empty() {
+                "every target verifies the server (verify-full with a root certificate)"
+            } else {
+                "allowed, see the notes"
+            };
+            let _ = writeln!(s, "{indent}  ok container {}: {why}", c.name);
+        }
+        for f in &c.findings {
+            let m = if c.verdict == Verdict::Exempt {
+                "exempt"
+            } else {
+                mark_severity(f.severity)
+            };
+            let _ = writeln!(s, "{indent}  {m} {}", f.message);
+        }
+        for n in &c.notes {
+            let _ = writeln!(s, "{indent}  note: container {}: {n}", c.name);
+        }
+    }
+}
+
 /// Human-readable report.
 pub fn render_human(outcome: &Outcome) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let mut counts = [0usize; 4];
-    let mut clients = 0;
+    let mut tally = Tally::default();
     for o in &outcome.objects {
-        let id = match (&o.namespace, &o.name) {
-            (Some(ns), Some(n)) => format!("{ns}/{n}"),
-            (None, Some(n)) => n.clone(),
-            _ => "(unnamed)".to_string(),
-        };
         let place = match o.item {
             Some(i) => format!("{}: document {}, item {i}", o.source, o.document),
             None => format!("{}: document {}", o.source, o.document),
         };
-        let _ = writeln!(s, "{place}: {} {id}: {}", o.kind, mark(o.verdict));
-        for f in &o.findings {
-            let _ = writeln!(s, "  {} {}", mark_severity(f.severity), f.message);
-        }
-        for n in &o.notes {
-            let _ = writeln!(s, "  note: {n}");
-        }
-        if let Some(e) = &o.exemption {
-            let _ = writeln!(s, "  exemption: {}", e.reason);
-        }
-        for c in &o.containers {
-            clients += usize::from(c.client);
-            counts[c.verdict as usize] += 1;
-            if !c.client && c.findings.is_empty() {
-                continue;
-            }
-            if c.findings.is_empty() {
-                let why = if c.notes.is_empty() {
-                    "every target verifies the server (verify-full with a root certificate)"
-                } else {
-                    "allowed, see the notes"
-                };
-                let _ = writeln!(s, "  ok container {}: {why}", c.name);
-            }
-            for f in &c.findings {
-                let m = if c.verdict == Verdict::Exempt {
-                    "exempt"
-                } else {
-                    mark_severity(f.severity)
-                };
-                let _ = writeln!(s, "  {m} {}", f.message);
-            }
-            for n in &c.notes {
-                let _ = writeln!(s, "  note: container {}: {n}", c.name);
-            }
-        }
+        let heading = format!("{place}: {} {}", o.kind, object_id(o));
+        render_object(&mut s, o, &heading, "", &mut tally);
     }
     for e in &outcome.errors {
         let _ = writeln!(s, "error: {e}");
     }
     let _ = writeln!(
         s,
-        "{} objects, {} containers ({clients} PostgreSQL clients): {} denied, {} warned, {} exempt, {} passed; {} input errors",
-        outcome.objects.len(),
-        counts.iter().sum::<usize>(),
-        counts[Verdict::Violation as usize],
-        counts[Verdict::Warning as usize],
-        counts[Verdict::Exempt as usize],
-        counts[Verdict::Pass as usize],
-        outcome.errors.len(),
+        "{}; {} input errors",
+        tally.summary(),
+        outcome.errors.len()
     );
     s
 }

@@ -29,21 +29,23 @@ enum Command {
     /// Exit code: 0 when nothing is denied, 1 when a finding is denied, 2 when some input
     /// was unusable (2 wins; the other inputs are still checked and reported).
     Check(CheckArgs),
+    /// Judge the live cluster, read-only: every workload that runs on its own, with
+    /// references resolved as the webhook resolves them. Uses the standard kube
+    /// configuration (KUBECONFIG, ~/.kube/config, or in-cluster); only GETs and LISTs.
+    ///
+    /// Exit code: 0 when nothing is denied, 1 when a finding is denied, 2 when the cluster
+    /// could not be read.
+    Audit(AuditArgs),
 }
 
+/// How workloads are judged: the same flags for manifests and for the cluster.
 #[derive(clap::Args, Debug)]
-struct CheckArgs {
-    /// Files, directories or - (stdin).
-    #[arg(required = true, value_name = "PATHS|-")]
-    paths: Vec<PathBuf>,
+struct Judging {
     #[command(flatten)]
     settings: policy::args::SettingsArgs,
     /// The instant exemptions are judged at (RFC 3339, e.g. 2026-12-31T00:00:00Z); default: now.
     #[arg(long, value_parser = parse_now)]
     now: Option<jiff::Timestamp>,
-    /// Output format.
-    #[arg(long, short, value_enum, default_value_t = Output::Human)]
-    output: Output,
     /// Worker threads (default: the number of CPUs).
     #[arg(long, short)]
     jobs: Option<usize>,
@@ -52,6 +54,42 @@ struct CheckArgs {
     /// the file and the field.
     #[arg(long = "profile", value_name = "FILE")]
     profiles: Vec<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct AuditArgs {
+    /// One namespace (default: all).
+    #[arg(long, short)]
+    namespace: Option<String>,
+    /// The kubeconfig context (default: the current one).
+    #[arg(long)]
+    context: Option<String>,
+    /// The mode of namespaces without a verifyfull.dev/mode label: the chart's `mode`.
+    #[arg(long, default_value = "enforce")]
+    default_mode: String,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = AuditOutput::Human)]
+    output: AuditOutput,
+    #[command(flatten)]
+    judging: Judging,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum AuditOutput {
+    Human,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    /// Files, directories or - (stdin).
+    #[arg(required = true, value_name = "PATHS|-")]
+    paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Human)]
+    output: Output,
+    #[command(flatten)]
+    judging: Judging,
 }
 
 /// Reads and checks the user's profiles; the first problem, naming its file.
@@ -86,49 +124,97 @@ fn parse_now(s: &str) -> Result<jiff::Timestamp, String> {
     })
 }
 
+impl Judging {
+    /// The options these flags give; `Err` names a profile that cannot be used.
+    fn options(&self, locate: bool) -> Result<check::Options, String> {
+        let mut settings = self.settings.settings();
+        if !self.profiles.is_empty() {
+            let user = load_profiles(&self.profiles).map_err(|e| format!("profile {e}"))?;
+            let set = policy::profiles::ProfileSet::with_user(user);
+            settings.profiles = policy::profiles::Profiles::new(set);
+        }
+        Ok(check::Options {
+            settings,
+            now: self.now.unwrap_or_else(jiff::Timestamp::now),
+            jobs: (self.jobs)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            locate,
+        })
+    }
+}
+
+/// Prints `value` as indented JSON.
+fn print_json(value: Result<serde_json::Value, serde_json::Error>) -> Result<(), String> {
+    let text = value
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .map_err(|e| format!("cannot encode the report: {e}"))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn check(args: &CheckArgs) -> Result<u8, String> {
+    let opts = args.judging.options(matches!(args.output, Output::Sarif))?;
+    let outcome = check::check(&args.paths, &opts);
+    match args.output {
+        Output::Human => print!("{}", check::render_human(&outcome)),
+        Output::Json => print_json(serde_json::to_value(&outcome))?,
+        Output::Sarif => print_json(Ok(verifyfull_cli::sarif::render(&outcome)))?,
+    }
+    Ok(outcome.exit_code() as u8)
+}
+
+fn audit(args: &AuditArgs) -> Result<u8, String> {
+    let opts = args.judging.options(false)?;
+    // One crypto provider, chosen explicitly: with two in the dependency tree rustls has
+    // no default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let mut cluster = runtime.block_on(async {
+        let options = kube::config::KubeConfigOptions {
+            context: args.context.clone(),
+            ..Default::default()
+        };
+        let config = match &args.context {
+            Some(_) => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| e.to_string()),
+            None => kube::Config::infer().await.map_err(|e| e.to_string()),
+        };
+        let client = kube::Client::try_from(config.map_err(|e| format!("no cluster: {e}"))?)
+            .map_err(|e| format!("no cluster: {e}"))?;
+        verifyfull_cli::audit::read(&client, args.namespace.as_deref())
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    let outcome = verifyfull_cli::audit::judge(&mut cluster, &opts);
+    match args.output {
+        AuditOutput::Human => print!(
+            "{}",
+            verifyfull_cli::audit::render_human(&outcome, &cluster, &args.default_mode)
+        ),
+        AuditOutput::Json => print_json(serde_json::to_value(verifyfull_cli::audit::Report {
+            outcome: &outcome,
+            modes: cluster.modes(&outcome, &args.default_mode),
+            notes: &cluster.notes,
+        }))?,
+    }
+    Ok(outcome.exit_code() as u8)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Check(args) = cli.command;
-    let mut settings = args.settings.settings();
-    if !args.profiles.is_empty() {
-        match load_profiles(&args.profiles) {
-            Ok(user) => {
-                let set = policy::profiles::ProfileSet::with_user(user);
-                settings.profiles = policy::profiles::Profiles::new(set);
-            }
-            Err(e) => {
-                eprintln!("verifyfull: profile {e}");
-                return ExitCode::from(2);
-            }
+    let code = match &cli.command {
+        Command::Check(args) => check(args),
+        Command::Audit(args) => audit(args),
+    };
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("verifyfull: {e}");
+            ExitCode::from(2)
         }
     }
-    let opts = check::Options {
-        settings,
-        now: args.now.unwrap_or_else(jiff::Timestamp::now),
-        jobs: args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        locate: matches!(args.output, Output::Sarif),
-    };
-    let outcome = check::check(&args.paths, &opts);
-    let json = match args.output {
-        Output::Human => None,
-        Output::Json => Some(serde_json::to_value(&outcome)),
-        Output::Sarif => Some(Ok(verifyfull_cli::sarif::render(&outcome))),
-    };
-    let text = match json {
-        None => check::render_human(&outcome),
-        Some(value) => match value.and_then(|v| serde_json::to_string_pretty(&v)) {
-            Ok(mut s) => {
-                s.push('\n');
-                s
-            }
-            Err(e) => {
-                eprintln!("verifyfull: cannot encode the report: {e}");
-                return ExitCode::from(2);
-            }
-        },
-    };
-    print!("{text}");
-    ExitCode::from(outcome.exit_code() as u8)
 }

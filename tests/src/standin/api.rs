@@ -621,6 +621,21 @@ impl Server {
         if let Some(s) = &def.schema {
             schema::default_and_prune(s, obj, true);
         }
+        // A Secret's `stringData` is write-only: merged into `data` (base64), over it.
+        if def.group.is_empty()
+            && def.kind == "Secret"
+            && let Some(Value::Object(strings)) =
+                obj.as_object_mut().and_then(|o| o.remove("stringData"))
+        {
+            use base64::Engine;
+            if !obj["data"].is_object() {
+                obj["data"] = json!({});
+            }
+            for (k, v) in strings {
+                let text = v.as_str().unwrap_or_default();
+                obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+            }
+        }
     }
 
     /// Mutating admission, validation, validating admission.

@@ -1,0 +1,424 @@
+//! `verifyfull audit`: the live cluster, read-only. It lists every Pod-carrying workload
+//! that runs on its own (Deployments, StatefulSets, DaemonSets, CronJobs,
+//! ReplicationControllers, ReplicaSets no Deployment owns, Jobs no CronJob owns, Pods no
+//! controller owns), the ConfigMaps and — when RBAC allows — the Secrets they reference,
+//! the namespaces' mode labels and the `PostgresTLSPolicy` objects, and judges each
+//! workload as the webhook would: references resolved from the same reduction
+//! (`policy::redact::reduce`), a policy's injection applied (as it will run). It only
+//! ever GETs and LISTs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ReplicationController, Secret};
+use kube::api::{Api, ListParams};
+use kube::core::NamespaceResourceScope;
+use policy::crd::PostgresTLSPolicy;
+use policy::{Context, Lookup, Object, SourceData, SourceKind, ValueSource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::check::{self, Options, Outcome};
+use crate::input::{Document, InputError};
+
+/// The label that chooses a namespace's admission mode.
+pub const MODE_LABEL: &str = "verifyfull.dev/mode";
+/// Objects per LIST page.
+const PAGE: u32 = 500;
+
+/// What the audit read.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Workloads as documents (`source` is `cluster`), in kind, namespace, name order.
+    pub docs: Vec<Document>,
+    /// ConfigMaps, and Secrets when readable, reduced to what the engine needs.
+    sources: Sources,
+    /// Each namespace's labels (`None` when namespaces are unreadable): its mode, and what
+    /// a policy's namespace selector reads.
+    pub namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    pub policies: Vec<PostgresTLSPolicy>,
+    /// What could not be read, said once each (a 403 is not an error).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Sources {
+    objects: HashMap<(SourceKind, String, String), SourceData>,
+    secrets_readable: bool,
+}
+
+impl ValueSource for Sources {
+    fn lookup(&self, kind: SourceKind, namespace: Option<&str>, name: &str) -> Lookup<'_> {
+        if kind == SourceKind::Secret && !self.secrets_readable {
+            return Lookup::Unknown;
+        }
+        let key = (
+            kind,
+            namespace.unwrap_or_default().to_string(),
+            name.to_string(),
+        );
+        // Every object of the kind was listed: one that is not there does not exist.
+        self.objects
+            .get(&key)
+            .map_or(Lookup::Missing, Lookup::Found)
+    }
+}
+
+/// A LIST that failed for a reason other than a missing permission or a missing API.
+#[derive(Debug, thiserror::Error)]
+#[error("listing {what}: {source}")]
+pub struct Error {
+    what: &'static str,
+    #[source]
+    source: kube::Error,
+}
+
+/// What became of one LIST.
+enum Listed<T> {
+    All(Vec<T>),
+    /// 403: RBAC does not allow it.
+    Forbidden,
+    /// 404: the API is not served (the CRD is not installed).
+    NotServed,
+}
+
+/// Shows progress on stderr when it is a terminal and the scan takes more than a moment.
+struct Progress {
+    start: Instant,
+    shown: bool,
+    tty: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            start: Instant::now(),
+            shown: false,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn listing(&mut self, what: &str, so_far: usize) {
+        if self.tty && self.start.elapsed() > Duration::from_millis(500) {
+            eprint!("\r\x1b[Kreading {what}: {so_far} objects");
+            self.shown = true;
+        }
+    }
+
+    fn done(&self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+async fn list<K>(
+    api: Api<K>,
+    what: &'static str,
+    progress: &mut Progress,
+) -> Result<Listed<K>, Error>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut all = Vec::new();
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = match api.list(&params).await {
+            Ok(page) => page,
+            Err(kube::Error::Api(s)) if s.code == 403 => return Ok(Listed::Forbidden),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Listed::NotServed),
+            Err(source) => return Err(Error { what, source }),
+        };
+        all.extend(page.items);
+        progress.listing(what, all.len());
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(Listed::All(all)),
+        }
+    }
+}
+
+fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Whether a controller of one of `kinds` owns the object (empty: any controller).
+fn owned_by(meta: &kube::api::ObjectMeta, kinds: &[&str]) -> bool {
+    (meta.owner_references.iter().flatten()).any(|o| {
+        o.controller == Some(true) && (kinds.is_empty() || kinds.contains(&o.kind.as_str()))
+    })
+}
+
+/// Reads the cluster (`namespace`: one, or all).
+pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Cluster, Error> {
+    let mut progress = Progress::new();
+    let mut notes = Vec::new();
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    macro_rules! workloads {
+        ($kind:ty, $what:literal, $skip:expr) => {
+            match list(api::<$kind>(client, namespace), $what, &mut progress).await? {
+                Listed::All(items) => {
+                    for w in items.into_iter().filter(|w| !$skip(&w.metadata)) {
+                        push(&mut docs, &mut errors, w);
+                    }
+                }
+                _ => notes.push(format!("{} are not readable: not judged", $what)),
+            }
+        };
+    }
+    let none = |_: &kube::api::ObjectMeta| false;
+    workloads!(Deployment, "Deployments", none);
+    workloads!(StatefulSet, "StatefulSets", none);
+    workloads!(DaemonSet, "DaemonSets", none);
+    workloads!(CronJob, "CronJobs", none);
+    workloads!(ReplicationController, "ReplicationControllers", none);
+    workloads!(ReplicaSet, "ReplicaSets", |m| owned_by(m, &["Deployment"]));
+    workloads!(Job, "Jobs", |m| owned_by(m, &["CronJob"]));
+    workloads!(Pod, "Pods", |m| owned_by(m, &[]));
+    let mut objects = HashMap::new();
+    match list(
+        api::<ConfigMap>(client, namespace),
+        "ConfigMaps",
+        &mut progress,
+    )
+    .await?
+    {
+        Listed::All(items) => {
+            for c in items {
+                let data = c.data.unwrap_or_default();
+                objects.insert(
+                    key(SourceKind::ConfigMap, &c.metadata),
+                    policy::redact::reduce(SourceKind::ConfigMap, data),
+                );
+            }
+        }
+        _ => notes.push("ConfigMaps are not readable: references to them are Unresolved".into()),
+    }
+    let secrets_readable = match list(api::<Secret>(client, namespace), "Secrets", &mut progress)
+        .await?
+    {
+        Listed::All(items) => {
+            for s in items {
+                let data = (s.data.unwrap_or_default().into_iter())
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()));
+                objects.insert(
+                    key(SourceKind::Secret, &s.metadata),
+                    policy::redact::reduce(SourceKind::Secret, data),
+                );
+            }
+            true
+        }
+        _ => {
+            notes.push("Secrets are not readable (RBAC): references to them are Unresolved".into());
+            false
+        }
+    };
+    let labels = |n: Namespace| {
+        let name = n.metadata.name.unwrap_or_default();
+        (name, n.metadata.labels.unwrap_or_default())
+    };
+    let namespaces = match namespace {
+        Some(ns) => match Api::<Namespace>::all(client.clone()).get_opt(ns).await {
+            Ok(n) => Some(n.into_iter().map(labels).collect()),
+            Err(_) => None,
+        },
+        None => match list(
+            Api::<Namespace>::all(client.clone()),
+            "Namespaces",
+            &mut progress,
+        )
+        .await?
+        {
+            Listed::All(items) => Some(items.into_iter().map(labels).collect()),
+            _ => None,
+        },
+    };
+    if namespaces.is_none() {
+        notes.push("Namespaces are not readable: their modes are unknown".into());
+    }
+    let policies = match list(
+        Api::<PostgresTLSPolicy>::all(client.clone()),
+        "PostgresTLSPolicies",
+        &mut progress,
+    )
+    .await?
+    {
+        Listed::All(items) => items,
+        Listed::NotServed => Vec::new(),
+        Listed::Forbidden => {
+            notes.push(
+                "PostgresTLSPolicies are not readable: judged without their injection".into(),
+            );
+            Vec::new()
+        }
+    };
+    progress.done();
+    notes.extend(errors.into_iter().map(|e: InputError| e.to_string()));
+    Ok(Cluster {
+        docs,
+        sources: Sources {
+            objects,
+            secrets_readable,
+        },
+        namespaces,
+        policies,
+        notes,
+    })
+}
+
+fn key(kind: SourceKind, meta: &kube::api::ObjectMeta) -> (SourceKind, String, String) {
+    (
+        kind,
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// One listed object as the document `verifyfull check` would read from its YAML.
+fn push<K: Serialize>(docs: &mut Vec<Document>, errors: &mut Vec<InputError>, object: K) {
+    let n = docs.len() + 1;
+    let parsed = serde_json::to_value(&object).and_then(serde_json::from_value::<Object>);
+    match parsed {
+        Ok(object) => docs.push(Document {
+            source: "cluster".to_string(),
+            document: n,
+            item: None,
+            object,
+            spans: None,
+        }),
+        Err(e) => errors.push(InputError {
+            source: "cluster".to_string(),
+            document: Some(n),
+            item: None,
+            line: None,
+            column: None,
+            message: policy::message::parser_error(&e.to_string()),
+        }),
+    }
+}
+
+/// Judges what was read, as the webhook would (a policy's injection applied).
+pub fn judge(cluster: &mut Cluster, opts: &Options) -> Outcome {
+    let ctx = Context {
+        settings: &opts.settings,
+        sources: &cluster.sources,
+        now: opts.now,
+    };
+    for d in &mut cluster.docs {
+        if let Object::Workload(w) = &mut d.object {
+            let ns = w.metadata.namespace.as_deref().unwrap_or_default();
+            let labels = cluster.namespaces.as_ref().and_then(|n| n.get(ns));
+            policy::inject::as_it_will_run(&cluster.policies, labels, w, &ctx);
+        }
+    }
+    check::judge_with(&cluster.docs, &cluster.sources, Vec::new(), opts)
+}
+
+impl Cluster {
+    /// A namespace's mode: its label, else `default` (the chart's `mode`); `None` when
+    /// namespaces are unreadable.
+    pub fn mode<'c>(&'c self, namespace: &str, default: &'c str) -> Option<&'c str> {
+        let labels = self.namespaces.as_ref()?.get(namespace);
+        Some(
+            labels
+                .and_then(|l| l.get(MODE_LABEL))
+                .map_or(default, String::as_str),
+        )
+    }
+}
+
+/// The audit as JSON: `verifyfull check`'s shape, with each namespace's mode and what
+/// could not be read.
+#[derive(Debug, Serialize)]
+pub struct Report<'o> {
+    #[serde(flatten)]
+    pub outcome: &'o Outcome,
+    /// Namespace → mode, for the namespaces of the objects (absent: namespaces unreadable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modes: Option<BTreeMap<String, String>>,
+    pub notes: &'o [String],
+}
+
+impl Cluster {
+    /// The modes of the namespaces `outcome` names.
+    pub fn modes(&self, outcome: &Outcome, default: &str) -> Option<BTreeMap<String, String>> {
+        self.namespaces.as_ref()?;
+        let names = outcome
+            .objects
+            .iter()
+            .filter_map(|o| o.namespace.as_deref());
+        Some(
+            names
+                .filter_map(|ns| Some((ns.to_string(), self.mode(ns, default)?.to_string())))
+                .collect(),
+        )
+    }
+}
+
+/// Human-readable: by namespace, with its mode; in `enforce`, a violation is what the
+/// next change of the workload will be denied for. Then a table per namespace.
+pub fn render_human(outcome: &Outcome, cluster: &Cluster, default_mode: &str) -> String {
+    use std::fmt::Write;
+    let mut by_ns: BTreeMap<&str, Vec<&check::ObjectOut>> = BTreeMap::new();
+    for o in &outcome.objects {
+        by_ns
+            .entry(o.namespace.as_deref().unwrap_or_default())
+            .or_default()
+            .push(o);
+    }
+    let mut s = String::new();
+    let mut total = check::Tally::default();
+    let mut rows = Vec::new();
+    for (ns, objects) in &by_ns {
+        let mode = cluster.mode(ns, default_mode).unwrap_or("unknown");
+        let _ = writeln!(s, "namespace {ns} (mode {mode})");
+        let mut tally = check::Tally::default();
+        for o in objects {
+            let mut heading = format!("{} {}", o.kind, o.name.as_deref().unwrap_or("(unnamed)"));
+            if o.verdict == policy::Verdict::Violation && mode == "enforce" {
+                heading.push_str(" (would be denied on its next change)");
+            }
+            check::render_object(&mut s, o, &heading, "  ", &mut tally);
+        }
+        rows.push((
+            ns.to_string(),
+            mode.to_string(),
+            tally.objects,
+            tally.count(policy::Verdict::Violation),
+            tally.count(policy::Verdict::Warning),
+            tally.count(policy::Verdict::Exempt),
+            tally.count(policy::Verdict::Pass),
+        ));
+        total.objects += tally.objects;
+        total.clients += tally.clients;
+        for (t, c) in total.containers.iter_mut().zip(tally.containers) {
+            *t += c;
+        }
+    }
+    for n in &cluster.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    let _ = writeln!(
+        s,
+        "\n| namespace | mode | workloads | containers denied | warned | exempt | passed |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    for (ns, mode, objects, denied, warned, exempt, passed) in rows {
+        let _ = writeln!(
+            s,
+            "| {ns} | {mode} | {objects} | {denied} | {warned} | {exempt} | {passed} |"
+        );
+    }
+    let _ = writeln!(s, "{}", total.summary());
+    s
+}
