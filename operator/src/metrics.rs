@@ -18,6 +18,12 @@ struct Written {
     kind: &'static str,
 }
 
+/// One label set per policy: as many as there are policies.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabel {
+    policy: String,
+}
+
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
@@ -25,6 +31,7 @@ struct Inner {
     writes: Family<Written, Counter>,
     leader: Gauge,
     ready: Gauge,
+    violations: Family<PolicyLabel, Gauge>,
     log_lines_dropped: Counter,
     log_dropped: std::sync::OnceLock<runtime::logging::Dropped>,
     profiles: runtime::profiles::Metrics,
@@ -58,6 +65,12 @@ impl Default for Metrics {
             "1 once the CRD is served and caches are synced",
             ready.clone(),
         );
+        let violations = runtime::metrics::register(
+            &mut registry,
+            "policy_violations",
+            "Workloads a policy selects that the engine would deny as they run now (the status's violations)",
+            Family::<PolicyLabel, Gauge>::default(),
+        );
         let log_lines_dropped = Counter::default();
         registry.register(
             "log_lines_dropped",
@@ -71,6 +84,7 @@ impl Default for Metrics {
             writes,
             leader,
             ready,
+            violations,
             log_lines_dropped,
             log_dropped: std::sync::OnceLock::new(),
             profiles,
@@ -97,6 +111,21 @@ impl Metrics {
 
     pub fn set_ready(&self, on: bool) {
         self.0.ready.set(i64::from(on));
+    }
+
+    /// A policy's violating workloads; `None` when the policy is gone.
+    pub fn set_violations(&self, policy: &str, count: Option<i64>) {
+        let label = PolicyLabel {
+            policy: policy.to_string(),
+        };
+        match count {
+            Some(n) => {
+                self.0.violations.get_or_create(&label).set(n);
+            }
+            None => {
+                self.0.violations.remove(&label);
+            }
+        }
     }
 
     pub fn ready(&self) -> bool {

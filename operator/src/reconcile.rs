@@ -322,6 +322,7 @@ pub async fn policy(p: Arc<PostgresTLSPolicy>, ctx: Arc<Ctx>) -> Result<Action, 
                 ctx.trigger_workloads();
             }
             let counts = ctx.counts(&name);
+            ctx.metrics.set_violations(&name, Some(counts.violations));
             distributed_status(&old, generation, namespaces.len(), bundle.hash, counts)
         }
     };

@@ -135,6 +135,8 @@ const CASES: &[&[&str]] = &[
         "operator.secretSources=true",
         "networkPolicy.enabled=true",
         "serviceMonitor.enabled=true",
+        "monitoring.dashboard.enabled=true",
+        "monitoring.prometheusRule.enabled=true",
         "crds.enabled=false",
     ],
 ];
@@ -165,7 +167,7 @@ fn check_types(d: &Value) {
         "NetworkPolicy" => drop(typed::<net::NetworkPolicy>(d)),
         "CustomResourceDefinition" => drop(typed::<CustomResourceDefinition>(d)),
         "ValidatingWebhookConfiguration" => drop(typed::<adm::ValidatingWebhookConfiguration>(d)),
-        "Certificate" | "Issuer" | "ServiceMonitor" => {}
+        "Certificate" | "Issuer" | "ServiceMonitor" | "PrometheusRule" => {}
         other => panic!("unexpected kind {other}"),
     }
 }
@@ -287,7 +289,8 @@ fn rendered_objects_pass_the_strict_schemas_of_1_33_and_1_37() {
                     "PostgresTLSPolicy/",
                     "Certificate/",
                     "Issuer/",
-                    "ServiceMonitor/"
+                    "ServiceMonitor/",
+                    "PrometheusRule/"
                 ]
                 .iter()
                 .any(|k| s.starts_with(k)),
@@ -746,7 +749,7 @@ async fn lifecycle(sets: &[&str], source: Source) -> (Vec<Value>, Vec<rbac::Gran
         "no webhook configuration before its caBundle"
     );
     let op = installed.operator().await;
-    let _wh = installed.webhook("verifyfull-webhook-0").await;
+    let wh = installed.webhook("verifyfull-webhook-0").await;
     let vwc = installed
         .configuration("validatingwebhookconfiguration")
         .await;
@@ -847,6 +850,9 @@ async fn lifecycle(sets: &[&str], source: Source) -> (Vec<Value>, Vec<rbac::Gran
         .await
         .unwrap();
     assert!(injected(&pod), "{pod}");
+    // Reviews answered and a policy's status written: every series the dashboard and the
+    // alerts read exists now.
+    assert_monitoring_reads_exported_metrics(&[&op, &wh]).await;
     // The CA rotates at its source: the copies follow.
     let next = e2e::pki::Ca::new("corp, next").unwrap();
     let replaced = kubectl
@@ -1632,4 +1638,147 @@ async fn profiles_from_the_values_are_mounted_checked_and_reloaded() {
             .await,
         0.0
     );
+}
+
+/// The chart's dashboard and alerts, rendered.
+fn monitoring(sets: &[&str]) -> (Value, Value) {
+    let mut all = vec![
+        "monitoring.dashboard.enabled=true",
+        "monitoring.prometheusRule.enabled=true",
+    ];
+    all.extend(sets);
+    let docs = render(4, &all);
+    let find = |what: &str, f: &dyn Fn(&Value) -> bool| {
+        (docs.iter().find(|d| f(d)))
+            .unwrap_or_else(|| panic!("no {what}"))
+            .clone()
+    };
+    let dashboard = find("dashboard", &|d| {
+        d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"].is_string()
+    });
+    (
+        dashboard,
+        find("PrometheusRule", &|d| d["kind"] == "PrometheusRule"),
+    )
+}
+
+/// Every PromQL expression of the dashboard's panels and of the alerts.
+fn expressions(dashboard: &Value, rule: &Value) -> Vec<String> {
+    let board: Value =
+        serde_json::from_str(dashboard["data"]["verifyfull.json"].as_str().unwrap()).unwrap();
+    let panels = board["panels"].as_array().unwrap();
+    let from_panels = (panels.iter())
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .map(|t| t["expr"].as_str().unwrap().to_string());
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let from_rules = rules
+        .iter()
+        .map(|r| r["expr"].as_str().unwrap().to_string());
+    from_panels.chain(from_rules).collect()
+}
+
+/// The metric names a PromQL expression reads; it must parse.
+fn metric_names(expr: &str) -> Vec<String> {
+    use promql_parser::parser::Expr;
+    struct Names(Vec<String>);
+    impl promql_parser::util::ExprVisitor for Names {
+        type Error = ();
+        fn pre_visit(&mut self, e: &Expr) -> Result<bool, ()> {
+            let selector = match e {
+                Expr::VectorSelector(v) => Some(v),
+                Expr::MatrixSelector(m) => Some(&m.vs),
+                _ => None,
+            };
+            self.0.extend(selector.and_then(|v| v.name.clone()));
+            Ok(true)
+        }
+    }
+    let parsed =
+        promql_parser::parser::parse(expr).unwrap_or_else(|e| panic!("not PromQL: {expr}: {e}"));
+    let mut names = Names(Vec::new());
+    promql_parser::util::walk_expr(&mut names, &parsed).unwrap();
+    names.0
+}
+
+/// The sample names a `/metrics` text exports (counters as `_total`, histograms as
+/// `_bucket`, `_sum` and `_count`).
+fn exported(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let Some((name, kind)) = rest.split_once(' ') else {
+            continue;
+        };
+        match kind {
+            "counter" => names.insert(format!("{name}_total")),
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+                true
+            }
+            _ => names.insert(name.to_string()),
+        };
+    }
+    names
+}
+
+/// Every metric the dashboard and the alerts read is one the running binaries export.
+async fn assert_monitoring_reads_exported_metrics(processes: &[&Process]) {
+    let mut names = std::collections::BTreeSet::new();
+    for p in processes {
+        let (status, text) = harness::http_get(p.admin, "/metrics").await.unwrap();
+        assert_eq!(status, 200);
+        names.extend(exported(&text));
+    }
+    let (dashboard, rule) = monitoring(&[]);
+    for expr in expressions(&dashboard, &rule) {
+        for name in metric_names(&expr) {
+            assert!(
+                names.contains(&name),
+                "{expr} reads {name}, which no binary exports: {names:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dashboard_and_alerts_are_opt_in_labelled_and_parse() {
+    let off = render(4, &[]);
+    assert!(
+        !(off.iter()).any(|d| d["kind"] == "PrometheusRule"
+            || d["metadata"]["labels"]["grafana_dashboard"].is_string()),
+        "off by default"
+    );
+    let (dashboard, rule) = monitoring(&["monitoring.prometheusRule.certificateExpiryDays=7"]);
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let alerts: Vec<&str> = (rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter())
+    .map(|r| r["alert"].as_str().unwrap())
+    .collect();
+    assert_eq!(
+        alerts,
+        [
+            "VerifyfullWebhookUnavailable",
+            "VerifyfullWebhookErrors",
+            "VerifyfullCertificateExpiring",
+            "VerifyfullOperatorNoLeader",
+            "VerifyfullOperatorNotReady",
+            "VerifyfullViolationsRising",
+        ]
+    );
+    let certificate = &rule["spec"]["groups"][0]["rules"][2]["expr"];
+    assert!(
+        certificate.as_str().unwrap().ends_with("< 604800"),
+        "{certificate}"
+    );
+    let exprs = expressions(&dashboard, &rule);
+    assert!(exprs.len() >= 20, "{exprs:?}");
+    for expr in &exprs {
+        assert!(!metric_names(expr).is_empty(), "{expr} reads no metric");
+    }
 }

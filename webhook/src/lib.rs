@@ -421,13 +421,13 @@ impl BodyError {
             BodyError::TooLarge => refuse(
                 app,
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                metrics::BODY_TOO_LARGE,
                 "the request body is over 8 MiB (8388608 bytes)",
             ),
             BodyError::Budget => refuse(
                 app,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "body_budget",
+                metrics::BODY_BUDGET,
                 "verifyfull is busy: too many large request bodies at once",
             ),
             BodyError::Unreadable => (
@@ -519,7 +519,7 @@ async fn handle(app: Arc<App>, route: Route, headers: HeaderMap, body: Body) -> 
         return refuse(
             &app,
             StatusCode::SERVICE_UNAVAILABLE,
-            "in_flight",
+            metrics::IN_FLIGHT,
             "verifyfull is busy: too many reviews in flight",
         );
     };

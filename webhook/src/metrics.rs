@@ -68,11 +68,16 @@ impl Default for Metrics {
     }
 }
 
+/// Why a request was refused at a limit: the `reason` label of `refused`.
+pub const IN_FLIGHT: &str = "in_flight";
+pub const BODY_BUDGET: &str = "body_budget";
+pub const BODY_TOO_LARGE: &str = "body_too_large";
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("verifyfull_webhook");
         let r = &mut registry;
-        Metrics {
+        let m = Metrics {
             reviews: register(
                 r,
                 "reviews",
@@ -143,7 +148,12 @@ impl Metrics {
             ),
             profiles: runtime::profiles::Metrics::register(r),
             registry,
+        };
+        // Every reason from the start, at 0: an alert's rate() needs the series to exist.
+        for reason in [IN_FLIGHT, BODY_BUDGET, BODY_TOO_LARGE] {
+            drop(m.refused.get_or_create(&ReasonLabel { reason }));
         }
+        m
     }
 
     /// A request refused by a limit.

@@ -22,6 +22,7 @@ pub(super) async fn clean_up(
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     delete_copies(ctx, &name, |_| true).await?;
+    ctx.metrics.set_violations(&name, None);
     let rest: Vec<String> = p
         .finalizers()
         .iter()
