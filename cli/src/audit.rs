@@ -40,19 +40,29 @@ pub struct Cluster {
     /// a policy's namespace selector reads.
     pub namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
     pub policies: Vec<PostgresTLSPolicy>,
-    /// What could not be read, said once each (a 403 is not an error).
+    /// What could not be read, said once each: a 403 on what references point to is not
+    /// an error.
     pub notes: Vec<String>,
+    /// Workloads that could not be listed or read: the audit is incomplete (exit 2).
+    pub errors: Vec<InputError>,
 }
 
 #[derive(Debug)]
 struct Sources {
     objects: HashMap<(SourceKind, String, String), SourceData>,
+    /// Whether each kind could be listed: a reference into a kind that could not be is
+    /// hidden, never missing.
+    config_maps_readable: bool,
     secrets_readable: bool,
 }
 
 impl ValueSource for Sources {
     fn lookup(&self, kind: SourceKind, namespace: Option<&str>, name: &str) -> Lookup<'_> {
-        if kind == SourceKind::Secret && !self.secrets_readable {
+        let readable = match kind {
+            SourceKind::ConfigMap => self.config_maps_readable,
+            SourceKind::Secret => self.secrets_readable,
+        };
+        if !readable {
             return Lookup::Unknown;
         }
         let key = (
@@ -151,11 +161,19 @@ where
     }
 }
 
-/// Whether a controller of one of `kinds` owns the object (empty: any controller).
+/// The built-in controllers' kinds that make Pods from an admitted template.
+const BUILT_IN_POD_OWNERS: [&str; 5] = [
+    "ReplicaSet",
+    "ReplicationController",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+];
+
+/// Whether a controller of one of `kinds` owns the object.
 fn owned_by(meta: &kube::api::ObjectMeta, kinds: &[&str]) -> bool {
-    (meta.owner_references.iter().flatten()).any(|o| {
-        o.controller == Some(true) && (kinds.is_empty() || kinds.contains(&o.kind.as_str()))
-    })
+    (meta.owner_references.iter().flatten())
+        .any(|o| o.controller == Some(true) && kinds.contains(&o.kind.as_str()))
 }
 
 /// Reads the cluster (`namespace`: one, or all).
@@ -172,7 +190,9 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
                         push(&mut docs, &mut errors, w);
                     }
                 }
-                _ => notes.push(format!("{} are not readable: not judged", $what)),
+                // A kind the API does not serve has nothing to judge.
+                Listed::NotServed => {}
+                Listed::Forbidden => errors.push(unreadable($what)),
             }
         };
     }
@@ -184,15 +204,16 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
     workloads!(ReplicationController, "ReplicationControllers", none);
     workloads!(ReplicaSet, "ReplicaSets", |m| owned_by(m, &["Deployment"]));
     workloads!(Job, "Jobs", |m| owned_by(m, &["CronJob"]));
-    workloads!(Pod, "Pods", |m| owned_by(m, &[]));
+    // Pods the built-in controllers make are judged through their owners; other operators'
+    // Pods are judged, as the webhook judges them.
+    workloads!(Pod, "Pods", |m| owned_by(m, &BUILT_IN_POD_OWNERS));
     let mut objects = HashMap::new();
-    match list(
+    let config_maps = list(
         api::<ConfigMap>(client, namespace),
         "ConfigMaps",
         &mut progress,
-    )
-    .await?
-    {
+    );
+    let config_maps_readable = match config_maps.await? {
         Listed::All(items) => {
             for c in items {
                 let data = c.data.unwrap_or_default();
@@ -201,9 +222,15 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
                     policy::redact::reduce(SourceKind::ConfigMap, data),
                 );
             }
+            true
         }
-        _ => notes.push("ConfigMaps are not readable: references to them are Unresolved".into()),
-    }
+        _ => {
+            notes.push(
+                "ConfigMaps are not readable (RBAC): references to them are Unresolved".into(),
+            );
+            false
+        }
+    };
     let secrets_readable = match list(api::<Secret>(client, namespace), "Secrets", &mut progress)
         .await?
     {
@@ -263,17 +290,35 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
         }
     };
     progress.done();
-    notes.extend(errors.into_iter().map(|e: InputError| e.to_string()));
+    if namespaces.is_none() && policies.iter().any(|p| p.spec.namespace_selector.is_some()) {
+        notes.push(
+            "Namespaces are not readable: policies that select namespaces are not applied".into(),
+        );
+    }
     Ok(Cluster {
         docs,
         sources: Sources {
             objects,
+            config_maps_readable,
             secrets_readable,
         },
         namespaces,
         policies,
         notes,
+        errors,
     })
+}
+
+/// A kind of workload the audit may not list: it cannot say what would be denied.
+fn unreadable(what: &str) -> InputError {
+    InputError {
+        source: "cluster".to_string(),
+        document: None,
+        item: None,
+        line: None,
+        column: None,
+        message: format!("{what} are not readable (RBAC): they are not judged"),
+    }
 }
 
 fn key(kind: SourceKind, meta: &kube::api::ObjectMeta) -> (SourceKind, String, String) {
@@ -307,8 +352,13 @@ fn push<K: Serialize>(docs: &mut Vec<Document>, errors: &mut Vec<InputError>, ob
     }
 }
 
-/// Judges what was read, as the webhook would (a policy's injection applied).
-pub fn judge(cluster: &mut Cluster, opts: &Options) -> Outcome {
+/// Judges what was read, as the webhook would (a policy's injection applied), except in
+/// the `excluded` namespaces, which the webhook never judges.
+pub fn judge(cluster: &mut Cluster, opts: &Options, excluded: &[String]) -> Outcome {
+    cluster.docs.retain(|d| {
+        let ns = d.object.metadata().and_then(|m| m.namespace.as_deref());
+        !ns.is_some_and(|ns| excluded.iter().any(|e| e == ns))
+    });
     let ctx = Context {
         settings: &opts.settings,
         sources: &cluster.sources,
@@ -321,7 +371,12 @@ pub fn judge(cluster: &mut Cluster, opts: &Options) -> Outcome {
             policy::inject::as_it_will_run(&cluster.policies, labels, w, &ctx);
         }
     }
-    check::judge_with(&cluster.docs, &cluster.sources, Vec::new(), opts)
+    check::judge_with(
+        &cluster.docs,
+        &cluster.sources,
+        cluster.errors.clone(),
+        opts,
+    )
 }
 
 impl Cluster {

@@ -350,7 +350,9 @@ pub fn locate(source: &Source, text: &str, docs: &mut [Document]) {
     for (number, first_line, text) in documents {
         let spans = crate::locate::document(text, first_line, yaml_options());
         for d in docs.iter_mut().filter(|d| d.document == number) {
-            d.spans = spans.get(d.item.map_or(0, |i| i - 1)).cloned();
+            let item = spans.get(d.item.map_or(0, |i| i - 1));
+            // A List that did not fit the model: each item gets the document's first line.
+            d.spans = item.or(spans.first().filter(|_| spans.len() == 1)).cloned();
         }
     }
 }

@@ -54,11 +54,14 @@ impl Spans {
                 .ok()?;
             list.get(i).copied()
         };
+        if variable.is_some_and(|v| v.starts_with("command[") || v.starts_with("args[")) {
+            return (element(&c.command, "command["))
+                .or_else(|| element(&c.args, "args["))
+                .or(c.at)
+                .or(self.object);
+        }
         let entry = variable.and_then(|v| c.env.iter().rev().find(|(n, _)| n == v));
-        entry
-            .map(|(_, p)| *p)
-            .or_else(|| element(&c.command, "command["))
-            .or_else(|| element(&c.args, "args["))
+        (entry.map(|(_, p)| *p))
             .or(c.env_from)
             .or(c.at)
             .or(self.object)
@@ -66,10 +69,22 @@ impl Spans {
 }
 
 /// The positions of a document's objects: one, or one per item of a `List`. Lines count
-/// from `first_line` (0-based), where the document starts in its file.
-pub fn document(text: &str, first_line: usize, options: serde_saphyr::Options) -> Vec<Spans> {
+/// from `first_line` (0-based), where the document starts in its file. A document that
+/// does not fit the model gets one entry with only its first line.
+pub fn document(text: &str, first_line: usize, mut options: serde_saphyr::Options) -> Vec<Spans> {
+    // As the first read: the last of duplicate keys wins.
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::LastWins;
     let Ok(root) = serde_saphyr::from_str_with_options::<Spanned<Node>>(text, options) else {
-        return Vec::new();
+        let start = text
+            .lines()
+            .position(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+        return vec![Spans {
+            object: start.map(|n| Position {
+                line: (first_line + n + 1) as u64,
+                column: 1,
+            }),
+            ..Spans::default()
+        }];
     };
     let at = |s: &serde_saphyr::Location| {
         (s.line() > 0).then(|| Position {
@@ -131,7 +146,8 @@ struct Template {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ContainerNode {
-    name: Spanned<String>,
+    #[serde(default)]
+    name: Option<Spanned<String>>,
     #[serde(default)]
     env: Option<Vec<EnvNode>>,
     #[serde(default)]
@@ -190,8 +206,11 @@ impl ContainerNode {
                 .collect()
         };
         ContainerSpans {
-            name: self.name.value.clone(),
-            at: at(&self.name.referenced),
+            name: self
+                .name
+                .as_ref()
+                .map_or_else(String::new, |n| n.value.clone()),
+            at: self.name.as_ref().and_then(|n| at(&n.referenced)),
             env: (self.env.iter().flatten())
                 .filter_map(|e| Some((e.name.value.clone(), at(&e.name.referenced)?)))
                 .collect(),

@@ -67,6 +67,10 @@ struct AuditArgs {
     /// The mode of namespaces without a verifyfull.dev/mode label: the chart's `mode`.
     #[arg(long, default_value = "enforce")]
     default_mode: String,
+    /// A namespace the webhook never judges (repeat): the chart excludes kube-system, its
+    /// own namespace and `excludedNamespaces`.
+    #[arg(long = "exclude-namespace", value_name = "NAMESPACE", default_values = ["kube-system", "verifyfull"])]
+    excluded: Vec<String>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = AuditOutput::Human)]
     output: AuditOutput,
@@ -189,7 +193,7 @@ fn audit(args: &AuditArgs) -> Result<u8, String> {
             .await
             .map_err(|e| e.to_string())
     })?;
-    let outcome = verifyfull_cli::audit::judge(&mut cluster, &opts);
+    let outcome = verifyfull_cli::audit::judge(&mut cluster, &opts, &args.excluded);
     match args.output {
         AuditOutput::Human => print!(
             "{}",

@@ -103,9 +103,10 @@ fn result(o: &ObjectOut, container: Option<&str>, f: &FindingOut, exempt: Option
 }
 
 fn notification(e: &InputError) -> Value {
+    // serde_json counts a column 0 at the end of input; SARIF's columns start at 1.
     let at = e.line.map(|line| Position {
-        line,
-        column: e.column.unwrap_or(1),
+        line: line.max(1),
+        column: e.column.unwrap_or(1).max(1),
     });
     json!({
         "level": "error",
@@ -122,11 +123,16 @@ fn physical(source: &str, at: Option<Position>) -> Value {
     p
 }
 
-/// A path as a relative URI reference: `/` separators, and the characters a URI does not
-/// allow percent-encoded.
+/// A path as a URI reference: relative (without a leading `./`) as given, `file://` when
+/// absolute; `/` separators, and the characters a URI does not allow percent-encoded.
 fn uri(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.replace('\\', "/").bytes() {
+    let path = path.replace('\\', "/");
+    let path = path.trim_start_matches("./");
+    let mut out = String::with_capacity(path.len() + 7);
+    if path.starts_with('/') {
+        out.push_str("file://");
+    }
+    for b in path.bytes() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
                 out.push(char::from(b))

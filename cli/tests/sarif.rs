@@ -123,7 +123,9 @@ fn the_examples_point_at_each_variable() {
 
 #[test]
 fn lists_args_and_later_entries_are_located() {
-    // A variable defined twice: the later entry wins, and the finding points at it. A
+    // A variable defined twice: the later entry wins, and the finding points at it (a
+    // duplicate key elsewhere does not lose the positions: the last one wins, as kubectl
+    // reads it). A
     // List's items each have their own positions; a connection string in `args` points at
     // its element; JSON is located as YAML is.
     let stream = r#"apiVersion: v1
@@ -136,6 +138,7 @@ items:
     containers:
     - name: app
       image: x
+      image: y
       env:
       - {name: DATABASE_URL, value: "postgres://db.example.net/app?sslmode=verify-full&sslrootcert=/ca.crt"}
       - {name: PGSSLMODE, value: verify-full}
@@ -161,9 +164,9 @@ items:
     assert_eq!(
         results(&log),
         [
-            "SslModeTooWeak error -:14:16 Pod ns/a/app",
-            "SslModeTooWeak error -:24:9 Pod ns/b/tool",
-            "SslModeTooWeak error -:28:21 Pod c/j",
+            "SslModeTooWeak error -:15:16 Pod ns/a/app",
+            "SslModeTooWeak error -:25:9 Pod ns/b/tool",
+            "SslModeTooWeak error -:29:21 Pod c/j",
         ]
     );
 }

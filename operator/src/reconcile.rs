@@ -298,6 +298,7 @@ pub async fn policy(p: Arc<PostgresTLSPolicy>, ctx: Arc<Ctx>) -> Result<Action, 
     let has_finalizer = p.finalizers().iter().any(|f| f == FINALIZER);
     if p.metadata.deletion_timestamp.is_some() {
         if !has_finalizer {
+            ctx.metrics.set_violations(&name, None);
             return Ok(Action::await_change());
         }
         return clean_up(&ctx, &api, &p).await;
