@@ -477,3 +477,42 @@ pub fn render_human(outcome: &Outcome, cluster: &Cluster, default_mode: &str) ->
     let _ = writeln!(s, "{}", total.summary());
     s
 }
+
+/// The audit as policy reports, one set per namespace (docs/reports.md), for Policy
+/// Reporter and dashboards. Call after [`judge`], which applied the policies' injection.
+pub fn reports(
+    cluster: &Cluster,
+    opts: &Options,
+    api: policy::reports::ReportApi,
+    default_mode: &str,
+) -> Vec<serde_json::Value> {
+    use policy::reports::{Resource, Row, namespace_reports, rows};
+    let ctx = Context {
+        settings: &opts.settings,
+        sources: &cluster.sources,
+        now: opts.now,
+    };
+    let mut by_ns: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for d in &cluster.docs {
+        let Object::Workload(w) = &d.object else {
+            continue;
+        };
+        let ns = w.metadata.namespace.clone().unwrap_or_default();
+        let report = policy::judge(w.view(), &ctx);
+        let resource = Resource {
+            api_version: w.kind.api_version().to_string(),
+            kind: w.kind.as_str().to_string(),
+            namespace: ns.clone(),
+            name: w.metadata.name.clone().unwrap_or_default(),
+            uid: None,
+        };
+        let mode = cluster.mode(&ns, default_mode);
+        by_ns
+            .entry(ns)
+            .or_default()
+            .extend(rows(&resource, &report, mode));
+    }
+    (by_ns.into_iter())
+        .flat_map(|(ns, rows)| namespace_reports(api, &ns, rows, opts.now, &[]))
+        .collect()
+}

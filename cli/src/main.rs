@@ -74,6 +74,9 @@ struct AuditArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = AuditOutput::Human)]
     output: AuditOutput,
+    /// The report API of `--output report`.
+    #[arg(long, value_enum, default_value_t = policy::reports::ReportApi::OpenReports)]
+    report_api: policy::reports::ReportApi,
     #[command(flatten)]
     judging: Judging,
 }
@@ -82,6 +85,8 @@ struct AuditArgs {
 enum AuditOutput {
     Human,
     Json,
+    /// Policy reports, one per namespace, as a List (docs/reports.md).
+    Report,
 }
 
 #[derive(clap::Args, Debug)]
@@ -204,6 +209,13 @@ fn audit(args: &AuditArgs) -> Result<u8, String> {
             modes: cluster.modes(&outcome, &args.default_mode),
             notes: &cluster.notes,
         }))?,
+        AuditOutput::Report => {
+            let api = args.report_api;
+            let items = verifyfull_cli::audit::reports(&cluster, &opts, api, &args.default_mode);
+            print_json(Ok(
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}),
+            ))?
+        }
     }
     Ok(outcome.exit_code() as u8)
 }

@@ -26,6 +26,7 @@ mod libpq;
 pub mod message;
 pub mod profiles;
 pub mod redact;
+pub mod reports;
 mod verdict;
 mod workload;
 

@@ -65,6 +65,20 @@ impl WorkloadKind {
         WorkloadKind::CronJob,
     ];
 
+    /// The kind's `apiVersion`.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            WorkloadKind::Pod | WorkloadKind::PodTemplate | WorkloadKind::ReplicationController => {
+                "v1"
+            }
+            WorkloadKind::Deployment
+            | WorkloadKind::StatefulSet
+            | WorkloadKind::DaemonSet
+            | WorkloadKind::ReplicaSet => "apps/v1",
+            WorkloadKind::Job | WorkloadKind::CronJob => "batch/v1",
+        }
+    }
+
     /// The kind's name.
     pub fn as_str(self) -> &'static str {
         match self {

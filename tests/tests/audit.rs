@@ -221,6 +221,38 @@ async fn audit_reads_only_and_agrees_with_check() {
         "{human}"
     );
 
+    // The same as policy reports, one per namespace.
+    let args = ["audit", "-o", "report", "--report-api", "wgpolicyk8s"];
+    let (code, stdout, _) = verifyfull(&auditor, &args).await;
+    assert_eq!(code, 1);
+    assert!(!stdout.contains("s3cr3t"), "no password in the reports");
+    let list: Value = serde_json::from_str(&stdout).unwrap();
+    let reports = list["items"].as_array().unwrap();
+    let shop = (reports.iter())
+        .find(|r| r["metadata"]["namespace"] == "shop")
+        .unwrap();
+    assert_eq!(shop["kind"], "PolicyReport");
+    assert_eq!(
+        shop["summary"],
+        json!({"pass": 2, "fail": 2, "warn": 0, "error": 0, "skip": 0})
+    );
+    let rules: BTreeSet<(&str, &str, &str)> = (shop["results"].as_array().unwrap().iter())
+        .map(|r| {
+            let name = r["resources"][0]["name"].as_str().unwrap();
+            (
+                name,
+                r["rule"].as_str().unwrap(),
+                r["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        rules.contains(&("weak", "SslModeTooWeak", "fail")),
+        "{rules:?}"
+    );
+    assert!(rules.contains(&("good", "VerifyFull", "pass")), "{rules:?}");
+    assert_eq!(shop["results"][0]["properties"]["mode"], "enforce");
+
     // The same objects exported as YAML, and `verifyfull check` on them.
     let export = kubectl
         .run(
