@@ -125,24 +125,35 @@ impl Progress {
     }
 }
 
-async fn list<K>(
+/// Lists every object of a kind, page by page, keeping what `keep` makes of each as its
+/// page arrives (so that whole Secrets are never all held at once). A continue token that
+/// expired mid-list (410) starts the list again.
+async fn list<K, T>(
     api: Api<K>,
     what: &'static str,
     progress: &mut Progress,
-) -> Result<Listed<K>, Error>
+    mut keep: impl FnMut(K) -> Option<T>,
+) -> Result<Listed<T>, Error>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let mut all = Vec::new();
     let mut params = ListParams::default().limit(PAGE);
+    let mut restarts = 0;
     loop {
         let page = match api.list(&params).await {
             Ok(page) => page,
             Err(kube::Error::Api(s)) if s.code == 403 => return Ok(Listed::Forbidden),
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Listed::NotServed),
+            Err(kube::Error::Api(s)) if s.code == 410 && restarts < 3 => {
+                restarts += 1;
+                all.clear();
+                params = ListParams::default().limit(PAGE);
+                continue;
+            }
             Err(source) => return Err(Error { what, source }),
         };
-        all.extend(page.items);
+        all.extend(page.items.into_iter().filter_map(&mut keep));
         progress.listing(what, all.len());
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
@@ -184,9 +195,10 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
     let mut errors = Vec::new();
     macro_rules! workloads {
         ($kind:ty, $what:literal, $skip:expr) => {
-            match list(api::<$kind>(client, namespace), $what, &mut progress).await? {
+            let keep = |w: $kind| (!$skip(&w.metadata)).then_some(w);
+            match list(api::<$kind>(client, namespace), $what, &mut progress, keep).await? {
                 Listed::All(items) => {
-                    for w in items.into_iter().filter(|w| !$skip(&w.metadata)) {
+                    for w in items {
                         push(&mut docs, &mut errors, w);
                     }
                 }
@@ -208,20 +220,22 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
     // Pods are judged, as the webhook judges them.
     workloads!(Pod, "Pods", |m| owned_by(m, &BUILT_IN_POD_OWNERS));
     let mut objects = HashMap::new();
+    let reduced = |c: ConfigMap| {
+        let data = c.data.unwrap_or_default();
+        Some((
+            key(SourceKind::ConfigMap, &c.metadata),
+            policy::redact::reduce(SourceKind::ConfigMap, data),
+        ))
+    };
     let config_maps = list(
         api::<ConfigMap>(client, namespace),
         "ConfigMaps",
         &mut progress,
+        reduced,
     );
     let config_maps_readable = match config_maps.await? {
         Listed::All(items) => {
-            for c in items {
-                let data = c.data.unwrap_or_default();
-                objects.insert(
-                    key(SourceKind::ConfigMap, &c.metadata),
-                    policy::redact::reduce(SourceKind::ConfigMap, data),
-                );
-            }
+            objects.extend(items);
             true
         }
         _ => {
@@ -231,18 +245,24 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
             false
         }
     };
-    let secrets_readable = match list(api::<Secret>(client, namespace), "Secrets", &mut progress)
-        .await?
-    {
+    // Each Secret is reduced as its page arrives: no Secret value is kept.
+    let reduced = |s: Secret| {
+        let data = (s.data.unwrap_or_default().into_iter())
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()));
+        Some((
+            key(SourceKind::Secret, &s.metadata),
+            policy::redact::reduce(SourceKind::Secret, data),
+        ))
+    };
+    let secrets = list(
+        api::<Secret>(client, namespace),
+        "Secrets",
+        &mut progress,
+        reduced,
+    );
+    let secrets_readable = match secrets.await? {
         Listed::All(items) => {
-            for s in items {
-                let data = (s.data.unwrap_or_default().into_iter())
-                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()));
-                objects.insert(
-                    key(SourceKind::Secret, &s.metadata),
-                    policy::redact::reduce(SourceKind::Secret, data),
-                );
-            }
+            objects.extend(items);
             true
         }
         _ => {
@@ -263,10 +283,11 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
             Api::<Namespace>::all(client.clone()),
             "Namespaces",
             &mut progress,
+            |n| Some(labels(n)),
         )
         .await?
         {
-            Listed::All(items) => Some(items.into_iter().map(labels).collect()),
+            Listed::All(items) => Some(items.into_iter().collect()),
             _ => None,
         },
     };
@@ -277,6 +298,7 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
         Api::<PostgresTLSPolicy>::all(client.clone()),
         "PostgresTLSPolicies",
         &mut progress,
+        Some,
     )
     .await?
     {
