@@ -23,6 +23,7 @@ pub mod leader;
 pub mod limits;
 pub mod metrics;
 pub mod reconcile;
+pub mod reports;
 pub mod webhooks;
 pub mod workload;
 
@@ -70,6 +71,9 @@ pub struct Config {
     /// Watch Secret metadata to notice a rotated Secret CA source (needs list/watch on
     /// Secrets); without it a Secret source is re-read every resync.
     pub secret_sources: bool,
+    /// Policy reports: which API, and whether Secrets are read to resolve references.
+    pub reports: reports::Choice,
+    pub reports_read_secrets: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +303,21 @@ fn lead(
             client.clone(),
             name,
             spec,
+        )));
+    }
+    if config.reports != reports::Choice::Off {
+        let mut excluded = config.excluded_namespaces.clone();
+        excluded.extend(["kube-system".to_string(), config.namespace.clone()]);
+        let settings = reports::Settings {
+            choice: config.reports,
+            read_secrets: config.reports_read_secrets,
+            excluded,
+            engine: config.engine.clone(),
+        };
+        tasks.push(tokio::spawn(reports::run(
+            client.clone(),
+            settings,
+            metrics.clone(),
         )));
     }
     let wc = watcher::Config::default();

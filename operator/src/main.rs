@@ -117,6 +117,14 @@ struct Args {
     /// on Secrets); `false` re-reads them every resync.
     #[arg(long, env = "VERIFYFULL_SECRET_SOURCES", default_value_t = true, action = clap::ArgAction::Set)]
     secret_sources: bool,
+    /// Policy reports of every workload (docs/reports.md): the API to write, `auto` for the
+    /// first one served, `off` for none.
+    #[arg(long, env = "VERIFYFULL_REPORTS", value_enum, default_value_t = operator::reports::Choice::Off)]
+    reports: operator::reports::Choice,
+    /// Resolve references to Secrets in the reports (needs list/watch on Secrets);
+    /// otherwise they are Unresolved.
+    #[arg(long, env = "VERIFYFULL_REPORTS_READ_SECRETS")]
+    reports_read_secrets: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -264,6 +272,8 @@ fn config(
         webhooks,
         default_policy,
         secret_sources: args.secret_sources,
+        reports: args.reports,
+        reports_read_secrets: args.reports_read_secrets,
     }
 }
 

@@ -18,6 +18,13 @@ struct Written {
     kind: &'static str,
 }
 
+/// Reported results of a namespace: namespaces × four results.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reported {
+    namespace: String,
+    result: &'static str,
+}
+
 /// One label set per policy: as many as there are policies.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabel {
@@ -32,6 +39,7 @@ struct Inner {
     leader: Gauge,
     ready: Gauge,
     violations: Family<PolicyLabel, Gauge>,
+    reported: Family<Reported, Gauge>,
     log_lines_dropped: Counter,
     log_dropped: std::sync::OnceLock<runtime::logging::Dropped>,
     profiles: runtime::profiles::Metrics,
@@ -71,6 +79,12 @@ impl Default for Metrics {
             "Workloads a policy selects that the engine would deny as they run now (the status's violations)",
             Family::<PolicyLabel, Gauge>::default(),
         );
+        let reported = runtime::metrics::register(
+            &mut registry,
+            "report_results",
+            "Results in the policy reports, by namespace and result (fail, warn, pass, skip)",
+            Family::<Reported, Gauge>::default(),
+        );
         let log_lines_dropped = Counter::default();
         registry.register(
             "log_lines_dropped",
@@ -85,6 +99,7 @@ impl Default for Metrics {
             leader,
             ready,
             violations,
+            reported,
             log_lines_dropped,
             log_dropped: std::sync::OnceLock::new(),
             profiles,
@@ -125,6 +140,27 @@ impl Metrics {
             None => {
                 self.0.violations.remove(&label);
             }
+        }
+    }
+
+    /// A namespace's reported results by result; a namespace without results has no series.
+    pub fn set_report_results(
+        &self,
+        namespace: &str,
+        counts: &std::collections::BTreeMap<&'static str, i64>,
+    ) {
+        for result in ["fail", "warn", "pass", "skip"] {
+            let label = Reported {
+                namespace: namespace.to_string(),
+                result,
+            };
+            match counts.get(result) {
+                Some(n) => self.0.reported.get_or_create(&label).set(*n),
+                None => {
+                    self.0.reported.remove(&label);
+                    0
+                }
+            };
         }
     }
 
