@@ -191,12 +191,38 @@ fn owned_by(meta: &kube::api::ObjectMeta, kinds: &[&str]) -> bool {
 pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Cluster, Error> {
     let mut progress = Progress::new();
     let mut notes = Vec::new();
+    let (docs, errors) = read_workloads(client, namespace, &mut progress).await?;
+    let sources = read_sources(client, namespace, &mut progress, &mut notes).await?;
+    let namespaces = read_namespaces(client, namespace, &mut progress, &mut notes).await?;
+    let policies = read_policies(client, &mut progress, &mut notes).await?;
+    progress.done();
+    if namespaces.is_none() && policies.iter().any(|p| p.spec.namespace_selector.is_some()) {
+        notes.push(
+            "Namespaces are not readable: policies that select namespaces are not applied".into(),
+        );
+    }
+    Ok(Cluster {
+        docs,
+        sources,
+        namespaces,
+        policies,
+        notes,
+        errors,
+    })
+}
+
+/// The workloads that run on their own, as documents; the kinds that could not be read.
+async fn read_workloads(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    progress: &mut Progress,
+) -> Result<(Vec<Document>, Vec<InputError>), Error> {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     macro_rules! workloads {
         ($kind:ty, $what:literal, $skip:expr) => {
             let keep = |w: $kind| (!$skip(&w.metadata)).then_some(w);
-            match list(api::<$kind>(client, namespace), $what, &mut progress, keep).await? {
+            match list(api::<$kind>(client, namespace), $what, progress, keep).await? {
                 Listed::All(items) => {
                     for w in items {
                         push(&mut docs, &mut errors, w);
@@ -219,6 +245,16 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
     // Pods the built-in controllers make are judged through their owners; other operators'
     // Pods are judged, as the webhook judges them.
     workloads!(Pod, "Pods", |m| owned_by(m, &BUILT_IN_POD_OWNERS));
+    Ok((docs, errors))
+}
+
+/// ConfigMaps, and Secrets when readable, reduced as the webhook reduces them.
+async fn read_sources(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    progress: &mut Progress,
+    notes: &mut Vec<String>,
+) -> Result<Sources, Error> {
     let mut objects = HashMap::new();
     let reduced = |c: ConfigMap| {
         let data = c.data.unwrap_or_default();
@@ -230,7 +266,7 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
     let config_maps = list(
         api::<ConfigMap>(client, namespace),
         "ConfigMaps",
-        &mut progress,
+        progress,
         reduced,
     );
     let config_maps_readable = match config_maps.await? {
@@ -257,7 +293,7 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
     let secrets = list(
         api::<Secret>(client, namespace),
         "Secrets",
-        &mut progress,
+        progress,
         reduced,
     );
     let secrets_readable = match secrets.await? {
@@ -270,6 +306,20 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
             false
         }
     };
+    Ok(Sources {
+        objects,
+        config_maps_readable,
+        secrets_readable,
+    })
+}
+
+/// Each namespace's labels (`None` when they cannot be read).
+async fn read_namespaces(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    progress: &mut Progress,
+    notes: &mut Vec<String>,
+) -> Result<Option<BTreeMap<String, BTreeMap<String, String>>>, Error> {
     let labels = |n: Namespace| {
         let name = n.metadata.name.unwrap_or_default();
         (name, n.metadata.labels.unwrap_or_default())
@@ -282,7 +332,7 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
         None => match list(
             Api::<Namespace>::all(client.clone()),
             "Namespaces",
-            &mut progress,
+            progress,
             |n| Some(labels(n)),
         )
         .await?
@@ -294,10 +344,19 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
     if namespaces.is_none() {
         notes.push("Namespaces are not readable: their modes are unknown".into());
     }
+    Ok(namespaces)
+}
+
+/// The `PostgresTLSPolicy` objects (none when the CRD is not installed).
+async fn read_policies(
+    client: &kube::Client,
+    progress: &mut Progress,
+    notes: &mut Vec<String>,
+) -> Result<Vec<PostgresTLSPolicy>, Error> {
     let policies = match list(
         Api::<PostgresTLSPolicy>::all(client.clone()),
         "PostgresTLSPolicies",
-        &mut progress,
+        progress,
         Some,
     )
     .await?
@@ -311,24 +370,7 @@ pub async fn read(client: &kube::Client, namespace: Option<&str>) -> Result<Clus
             Vec::new()
         }
     };
-    progress.done();
-    if namespaces.is_none() && policies.iter().any(|p| p.spec.namespace_selector.is_some()) {
-        notes.push(
-            "Namespaces are not readable: policies that select namespaces are not applied".into(),
-        );
-    }
-    Ok(Cluster {
-        docs,
-        sources: Sources {
-            objects,
-            config_maps_readable,
-            secrets_readable,
-        },
-        namespaces,
-        policies,
-        notes,
-        errors,
-    })
+    Ok(policies)
 }
 
 /// A kind of workload the audit may not list: it cannot say what would be denied.

@@ -290,6 +290,30 @@ fn strip(m: &mut kube::api::ObjectMeta) {
     m.managed_fields = None;
 }
 
+/// The policy reports' loop, when `--reports` is on.
+fn reporting(
+    client: &kube::Client,
+    config: &Config,
+    metrics: &metrics::Metrics,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if config.reports == reports::Choice::Off {
+        return None;
+    }
+    let mut excluded = config.excluded_namespaces.clone();
+    excluded.extend(["kube-system".to_string(), config.namespace.clone()]);
+    let settings = reports::Settings {
+        choice: config.reports,
+        read_secrets: config.reports_read_secrets,
+        excluded,
+        engine: config.engine.clone(),
+    };
+    Some(tokio::spawn(reports::run(
+        client.clone(),
+        settings,
+        metrics.clone(),
+    )))
+}
+
 /// Everything the leader runs, to be aborted when it stops leading: the default policy,
 /// the webhook's certificates and configurations, and the controllers over their watches.
 fn lead(
@@ -305,21 +329,7 @@ fn lead(
             spec,
         )));
     }
-    if config.reports != reports::Choice::Off {
-        let mut excluded = config.excluded_namespaces.clone();
-        excluded.extend(["kube-system".to_string(), config.namespace.clone()]);
-        let settings = reports::Settings {
-            choice: config.reports,
-            read_secrets: config.reports_read_secrets,
-            excluded,
-            engine: config.engine.clone(),
-        };
-        tasks.push(tokio::spawn(reports::run(
-            client.clone(),
-            settings,
-            metrics.clone(),
-        )));
-    }
+    tasks.extend(reporting(client, config, metrics));
     let wc = watcher::Config::default();
     let mut listed = Listed::default();
     let policies = PolicyWatch::start(client, &wc, &mut listed);

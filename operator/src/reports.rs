@@ -166,6 +166,32 @@ pub async fn run(client: kube::Client, settings: Settings, metrics: Metrics) {
     };
     tracing::info!(kind = api.type_meta().1, "writing policy reports");
     let state = Arc::new(Mutex::new(State::default()));
+    let tasks = watch_all(&client, &settings, api, &state).await;
+    // Every watch, the reports' own included, lists before anything is judged.
+    let expected = tasks.len();
+    loop {
+        tokio::time::sleep(SETTLE).await;
+        let ready = state
+            .lock()
+            .map(|s| s.listed.len() >= expected)
+            .unwrap_or(false);
+        if !ready {
+            continue;
+        }
+        let work = judge_dirty(&state, &settings, api);
+        for (ns, wanted, stored) in work {
+            write(&client, api, &ns, wanted, stored, &metrics).await;
+        }
+    }
+}
+
+/// Starts every watch the loop reads; each folds its events into `state`.
+async fn watch_all(
+    client: &kube::Client,
+    settings: &Settings,
+    api: ReportApi,
+    state: &Arc<Mutex<State>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for (group, kind, plural, api_version, owners) in KINDS {
         let version = api_version.rsplit('/').next().unwrap_or("v1");
@@ -235,22 +261,7 @@ pub async fn run(client: kube::Client, settings: Settings, metrics: Metrics) {
     )));
     let reports = Api::<DynamicObject>::all_with(client.clone(), &report_resource(api));
     tasks.push(tokio::spawn(watch_owned(reports, state.clone())));
-    // Every watch, the reports' own included, lists before anything is judged.
-    let expected = tasks.len();
-    loop {
-        tokio::time::sleep(SETTLE).await;
-        let ready = state
-            .lock()
-            .map(|s| s.listed.len() >= expected)
-            .unwrap_or(false);
-        if !ready {
-            continue;
-        }
-        let work = judge_dirty(&state, &settings, api);
-        for (ns, wanted, stored) in work {
-            write(&client, api, &ns, wanted, stored, &metrics).await;
-        }
-    }
+    tasks
 }
 
 /// Follows one kind, folding each object into the state with `fold` (`live`: false when

@@ -73,11 +73,21 @@ pub const IN_FLIGHT: &str = "in_flight";
 pub const BODY_BUDGET: &str = "body_budget";
 pub const BODY_TOO_LARGE: &str = "body_too_large";
 
+/// The refusals counter, with every reason from the start at 0: an alert's `rate()` needs
+/// the series to exist.
+fn refusals() -> Family<ReasonLabel, Counter> {
+    let family = Family::<ReasonLabel, Counter>::default();
+    for reason in [IN_FLIGHT, BODY_BUDGET, BODY_TOO_LARGE] {
+        drop(family.get_or_create(&ReasonLabel { reason }));
+    }
+    family
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("verifyfull_webhook");
         let r = &mut registry;
-        let m = Metrics {
+        Metrics {
             reviews: register(
                 r,
                 "reviews",
@@ -126,7 +136,7 @@ impl Metrics {
                 r,
                 "refused",
                 "Requests refused by a limit (in_flight, body_budget, body_too_large), answered 503 or 413 at once",
-                Family::<ReasonLabel, Counter>::default(),
+                refusals(),
             ),
             log_lines_dropped: register(
                 r,
@@ -148,12 +158,7 @@ impl Metrics {
             ),
             profiles: runtime::profiles::Metrics::register(r),
             registry,
-        };
-        // Every reason from the start, at 0: an alert's rate() needs the series to exist.
-        for reason in [IN_FLIGHT, BODY_BUDGET, BODY_TOO_LARGE] {
-            drop(m.refused.get_or_create(&ReasonLabel { reason }));
         }
-        m
     }
 
     /// A request refused by a limit.
