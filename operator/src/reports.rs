@@ -31,6 +31,7 @@ pub enum Choice {
     /// `openreports.io` when served, else `wgpolicyk8s.io`, else none.
     Auto,
     /// `openreports.io/v1alpha1` `Report`.
+    #[value(name = "openreports")]
     OpenReports,
     /// `wgpolicyk8s.io/v1alpha2` `PolicyReport`.
     Wgpolicyk8s,

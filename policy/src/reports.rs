@@ -17,6 +17,7 @@ use crate::verdict::{ContainerReport, Report, Severity, Verdict};
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ReportApi {
     /// `openreports.io/v1alpha1` `Report`.
+    #[cfg_attr(feature = "clap", value(name = "openreports"))]
     OpenReports,
     /// `wgpolicyk8s.io/v1alpha2` `PolicyReport`.
     Wgpolicyk8s,

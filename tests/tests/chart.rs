@@ -137,6 +137,8 @@ const CASES: &[&[&str]] = &[
         "serviceMonitor.enabled=true",
         "monitoring.dashboard.enabled=true",
         "monitoring.prometheusRule.enabled=true",
+        "reports.api=auto",
+        "reports.readSecrets=true",
         "crds.enabled=false",
     ],
 ];
@@ -740,7 +742,12 @@ async fn lifecycle(sets: &[&str], source: Source) -> (Vec<Value>, Vec<rbac::Gran
     ]);
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let docs = render(4, &refs);
-    let installed = Installed::new(docs.clone(), |_| Vec::new()).await;
+    let reports = sets.iter().any(|s| s.starts_with("reports.api="));
+    let installed = Installed::new(docs.clone(), |_| {
+        // The report API the operator writes, served before it starts.
+        (reports.then(report_crd)).into_iter().collect()
+    })
+    .await;
     let (s, kubectl) = (&installed.standin, &installed.kubectl);
     assert!(
         get_json(kubectl, &["validatingwebhookconfiguration", "verifyfull"])
@@ -937,6 +944,22 @@ async fn lifecycle(sets: &[&str], source: Source) -> (Vec<Value>, Vec<rbac::Gran
     })
     .await;
     assert!(!copied(kubectl, "side", "verifyfull-ca-extra").await);
+    if reports {
+        // A report for the team's workloads, written and rewritten as the operator injects
+        // them; the namespace turns off and its report goes.
+        let report = || {
+            get_json(
+                kubectl,
+                &["reports.openreports.io", "-n", "team", "verifyfull"],
+            )
+        };
+        eventually("the team's report", || async { report().await.is_some() }).await;
+        label(kubectl, "team", "verifyfull.dev/mode=off").await;
+        eventually("the team's report deleted", || async {
+            report().await.is_none()
+        })
+        .await;
+    }
     // The leader renews its lease every third of its 15 s: however fast this machine runs
     // the rest, the lifecycle lasts until that rule is used.
     eventually("the lease renewed", || async {
@@ -1388,6 +1411,22 @@ async fn without_its_rules_a_component_fails_and_says_so() {
 async fn the_chart_runs_its_whole_life_with_its_own_rbac_and_no_more() {
     let (docs, grants) = lifecycle(&[], Source::ConfigMap).await;
     assert_least_privilege("default values", &docs, &grants);
+}
+
+/// The `openreports.io` Report CRD, reduced to what the stand-in needs.
+fn report_crd() -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "reports.openreports.io"},
+        "spec": {"group": "openreports.io", "scope": "Namespaced",
+            "names": {"kind": "Report", "plural": "reports", "singular": "report", "listKind": "ReportList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
+}
+
+#[tokio::test]
+async fn the_report_values_add_only_rules_their_lifecycle_uses() {
+    let (docs, grants) = lifecycle(&["reports.api=openreports"], Source::ConfigMap).await;
+    assert_least_privilege("reports", &docs, &grants);
 }
 
 #[tokio::test]

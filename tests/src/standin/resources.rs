@@ -87,6 +87,7 @@ const BUILTINS: &[(&str, &str, &str, &str, bool, &[&str], &[&str])] = &[
     ("", "v1", "ConfigMap", "configmaps", NS, &["cm"], &[]),
     ("", "v1", "Secret", "secrets", NS, &[], &[]),
     ("", "v1", "Service", "services", NS, &["svc"], &["status"]),
+    ("", "v1", "ReplicationController", "replicationcontrollers", NS, &["rc"], &["status"]),
     ("", "v1", "ServiceAccount", "serviceaccounts", NS, &["sa"], &[]),
     ("", "v1", "Event", "events", NS, &["ev"], &[]),
     ("events.k8s.io", "v1", "Event", "events", NS, &["ev"], &[]),
