@@ -37,9 +37,10 @@ async fn create(client: &kube::Client, ns: Option<&str>, v: Value) {
         &serde_json::from_value::<kube::core::TypeMeta>(v.clone()).unwrap(),
     )
     .unwrap();
-    let plural = match gvk.kind.as_str() {
-        "CustomResourceDefinition" => "customresourcedefinitions".to_string(),
-        k => format!("{}s", k.to_lowercase()),
+    let kind = gvk.kind.to_lowercase();
+    let plural = match kind.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{kind}s"),
     };
     let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
     let api: Api<DynamicObject> = match ns {
@@ -109,6 +110,7 @@ impl World {
         let kubeconfig = self.standin.kubeconfig(&sa).unwrap();
         let args = [
             "--namespace=verifyfull",
+            "--resync-seconds=1",
             &format!("--identity={id}"),
             "--lease-seconds=3",
             &format!("--reports={reports}"),
@@ -200,6 +202,19 @@ async fn reports_follow_references_and_modes_and_cost_nothing_when_unchanged() {
         w.reports_written("reports"),
         written,
         "a restart rewrites nothing"
+    );
+    // A new policy (selecting no namespace here) re-judges every namespace; its status is
+    // resynced every second; the reports stay as they are.
+    let policy = json!({"apiVersion": "verifyfull.dev/v1alpha1", "kind": "PostgresTLSPolicy",
+        "metadata": {"name": "corp"},
+        "spec": {"caSource": {"configMap": {"namespace": "verifyfull", "name": "corp-ca"}},
+            "namespaceSelector": {"matchLabels": {"db-tls": "on"}}}});
+    create(&w.client, None, policy).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        w.reports_written("reports"),
+        written,
+        "a policy and its resyncs change no result: nothing written"
     );
 
     // The referenced ConfigMap is fixed: the result follows; the unchanged one keeps its time.
