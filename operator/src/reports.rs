@@ -179,7 +179,16 @@ pub async fn run(client: kube::Client, settings: Settings, metrics: Metrics) {
         if !ready {
             continue;
         }
-        let work = judge_dirty(&state, &settings, api);
+        // Judging a namespace of thousands of workloads is CPU work: off the async workers.
+        let (shared, judging) = (state.clone(), settings.clone());
+        let judged = tokio::task::spawn_blocking(move || judge_dirty(&shared, &judging, api));
+        let work = match judged.await {
+            Ok(work) => work,
+            Err(e) => {
+                tracing::error!(error = %e, "judging for the policy reports failed");
+                continue;
+            }
+        };
         for (ns, wanted, stored) in work {
             write(&client, api, &ns, wanted, stored, &metrics).await;
         }
