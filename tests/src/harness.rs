@@ -470,3 +470,30 @@ pub fn patch_response(ops: &Value) -> Value {
 pub fn ca_bundle(pem: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(pem)
 }
+
+/// Creates the object `v` (any kind, given by its `apiVersion` and `kind`) in `ns`, or
+/// cluster-wide. The resource is the kind in lower case, plural as the API names the
+/// kinds the tests create (`…y` → `…ies`, else `…s`).
+pub async fn create_dyn(
+    client: &kube::Client,
+    ns: Option<&str>,
+    v: Value,
+) -> Result<kube::api::DynamicObject, kube::Error> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+    let api_version = v["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = v["kind"].as_str().unwrap_or_default();
+    let lower = kind.to_ascii_lowercase();
+    let plural = match lower.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{lower}s"),
+    };
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
+    let api: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let object: DynamicObject = serde_json::from_value(v).map_err(kube::Error::SerdeError)?;
+    api.create(&PostParams::default(), &object).await
+}

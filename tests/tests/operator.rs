@@ -1,7 +1,7 @@
 //! The operator end to end: `verifyfull-operator` as a process against the stand-in.
 #![allow(clippy::unwrap_used)] // test helpers too: a panic is the failure report
 
-use e2e::harness::{Process, eventually};
+use e2e::harness::{Process, create_dyn, eventually};
 use e2e::pki::Ca;
 use e2e::standin::api::User;
 use e2e::standin::{Options, StandIn};
@@ -30,31 +30,6 @@ fn policy_api(client: &kube::Client) -> Api<DynamicObject> {
         "postgrestlspolicies",
     );
     Api::all_with(client.clone(), &ar)
-}
-
-async fn create_dyn(
-    client: &kube::Client,
-    ns: Option<&str>,
-    v: Value,
-) -> Result<DynamicObject, kube::Error> {
-    let (group, version) = match v["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), v["apiVersion"].as_str().unwrap().to_string()),
-    };
-    let kind = v["kind"].as_str().unwrap();
-    let plural = match kind {
-        "PostgresTLSPolicy" => "postgrestlspolicies".to_string(),
-        "CustomResourceDefinition" => "customresourcedefinitions".to_string(),
-        k => format!("{}s", k.to_ascii_lowercase()),
-    };
-    let ar =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, kind), &plural);
-    let api: Api<DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    api.create(&PostParams::default(), &serde_json::from_value(v).unwrap())
-        .await
 }
 
 impl Setup {

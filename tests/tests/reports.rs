@@ -9,9 +9,7 @@ use std::time::Duration;
 use e2e::harness::{Process, eventually};
 use e2e::standin::api::User;
 use e2e::standin::{Options, StandIn};
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
 
 const OPERATOR: &str = "system:serviceaccount:verifyfull:verifyfull-operator";
@@ -33,23 +31,7 @@ fn deployment(name: &str, env_from: Value, env: Value) -> Value {
 }
 
 async fn create(client: &kube::Client, ns: Option<&str>, v: Value) {
-    let gvk = GroupVersionKind::try_from(
-        &serde_json::from_value::<kube::core::TypeMeta>(v.clone()).unwrap(),
-    )
-    .unwrap();
-    let kind = gvk.kind.to_lowercase();
-    let plural = match kind.strip_suffix('y') {
-        Some(stem) => format!("{stem}ies"),
-        None => format!("{kind}s"),
-    };
-    let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
-    let api: Api<DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    api.create(&PostParams::default(), &serde_json::from_value(v).unwrap())
-        .await
-        .unwrap();
+    e2e::harness::create_dyn(client, ns, v).await.unwrap();
 }
 
 struct World {
