@@ -7,7 +7,7 @@
 //! (`policy::redact::reduce`), a policy's injection applied (as it will run). It only
 //! ever GETs and LISTs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ReplicationControlle
 use kube::api::{Api, ListParams};
 use kube::core::NamespaceResourceScope;
 use policy::crd::PostgresTLSPolicy;
-use policy::{Context, Lookup, Object, SourceData, SourceKind, ValueSource};
+use policy::redact::Listed;
+use policy::{Context, Object, SourceKind};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,7 +36,7 @@ pub struct Cluster {
     /// Workloads as documents (`source` is `cluster`), in kind, namespace, name order.
     pub docs: Vec<Document>,
     /// ConfigMaps, and Secrets when readable, reduced to what the engine needs.
-    sources: Sources,
+    sources: Listed,
     /// Each namespace's labels (`None` when namespaces are unreadable): its mode, and what
     /// a policy's namespace selector reads.
     pub namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
@@ -45,36 +46,6 @@ pub struct Cluster {
     pub notes: Vec<String>,
     /// Workloads that could not be listed or read: the audit is incomplete (exit 2).
     pub errors: Vec<InputError>,
-}
-
-#[derive(Debug)]
-struct Sources {
-    objects: HashMap<(SourceKind, String, String), SourceData>,
-    /// Whether each kind could be listed: a reference into a kind that could not be is
-    /// hidden, never missing.
-    config_maps_readable: bool,
-    secrets_readable: bool,
-}
-
-impl ValueSource for Sources {
-    fn lookup(&self, kind: SourceKind, namespace: Option<&str>, name: &str) -> Lookup<'_> {
-        let readable = match kind {
-            SourceKind::ConfigMap => self.config_maps_readable,
-            SourceKind::Secret => self.secrets_readable,
-        };
-        if !readable {
-            return Lookup::Unknown;
-        }
-        let key = (
-            kind,
-            namespace.unwrap_or_default().to_string(),
-            name.to_string(),
-        );
-        // Every object of the kind was listed: one that is not there does not exist.
-        self.objects
-            .get(&key)
-            .map_or(Lookup::Missing, Lookup::Found)
-    }
 }
 
 /// A LIST that failed for a reason other than a missing permission or a missing API.
@@ -87,7 +58,7 @@ pub struct Error {
 }
 
 /// What became of one LIST.
-enum Listed<T> {
+enum ListResult<T> {
     All(Vec<T>),
     /// 403: RBAC does not allow it.
     Forbidden,
@@ -133,7 +104,7 @@ async fn list<K, T>(
     what: &'static str,
     progress: &mut Progress,
     mut keep: impl FnMut(K) -> Option<T>,
-) -> Result<Listed<T>, Error>
+) -> Result<ListResult<T>, Error>
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -143,8 +114,8 @@ where
     loop {
         let page = match api.list(&params).await {
             Ok(page) => page,
-            Err(kube::Error::Api(s)) if s.code == 403 => return Ok(Listed::Forbidden),
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Listed::NotServed),
+            Err(kube::Error::Api(s)) if s.code == 403 => return Ok(ListResult::Forbidden),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(ListResult::NotServed),
             Err(kube::Error::Api(s)) if s.code == 410 && restarts < 3 => {
                 restarts += 1;
                 all.clear();
@@ -157,7 +128,7 @@ where
         progress.listing(what, all.len());
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(Listed::All(all)),
+            _ => return Ok(ListResult::All(all)),
         }
     }
 }
@@ -223,14 +194,14 @@ async fn read_workloads(
         ($kind:ty, $what:literal, $skip:expr) => {
             let keep = |w: $kind| (!$skip(&w.metadata)).then_some(w);
             match list(api::<$kind>(client, namespace), $what, progress, keep).await? {
-                Listed::All(items) => {
+                ListResult::All(items) => {
                     for w in items {
                         push(&mut docs, &mut errors, w);
                     }
                 }
                 // A kind the API does not serve has nothing to judge.
-                Listed::NotServed => {}
-                Listed::Forbidden => errors.push(unreadable($what)),
+                ListResult::NotServed => {}
+                ListResult::Forbidden => errors.push(unreadable($what)),
             }
         };
     }
@@ -248,69 +219,60 @@ async fn read_workloads(
     Ok((docs, errors))
 }
 
-/// ConfigMaps, and Secrets when readable, reduced as the webhook reduces them.
+/// ConfigMaps, and Secrets when readable, reduced as the webhook reduces them (each as its
+/// page arrives: no Secret value is kept).
 async fn read_sources(
     client: &kube::Client,
     namespace: Option<&str>,
     progress: &mut Progress,
     notes: &mut Vec<String>,
-) -> Result<Sources, Error> {
-    let mut objects = HashMap::new();
-    let reduced = |c: ConfigMap| {
-        let data = c.data.unwrap_or_default();
-        Some((
-            key(SourceKind::ConfigMap, &c.metadata),
-            policy::redact::reduce(SourceKind::ConfigMap, data),
-        ))
-    };
-    let config_maps = list(
+) -> Result<Listed, Error> {
+    let mut sources = Listed::new(true, true);
+    let read = list(
         api::<ConfigMap>(client, namespace),
         "ConfigMaps",
         progress,
-        reduced,
-    );
-    let config_maps_readable = match config_maps.await? {
-        Listed::All(items) => {
-            objects.extend(items);
-            true
-        }
-        _ => {
-            notes.push(
-                "ConfigMaps are not readable (RBAC): references to them are Unresolved".into(),
+        |c| {
+            let (ns, name) = names(&c.metadata);
+            sources.insert(
+                SourceKind::ConfigMap,
+                &ns,
+                &name,
+                c.data.unwrap_or_default(),
             );
-            false
-        }
-    };
-    // Each Secret is reduced as its page arrives: no Secret value is kept.
-    let reduced = |s: Secret| {
+            Some(())
+        },
+    )
+    .await?;
+    readable(&mut sources, SourceKind::ConfigMap, read, notes);
+    let read = list(api::<Secret>(client, namespace), "Secrets", progress, |s| {
+        let (ns, name) = names(&s.metadata);
         let data = (s.data.unwrap_or_default().into_iter())
             .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()));
-        Some((
-            key(SourceKind::Secret, &s.metadata),
-            policy::redact::reduce(SourceKind::Secret, data),
-        ))
-    };
-    let secrets = list(
-        api::<Secret>(client, namespace),
-        "Secrets",
-        progress,
-        reduced,
-    );
-    let secrets_readable = match secrets.await? {
-        Listed::All(items) => {
-            objects.extend(items);
-            true
-        }
-        _ => {
-            notes.push("Secrets are not readable (RBAC): references to them are Unresolved".into());
-            false
-        }
-    };
-    Ok(Sources {
-        objects,
-        config_maps_readable,
-        secrets_readable,
+        sources.insert(SourceKind::Secret, &ns, &name, data);
+        Some(())
     })
+    .await?;
+    readable(&mut sources, SourceKind::Secret, read, notes);
+    Ok(sources)
+}
+
+fn names(meta: &kube::api::ObjectMeta) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// A kind that could not be read: its references are hidden, said once.
+fn readable(sources: &mut Listed, kind: SourceKind, read: ListResult<()>, notes: &mut Vec<String>) {
+    if !matches!(read, ListResult::All(_)) {
+        let what = kind.as_str();
+        notes.push(format!(
+            "{what}s are not readable (RBAC): references to them are Unresolved"
+        ));
+        sources.set_readable(kind, false);
+    }
 }
 
 /// Each namespace's labels (`None` when they cannot be read).
@@ -337,7 +299,7 @@ async fn read_namespaces(
         )
         .await?
         {
-            Listed::All(items) => Some(items.into_iter().collect()),
+            ListResult::All(items) => Some(items.into_iter().collect()),
             _ => None,
         },
     };
@@ -361,9 +323,9 @@ async fn read_policies(
     )
     .await?
     {
-        Listed::All(items) => items,
-        Listed::NotServed => Vec::new(),
-        Listed::Forbidden => {
+        ListResult::All(items) => items,
+        ListResult::NotServed => Vec::new(),
+        ListResult::Forbidden => {
             notes.push(
                 "PostgresTLSPolicies are not readable: judged without their injection".into(),
             );
@@ -383,14 +345,6 @@ fn unreadable(what: &str) -> InputError {
         column: None,
         message: format!("{what} are not readable (RBAC): they are not judged"),
     }
-}
-
-fn key(kind: SourceKind, meta: &kube::api::ObjectMeta) -> (SourceKind, String, String) {
-    (
-        kind,
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
 }
 
 /// One listed object as the document `verifyfull check` would read from its YAML.

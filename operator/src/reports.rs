@@ -17,8 +17,9 @@ use kube::api::{
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use policy::crd::PostgresTLSPolicy;
+use policy::redact::Listed;
 use policy::reports::{ReportApi, Resource, Row, namespace_reports, rows};
-use policy::{Context, Lookup, Object, SourceData, SourceKind, ValueSource, Workload};
+use policy::{Context, Object, SourceKind, Workload};
 use serde_json::Value;
 
 use crate::metrics::Metrics;
@@ -47,11 +48,10 @@ const MODE_LABEL: &str = "verifyfull.dev/mode";
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// What the reporting loop reads, kept as little as judging needs.
-#[derive(Default)]
 struct State {
     /// (kind, namespace, name) → the workload, reduced to the engine's model.
     workloads: BTreeMap<(String, String, String), Workload>,
-    sources: HashMap<(SourceKind, String, String), SourceData>,
+    sources: Listed,
     namespaces: HashMap<String, BTreeMap<String, String>>,
     policies: BTreeMap<String, PostgresTLSPolicy>,
     /// (namespace, name) → the report as stored.
@@ -63,19 +63,19 @@ struct State {
     listed: BTreeSet<&'static str>,
 }
 
-struct Sources<'s>(&'s HashMap<(SourceKind, String, String), SourceData>, bool);
-
-impl ValueSource for Sources<'_> {
-    fn lookup(&self, kind: SourceKind, namespace: Option<&str>, name: &str) -> Lookup<'_> {
-        if kind == SourceKind::Secret && !self.1 {
-            return Lookup::Unknown;
+impl State {
+    /// Empty; Secrets readable or hidden.
+    fn new(read_secrets: bool) -> State {
+        State {
+            workloads: BTreeMap::new(),
+            sources: Listed::new(true, read_secrets),
+            namespaces: HashMap::new(),
+            policies: BTreeMap::new(),
+            reports: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            all_dirty: false,
+            listed: BTreeSet::new(),
         }
-        let key = (
-            kind,
-            namespace.unwrap_or_default().to_string(),
-            name.to_string(),
-        );
-        self.0.get(&key).map_or(Lookup::Missing, Lookup::Found)
     }
 }
 
@@ -166,7 +166,7 @@ pub async fn run(client: kube::Client, settings: Settings, metrics: Metrics) {
         return;
     };
     tracing::info!(kind = api.type_meta().1, "writing policy reports");
-    let state = Arc::new(Mutex::new(State::default()));
+    let state = Arc::new(Mutex::new(State::new(settings.read_secrets)));
     let tasks = watch_all(&client, &settings, api, &state).await;
     // Every watch, the reports' own included, lists before anything is judged.
     let expected = tasks.len();
@@ -367,15 +367,10 @@ fn workload_event(
 }
 
 fn source_event(s: &mut State, kind: SourceKind, o: &DynamicObject, live: bool) {
-    let ns = ns_of(o);
-    let key = (
-        kind,
-        ns.clone(),
-        o.metadata.name.clone().unwrap_or_default(),
-    );
-    s.dirty.insert(ns);
+    let (ns, name) = (ns_of(o), o.metadata.name.clone().unwrap_or_default());
+    s.dirty.insert(ns.clone());
     if !live {
-        s.sources.remove(&key);
+        s.sources.remove(kind, &ns, &name);
         return;
     }
     let data = o.data.get("data").and_then(Value::as_object);
@@ -393,7 +388,7 @@ fn source_event(s: &mut State, kind: SourceKind, o: &DynamicObject, live: bool) 
         };
         Some((k.clone(), text))
     });
-    s.sources.insert(key, policy::redact::reduce(kind, pairs));
+    s.sources.insert(kind, &ns, &name, pairs);
 }
 
 fn namespace_event(s: &mut State, o: &DynamicObject, live: bool) {
@@ -433,7 +428,6 @@ fn judge_dirty(state: &Mutex<State>, settings: &Settings, api: ReportApi) -> Wor
         dirty.extend(s.namespaces.keys().cloned());
         dirty.extend(s.reports.keys().map(|(ns, _)| ns.clone()));
     }
-    let sources = Sources(&s.sources, settings.read_secrets);
     let policies: Vec<PostgresTLSPolicy> = s.policies.values().cloned().collect();
     let now = jiff::Timestamp::now();
     let mut work = Vec::new();
@@ -447,7 +441,7 @@ fn judge_dirty(state: &Mutex<State>, settings: &Settings, api: ReportApi) -> Wor
         let covered = labels.is_some() && mode != Some("off") && !settings.excluded.contains(&ns);
         let ctx = Context {
             settings: &settings.engine,
-            sources: &sources,
+            sources: &s.sources,
             now,
         };
         let mut found: Vec<Row> = Vec::new();

@@ -3,7 +3,9 @@
 //! the other short switches libpq reads stay; everything else becomes a hidden span, so a
 //! reference to it is `Unresolved`, never guessed.
 
-use crate::env::{SourceData, SourceKind};
+use std::collections::HashMap;
+
+use crate::env::{Lookup, SourceData, SourceKind, ValueSource};
 use crate::hosts::HIDDEN_STR;
 use crate::jdbc;
 use crate::libpq::{self, SECRET_KEYWORDS};
@@ -104,6 +106,72 @@ pub fn reduce(kind: SourceKind, data: impl IntoIterator<Item = (String, String)>
             (k, v)
         })
         .collect()
+}
+
+/// ConfigMaps and Secrets read whole from a cluster, each kept as [`reduce`] keeps it: an
+/// object that is not there does not exist (`Missing`); a kind that could not be read is
+/// hidden (`Unknown`), never missing. The audit's and the operator's reports' source.
+#[derive(Debug)]
+pub struct Listed {
+    objects: HashMap<(SourceKind, String, String), SourceData>,
+    /// Whether ConfigMaps, then Secrets, could be read.
+    readable: [bool; 2],
+}
+
+fn slot(kind: SourceKind) -> usize {
+    match kind {
+        SourceKind::ConfigMap => 0,
+        SourceKind::Secret => 1,
+    }
+}
+
+impl Listed {
+    /// Empty; each kind readable or not.
+    pub fn new(config_maps: bool, secrets: bool) -> Listed {
+        Listed {
+            objects: HashMap::new(),
+            readable: [config_maps, secrets],
+        }
+    }
+
+    /// Says whether `kind` could be read after all.
+    pub fn set_readable(&mut self, kind: SourceKind, readable: bool) {
+        self.readable[slot(kind)] = readable;
+    }
+
+    /// Keeps an object's `data` (Secret values decoded), reduced.
+    pub fn insert(
+        &mut self,
+        kind: SourceKind,
+        namespace: &str,
+        name: &str,
+        data: impl IntoIterator<Item = (String, String)>,
+    ) {
+        let key = (kind, namespace.to_string(), name.to_string());
+        self.objects.insert(key, reduce(kind, data));
+    }
+
+    /// Forgets a deleted object.
+    pub fn remove(&mut self, kind: SourceKind, namespace: &str, name: &str) {
+        self.objects
+            .remove(&(kind, namespace.to_string(), name.to_string()));
+    }
+}
+
+impl ValueSource for Listed {
+    fn lookup(&self, kind: SourceKind, namespace: Option<&str>, name: &str) -> Lookup<'_> {
+        if !self.readable[slot(kind)] {
+            return Lookup::Unknown;
+        }
+        let key = (
+            kind,
+            namespace.unwrap_or_default().to_string(),
+            name.to_string(),
+        );
+        self.objects
+            .get(&key)
+            .map_or(Lookup::Missing, Lookup::Found)
+    }
 }
 
 #[cfg(test)]
